@@ -1,0 +1,42 @@
+# Two commands for a fresh machine: `make run` (demo pipeline through Airflow) and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+export RECSYS_HOME ?= $(CURDIR)/var
+# Logical date of the demo run: yesterday (UTC). Override: make run DS=2026-01-31
+DS     ?= $(shell date -u -d yesterday +%F)
+PORT   ?= 8080
+MLFLOW_PORT ?= 5000
+
+.PHONY: install run test airflow mlflow clean
+
+# The stamp is rebuilt whenever the pinned requirements or the package metadata change.
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
+	@touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/recsys demo-data --end-date $(DS)
+	$(BIN)/recsys airflow db migrate > $(RECSYS_HOME)/airflow-db-migrate.log 2>&1 || { cat $(RECSYS_HOME)/airflow-db-migrate.log; exit 1; }
+	$(BIN)/recsys airflow-test --ds $(DS)
+	$(BIN)/recsys show
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+airflow: install
+	$(BIN)/recsys airflow db migrate > /dev/null
+	@echo "Airflow UI: http://127.0.0.1:$(PORT)  user: admin  password: see $(RECSYS_HOME)/airflow/simple_auth_manager_passwords.json.generated"
+	AIRFLOW__API__PORT=$(PORT) AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$(PORT)/execution/ \
+	  $(BIN)/recsys airflow standalone
+
+mlflow: install
+	@echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)"
+	$(BIN)/recsys mlflow-ui --port $(MLFLOW_PORT)
+
+clean:
+	rm -rf $(RECSYS_HOME)

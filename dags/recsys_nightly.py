@@ -1,0 +1,87 @@
+"""
+### recsys_nightly
+
+Turns the raw retail events landed up to the end of the logical date (`ds`, UTC) into fresh
+recommendation tables.
+
+| task | what it does | writes |
+|---|---|---|
+| `validate` | Great Expectations gate over new landing partitions; bad rows to quarantine with the rule they broke | `validated/`, `quarantine/` |
+| `features` | user x item interaction matrices (train split and full), holdout truth, item text | `features/ds=<ds>/` |
+| `train` | fits every candidate (popularity, ALS, item-kNN, TF-IDF content) on the data before the holdout window | `models/ds=<ds>/holdout/` |
+| `evaluate` | temporal holdout: precision@K, recall@K, NDCG@K, coverage per candidate | `eval/ds=<ds>/` |
+| `select` | refits the best on all data, logs the MLflow run, registers it with alias `champion` | `mlflow/` |
+| `publish` | `user_recommendations`, `similar_items`, `model_runs` for `ds`, atomically | `warehouse/` |
+
+Everything lives under `$RECSYS_HOME`. Trigger with the `ds` param to (re)build a past date; a rerun
+replaces that date only. Owner: data engineering. Docs: `README.md`, `docs/`.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+# Heavy imports (pandas, implicit, mlflow, great_expectations) happen inside the tasks only:
+# the scheduler parses this file every few seconds.
+
+
+@dag(
+    dag_id="recsys_nightly",
+    schedule="0 2 * * *",
+    # Early start so that historical dates (imported history, backfills) can be run; catchup is off,
+    # so the scheduler itself only ever creates the latest interval.
+    start_date=pendulum.datetime(2000, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    # RECSYS_TASK_RETRIES lets a one-off local run (`recsys airflow-test`) fail fast; the nightly keeps 2.
+    default_args={"owner": "data-engineering", "retries": int(os.environ.get("RECSYS_TASK_RETRIES", "2")),
+                  "retry_delay": timedelta(minutes=5)},
+    tags=["recsys", "nightly"],
+    doc_md=__doc__,
+    params={"ds": Param(None, type=["null", "string"], format="date",
+                        description="Build this date instead of the run's logical date (YYYY-MM-DD)")},
+)
+def recsys_nightly():
+    @task
+    def validate(**context) -> dict:
+        from pipelines.airflow_tasks import run_task
+
+        return run_task("validate", context)
+
+    @task
+    def features(_: dict, **context) -> dict:
+        from pipelines.airflow_tasks import run_task
+
+        return run_task("features", context)
+
+    @task
+    def train(_: dict, **context) -> dict:
+        from pipelines.airflow_tasks import run_task
+
+        return run_task("train", context)
+
+    @task
+    def evaluate(_: dict, **context) -> dict:
+        from pipelines.airflow_tasks import run_task
+
+        return run_task("evaluate", context)
+
+    @task
+    def select(_: dict, **context) -> dict:
+        from pipelines.airflow_tasks import run_task
+
+        return run_task("select", context)
+
+    @task
+    def publish(_: dict, **context) -> dict:
+        from pipelines.airflow_tasks import run_task
+
+        return run_task("publish", context)
+
+    publish(select(evaluate(train(features(validate())))))
+
+
+recsys_nightly()

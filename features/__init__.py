@@ -1,0 +1,1 @@
+"""Turn validated events into model inputs: interaction matrices, holdout truth, item text."""

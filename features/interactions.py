@@ -1,0 +1,162 @@
+"""Features step: validated events of the window up to ``ds`` -> sparse matrices and item tables.
+
+Outputs under ``features/ds=<ds>/`` (written to a staging directory and swapped in whole):
+
+* ``users.parquet``  user_idx, user_id (every user with a valid event in the window)
+* ``items.parquet``  item_idx, item_id, catalog columns, text, active, pop_train, pop_full
+* ``train.npz``      users x items weights from events before the holdout window (CSR, float32)
+* ``full.npz``       users x items weights from all events up to the end of ``ds``
+* ``holdout.parquet`` user_idx, item_idx: distinct purchases inside the holdout window (the truth)
+* ``meta.json``      counts and window bounds
+
+Weights: the sum of per-event-type weights (config ``event_weights``); a return cancels a purchase.
+Negative sums are clipped to zero and zero cells dropped. All aggregation runs in DuckDB.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from features.text import item_text
+from pipelines import constants as C
+from pipelines import storage
+from pipelines.config import Config
+
+log = logging.getLogger(__name__)
+
+
+class FeatureError(ValueError):
+    pass
+
+
+def _window(cfg: Config, ds: str) -> tuple[date, date, date | None]:
+    end = date.fromisoformat(ds) + timedelta(days=1)  # exclusive: events up to the end of ds (UTC)
+    holdout_start = end - timedelta(days=cfg.holdout_days)
+    start = end - timedelta(days=cfg.history_days) if cfg.history_days > 0 else None
+    return end, holdout_start, start
+
+
+def load_catalog(con: duckdb.DuckDBPyConnection, landing: Path) -> pd.DataFrame:
+    """Latest row per item over all landed catalog batches (file names sort in import order)."""
+    files = storage.landing_files(landing, "items")
+    if not files:
+        return pd.DataFrame(columns=["item_id"])
+    con.execute("CREATE OR REPLACE TEMP TABLE _cat AS SELECT * FROM read_parquet(?, union_by_name=true, filename=true)",
+                [[str(f) for f in files]])
+    return con.execute("""
+        SELECT * EXCLUDE (filename) FROM _cat
+        QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY filename DESC) = 1
+        ORDER BY item_id""").df()
+
+
+def build_features(cfg: Config, ds: str, run_id: str) -> dict:
+    end, holdout_start, start = _window(cfg, ds)
+    files = sorted((cfg.validated / "events").glob(f"{C.EVENT_DATE}=*/part.parquet"))
+    files = [f for f in files if f.parent.name.split("=", 1)[1] < end.isoformat()]
+    if not files:
+        raise FeatureError(f"no validated events up to ds={ds} under {cfg.validated / 'events'}; "
+                           "run the validate step (or import data) first")
+    con = duckdb.connect()
+    w = cfg.event_weights
+    weight_sql = "CASE event_type " + " ".join(f"WHEN '{k}' THEN {float(v)}" for k, v in w.items()) + " ELSE 0 END"
+    lo = f"AND event_time >= TIMESTAMPTZ '{start.isoformat()} 00:00:00+00'" if start else ""
+    con.execute(f"""
+        CREATE TEMP TABLE ev AS
+        SELECT user_id, item_id, event_type, event_time, {weight_sql} AS w
+        FROM read_parquet(?, union_by_name=true)
+        WHERE event_time < TIMESTAMPTZ '{end.isoformat()} 00:00:00+00' {lo}""", [[str(f) for f in files]])
+    n_events = con.execute("SELECT count(*) FROM ev").fetchone()[0]
+    if n_events == 0:
+        raise FeatureError(f"no valid events in the window ending {end} for ds={ds}")
+
+    catalog = load_catalog(con, cfg.landing)
+    con.register("catalog", catalog)
+    con.execute("""CREATE TEMP TABLE users AS
+        SELECT (row_number() OVER (ORDER BY user_id)) - 1 AS user_idx, user_id
+        FROM (SELECT DISTINCT user_id FROM ev)""")
+    con.execute("""CREATE TEMP TABLE items AS
+        SELECT (row_number() OVER (ORDER BY item_id)) - 1 AS item_idx, item_id
+        FROM (SELECT item_id FROM ev UNION SELECT item_id FROM catalog)""")
+    hs = f"TIMESTAMPTZ '{holdout_start.isoformat()} 00:00:00+00'"
+    pop_days = cfg.popularity_days
+    # Popularity: distinct buyers per item in the trailing window before each cut-off.
+    pop = con.execute(f"""
+        SELECT i.item_idx,
+          count(DISTINCT e.user_id) FILTER (WHERE e.event_type = 'purchase' AND e.event_time < {hs}
+              AND e.event_time >= {hs} - INTERVAL {pop_days} DAY) AS pop_train,
+          count(DISTINCT e.user_id) FILTER (WHERE e.event_type = 'purchase'
+              AND e.event_time >= TIMESTAMPTZ '{end.isoformat()} 00:00:00+00' - INTERVAL {pop_days} DAY) AS pop_full
+        FROM items i LEFT JOIN ev e USING (item_id) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
+    cells = con.execute(f"""
+        SELECT u.user_idx, i.item_idx,
+               sum(e.w) FILTER (WHERE e.event_time < {hs}) AS w_train, sum(e.w) AS w_full
+        FROM ev e JOIN users u USING (user_id) JOIN items i USING (item_id)
+        GROUP BY ALL""").fetchnumpy()
+    truth = con.execute(f"""
+        SELECT DISTINCT u.user_idx, i.item_idx FROM ev e JOIN users u USING (user_id) JOIN items i USING (item_id)
+        WHERE e.event_type = 'purchase' AND e.event_time >= {hs} ORDER BY 1, 2""").df()
+    users = con.execute("SELECT * FROM users ORDER BY user_idx").df()
+    items = con.execute("""SELECT i.item_idx, i.item_id, c.* EXCLUDE (item_id)
+                           FROM items i LEFT JOIN catalog c USING (item_id) ORDER BY i.item_idx""").df()
+    con.close()
+
+    n_users, n_items = len(users), len(items)
+    if "active" not in items:
+        items["active"] = True
+    items["active"] = items["active"].astype("boolean").fillna(True).astype(bool)
+    items["text"] = item_text(items)
+    items["pop_train"] = pop["pop_train"].to_numpy()
+    items["pop_full"] = pop["pop_full"].to_numpy()
+
+    def matrix(values) -> sp.csr_matrix:
+        v = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0).clip(min=0)
+        keep = v > 0
+        m = sp.csr_matrix((v[keep].astype(np.float32), (cells["user_idx"][keep], cells["item_idx"][keep])),
+                          shape=(n_users, n_items))
+        m.sum_duplicates()
+        return m
+
+    train, full = matrix(cells["w_train"]), matrix(cells["w_full"])
+    final = cfg.features_dir(ds)
+    stage = storage.staging_dir(final)
+    sp.save_npz(stage / "train.npz", train)
+    sp.save_npz(stage / "full.npz", full)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pandas(users, preserve_index=False), stage / "users.parquet")
+    pq.write_table(pa.Table.from_pandas(items, preserve_index=False), stage / "items.parquet")
+    pq.write_table(pa.Table.from_pandas(truth, preserve_index=False), stage / "holdout.parquet")
+    meta = {"ds": ds, "run_id": run_id, "window_end": end.isoformat(), "holdout_start": holdout_start.isoformat(),
+            "window_start": start.isoformat() if start else None, "events": int(n_events), "users": n_users,
+            "items": n_items, "active_items": int(items["active"].sum()), "train_nnz": int(train.nnz),
+            "full_nnz": int(full.nnz), "holdout_pairs": len(truth),
+            "holdout_users": int(truth["user_idx"].nunique()) if len(truth) else 0}
+    storage.write_json(meta, stage / "meta.json")
+    storage.replace_dir(stage, final)
+    log.info("features ds=%s: %d events -> %d users x %d items, train nnz %d, full nnz %d, holdout %d pairs",
+             ds, n_events, n_users, n_items, train.nnz, full.nnz, len(truth))
+    return {"path": str(final), **meta}
+
+
+def load_features(cfg: Config, ds: str) -> dict:
+    """Read back what build_features wrote for ds."""
+    import pyarrow.parquet as pq
+
+    d = cfg.features_dir(ds)
+    if not (d / "meta.json").exists():
+        raise FeatureError(f"no features for ds={ds} at {d}; run the features step first")
+    return {
+        "users": pq.read_table(d / "users.parquet").to_pandas(),
+        "items": pq.read_table(d / "items.parquet").to_pandas(),
+        "train": sp.load_npz(d / "train.npz").tocsr(),
+        "full": sp.load_npz(d / "full.npz").tocsr(),
+        "holdout": pq.read_table(d / "holdout.parquet").to_pandas(),
+        "meta": storage.read_json(d / "meta.json"),
+    }

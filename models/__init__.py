@@ -1,0 +1,12 @@
+"""Recommenders behind one contract (models.base.Recommender) and the registry of candidates."""
+from models.base import Recommender, load_model
+from models.popularity import PopularityRecommender
+from models.als import ALSRecommender
+from models.itemknn import ItemKNNRecommender
+from models.content import ContentRecommender
+
+REGISTRY: dict[str, type[Recommender]] = {
+    m.name: m for m in (PopularityRecommender, ALSRecommender, ItemKNNRecommender, ContentRecommender)
+}
+
+__all__ = ["Recommender", "REGISTRY", "load_model"]

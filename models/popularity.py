@@ -1,0 +1,46 @@
+"""Popularity baseline: the same list for everyone, ranked by an item popularity vector."""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from models.base import Recommender
+
+
+class PopularityRecommender(Recommender):
+    """Score = ``items['popularity']`` if given (e.g. distinct recent buyers), else the column sums."""
+
+    name = "popularity"
+
+    def __init__(self) -> None:
+        pass
+
+    def fit(self, user_items: sp.csr_matrix, items=None) -> "PopularityRecommender":
+        if items is not None and "popularity" in items:
+            pop = np.asarray(items["popularity"], dtype=np.float64)
+        else:
+            pop = np.asarray((user_items > 0).sum(axis=0), dtype=np.float64).ravel()
+        # A tiny tie-breaker on total weight keeps the order stable and meaningful.
+        total = np.asarray(user_items.sum(axis=0), dtype=np.float64).ravel()
+        self.scores_ = (pop + total / (total.max() + 1.0) * 1e-3).astype(np.float32)
+        return self
+
+    def score(self, users, user_items):
+        return np.broadcast_to(self.scores_, (len(users), len(self.scores_))).copy()
+
+    def item_vectors(self):
+        raise NotImplementedError("popularity has no item similarity")
+
+    def similar_items(self, items, n, filter_items=None):
+        s = np.broadcast_to(self.scores_, (len(items), len(self.scores_))).copy()
+        s[np.arange(len(items)), np.asarray(items)] = -np.inf
+        from models.base import mask_block, topk
+
+        mask_block(s, None, filter_items)
+        return topk(s, n)
+
+    def _arrays(self):
+        return {"scores_": self.scores_}
+
+    def _set_arrays(self, arrays):
+        self.scores_ = arrays["scores_"]

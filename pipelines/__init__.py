@@ -1,0 +1,1 @@
+"""Nightly batch recommendation pipeline: steps, configuration, storage and the `recsys` CLI."""

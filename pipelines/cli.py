@@ -1,0 +1,203 @@
+"""The ``recsys`` command line. ``recsys --help`` lists the commands."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+from pipelines.config import load_config
+
+log = logging.getLogger("recsys")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _yesterday() -> str:
+    # The CLI may read the clock to pick a default; steps never do.
+    return (datetime.now(timezone.utc).date() - timedelta(days=1)).isoformat()
+
+
+def airflow_env(cfg) -> dict[str, str]:
+    """Environment for any airflow command: AIRFLOW_HOME is the repo (committed airflow.cfg),
+    everything Airflow writes goes under $RECSYS_HOME/airflow."""
+    env = dict(os.environ)
+    env["AIRFLOW_HOME"] = str(REPO)
+    env["RECSYS_HOME"] = str(cfg.home)
+    env.setdefault("AIRFLOW_CONFIG", str(REPO / "airflow.cfg"))
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    (cfg.airflow_dir / "logs").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def cmd_demo_data(args, cfg):
+    from pipelines.importers import import_demo
+
+    res = import_demo(cfg, seed=args.seed, users=args.users, items=args.items, days=args.days,
+                      end_date=args.end_date or _yesterday())
+    print(res.summary())
+    print(f"landing zone: {cfg.landing}")
+
+
+def cmd_import_events(args, cfg):
+    from pipelines.importers import import_events
+
+    res = import_events(cfg, args.file, user_col=args.user_col, item_col=args.item_col, time_col=args.time_col,
+                        time_format=args.time_format, event_type=args.event_type, event_type_col=args.event_type_col,
+                        quantity_col=args.quantity_col, price_col=args.price_col, title_col=args.title_col,
+                        order_col=args.order_col, session_col=args.session_col)
+    print(res.summary())
+
+
+def cmd_import_online_retail(args, cfg):
+    from pipelines.importers import import_online_retail
+
+    print(import_online_retail(cfg, args.path).summary())
+
+
+def cmd_run(args, cfg):
+    from pipelines.run import run_all, run_step
+
+    run_id = args.run_id or f"cli__{args.ds}__{uuid.uuid4().hex[:8]}"
+    if args.step:
+        print(run_step(args.step, cfg, args.ds, run_id))
+        return
+    results = run_all(cfg, args.ds, run_id)
+    pub = results["publish"]
+    print(f"run {run_id} for ds={args.ds}: champion {results['select']['champion']}, "
+          f"published {pub['rows']} to {pub['duckdb']}")
+
+
+def cmd_show(args, cfg):
+    from pipelines import storage
+
+    if not cfg.duckdb_path.exists():
+        raise SystemExit(f"no warehouse yet at {cfg.duckdb_path}; run the pipeline first")
+    con = storage.connect_warehouse(cfg.duckdb_path, read_only=True)
+    print(f"DuckDB warehouse: {cfg.duckdb_path}")
+    print(f"Parquet tables:   {cfg.warehouse / 'parquet'}/<table>/ds=<ds>/part-0.parquet")
+    for t in ("user_recommendations", "similar_items", "model_runs"):
+        print(f"\n== {t}: rows per ds ==")
+        print(con.sql(f'SELECT ds, count(*) AS rows FROM "{t}" GROUP BY ds ORDER BY ds DESC LIMIT 5'))
+        print(con.sql(f'SELECT * FROM "latest_{t}" ORDER BY ALL LIMIT {args.rows}'))
+    con.close()
+
+
+def cmd_airflow(args, cfg):
+    env = airflow_env(cfg)
+    exe = str(Path(sys.executable).parent / "airflow")
+    os.execvpe(exe, [exe, *args.airflow_args], env)
+
+
+def cmd_airflow_test(args, cfg):
+    """`airflow dags test` for one ds, with its log under the data root, short progress lines on the
+    terminal, and an exit status that reflects the DAG run's final state."""
+    import re
+    import subprocess
+
+    env = airflow_env(cfg)
+    env["RECSYS_TASK_RETRIES"] = "0"
+    exe = str(Path(sys.executable).parent / "airflow")
+    log_path = cfg.airflow_dir / f"dags-test-{args.ds}.log"
+    print(f"airflow dags test recsys_nightly {args.ds} (full log: {log_path})", flush=True)
+    state = None
+    with open(log_path, "w", encoding="utf-8") as logf:
+        proc = subprocess.Popen([exe, "dags", "test", "recsys_nightly", args.ds], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for line in proc.stdout:
+            logf.write(line)
+            if m := re.search(r"\[DAG TEST\] running task <TaskInstance: recsys_nightly\.(\w+)", line):
+                print(f"  task {m.group(1)} ...", flush=True)
+            if m := re.search(r"DagRun Finished: .*?state=(\w+)", line):
+                state = m.group(1)
+        rc = proc.wait()
+    print(f"DAG run state: {state} (airflow exit code {rc})")
+    if rc != 0 or state != "success":
+        errors = [l.strip() for l in log_path.read_text(encoding="utf-8").splitlines()
+                  if re.search(r"\b\w*(Error|Exception)\b: ", l)]
+        for line in dict.fromkeys(errors[-5:]):
+            print(f"  {line[:400]}", file=sys.stderr)
+        raise RuntimeError(f"recsys_nightly for ds={args.ds} did not succeed (state {state}); see {log_path}")
+
+
+def cmd_mlflow_ui(args, cfg):
+    cfg.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    exe = str(Path(sys.executable).parent / "mlflow")
+    os.execvp(exe, [exe, "ui", "--backend-store-uri", cfg.mlflow_uri, "--default-artifact-root",
+                    (cfg.mlflow_dir / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(args.port)])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recsys", description="Nightly batch recommendations for retailers. "
+                                "Data root: $RECSYS_HOME (default ./var).")
+    p.add_argument("--home", help="data root (overrides RECSYS_HOME)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo-data", help="generate deterministic demo data into the landing zone")
+    d.add_argument("--seed", type=int, default=42)
+    d.add_argument("--users", type=int, default=2000)
+    d.add_argument("--items", type=int, default=400)
+    d.add_argument("--days", type=int, default=60)
+    d.add_argument("--end-date", help="last day of data, YYYY-MM-DD (default: yesterday, UTC)")
+    d.set_defaults(func=cmd_demo_data)
+
+    e = sub.add_parser("import-events", help="land a CSV or Parquet file of events")
+    e.add_argument("file")
+    e.add_argument("--user-col", required=True)
+    e.add_argument("--item-col", required=True)
+    e.add_argument("--time-col", required=True)
+    e.add_argument("--time-format", help="strftime format of the time column (default: inferred)")
+    g = e.add_mutually_exclusive_group(required=True)
+    g.add_argument("--event-type", help="one event type for every row: view, add_to_cart, purchase, return")
+    g.add_argument("--event-type-col")
+    for c in ("quantity", "price", "title", "order", "session"):
+        e.add_argument(f"--{c}-col")
+    e.set_defaults(func=cmd_import_events)
+
+    o = sub.add_parser("import-online-retail", help="land the UCI Online Retail file (xlsx, csv or parquet)")
+    o.add_argument("path")
+    o.set_defaults(func=cmd_import_online_retail)
+
+    r = sub.add_parser("run", help="run the nightly steps in-process for one ds")
+    r.add_argument("--ds", required=True, help="logical date YYYY-MM-DD: uses events up to the end of that day (UTC)")
+    r.add_argument("--run-id")
+    r.add_argument("--step", choices=("validate", "features", "train", "evaluate", "select", "publish"),
+                   help="run one step only")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("show", help="print where the tables are and sample rows")
+    s.add_argument("--rows", type=int, default=5)
+    s.set_defaults(func=cmd_show)
+
+    a = sub.add_parser("airflow", help="run an airflow command with this project's configuration")
+    a.add_argument("airflow_args", nargs=argparse.REMAINDER)
+    a.set_defaults(func=cmd_airflow)
+
+    t = sub.add_parser("airflow-test", help="run recsys_nightly once through Airflow (airflow dags test)")
+    t.add_argument("--ds", required=True)
+    t.set_defaults(func=cmd_airflow_test)
+
+    m = sub.add_parser("mlflow-ui", help="the MLflow UI on the pipeline's tracking store")
+    m.add_argument("--port", type=int, default=5000)
+    m.set_defaults(func=cmd_mlflow_ui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    cfg = load_config(home=args.home or os.environ.get("RECSYS_HOME") or "var")
+    try:
+        args.func(args, cfg)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+        print(f"recsys: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""One frozen configuration object: defaults <- YAML file <- environment variables.
+
+* YAML: the file named by ``RECSYS_CONFIG`` (flat keys, same names as the fields below).
+* Environment: ``RECSYS_<FIELD>`` in upper case, e.g. ``RECSYS_ALS_FACTORS=32``;
+  ``RECSYS_HOME`` sets the data root.
+
+No step reads Airflow Variables or connections; the DAG passes nothing but ``ds`` and the run id.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+
+def _default_weights() -> Mapping[str, float]:
+    # Purchases dominate; a return cancels one purchase of the same item.
+    return MappingProxyType({"view": 1.0, "add_to_cart": 3.0, "purchase": 8.0, "return": -8.0})
+
+
+@dataclass(frozen=True)
+class Config:
+    home: Path = Path("var")
+    seed: int = 42
+    # Recommendation list length per user and surface, and the cut-off used by the evaluation.
+    top_n: int = 20
+    eval_k: int = 10
+    # Temporal holdout: the last `holdout_days` days up to ds are the evaluation window.
+    holdout_days: int = 7
+    # Only events of the last `history_days` days up to ds feed the models (0 = all history).
+    history_days: int = 0
+    # Popularity counts purchases in this trailing window.
+    popularity_days: int = 30
+    event_weights: Mapping[str, float] = field(default_factory=_default_weights)
+    als_factors: int = 64
+    als_regularization: float = 0.05
+    als_alpha: float = 2.0
+    als_iterations: int = 15
+    itemknn_neighbours: int = 100
+    similar_items_n: int = 20
+    # Users scored per block: bounds memory at block x n_items floats.
+    score_block_users: int = 4096
+    # Candidate models evaluated every night; the best on NDCG@eval_k becomes champion.
+    candidates: tuple[str, ...] = ("popularity", "als", "itemknn", "content")
+    mlflow_experiment: str = "recsys_nightly"
+    registered_model: str = "recsys_recommender"
+
+    # ---- derived paths (one place for the layout under the data root) ----
+    @property
+    def landing(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def validated(self) -> Path:
+        return self.home / "validated"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.home / "quarantine"
+
+    def features_dir(self, ds: str) -> Path:
+        return self.home / "features" / f"ds={ds}"
+
+    def models_dir(self, ds: str) -> Path:
+        return self.home / "models" / f"ds={ds}"
+
+    def eval_dir(self, ds: str) -> Path:
+        return self.home / "eval" / f"ds={ds}"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.home / "warehouse"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.warehouse / "recsys.duckdb"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def airflow_dir(self) -> Path:
+        return self.home / "airflow"
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    """Turn a YAML or environment value into the type of the field's default."""
+    try:
+        if isinstance(default, Path):
+            return Path(raw)
+        if isinstance(default, bool):
+            return str(raw).lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(str(x).strip() for x in items if str(x).strip())
+        if isinstance(default, Mapping):
+            if isinstance(raw, str):
+                pairs = (p.split("=") for p in raw.split(",") if p.strip())
+                raw = {k.strip(): v for k, v in pairs}
+            merged = dict(default)
+            merged.update({str(k): float(v) for k, v in dict(raw).items()})
+            return MappingProxyType(merged)
+        return raw
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"config: {name}={raw!r} is not a valid {type(default).__name__}") from exc
+
+
+def load_config(environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+    """Build the Config from defaults, the YAML file in RECSYS_CONFIG, RECSYS_* variables, overrides."""
+    env = os.environ if environ is None else environ
+    defaults = Config()
+    values: dict[str, Any] = {}
+    known = {f.name for f in fields(Config)}
+    yaml_path = env.get("RECSYS_CONFIG")
+    if yaml_path:
+        import yaml
+
+        with open(yaml_path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config file {yaml_path}: unknown keys {unknown}; known keys: {sorted(known)}")
+        values.update(data)
+    for f in fields(Config):
+        key = f"RECSYS_{f.name.upper()}"
+        if key in env:
+            values[f.name] = env[key]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    coerced = {k: _coerce(k, v, getattr(defaults, k)) for k, v in values.items()}
+    cfg = dataclasses.replace(defaults, **coerced)
+    # The data root is always absolute: Airflow task processes and sqlite URIs need it.
+    return dataclasses.replace(cfg, home=cfg.home.expanduser().resolve())

@@ -1,0 +1,218 @@
+"""Deterministic synthetic retail data for demos, tests and scale runs.
+
+What it simulates (every draw comes from one seeded numpy Generator, so the same arguments give
+byte-identical data):
+
+* items in 8 categories with a power-law (Zipf) popularity, brands, prices, titles and
+  descriptions; 20% of items are released during the period (new items);
+* users with Dirichlet category affinities; 30% sign up during the period (new users);
+* sessions: views -> add_to_cart -> purchase funnels inside the user's favourite categories;
+* complementary items bought in the same order (each item has a complement in a paired category);
+* repeat purchases of consumables (grocery, beauty) one to three weeks later;
+* a small share of dirty rows (null user, unknown event type, negative price, zero quantity,
+  exact duplicates) that validation must quarantine.
+
+All work is vectorised over events; memory is a few dozen bytes per event.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipelines import constants as C
+
+log = logging.getLogger(__name__)
+
+CATEGORIES = np.array(["home", "kitchen", "garden", "toys", "stationery", "fashion", "beauty", "grocery"])
+CONSUMABLE = {"beauty", "grocery"}
+# Complement pairs: kitchen <-> grocery, fashion <-> beauty, home <-> garden, toys <-> stationery.
+COMPLEMENT_CATEGORY = {0: 2, 2: 0, 1: 7, 7: 1, 3: 4, 4: 3, 5: 6, 6: 5}
+NOUNS = {
+    "home": ["lamp", "cushion", "candle", "frame", "vase", "clock", "rug", "mirror"],
+    "kitchen": ["mug", "teapot", "pan", "knife set", "bowl", "kettle", "grater", "jar"],
+    "garden": ["planter", "hose", "gloves", "seed kit", "trowel", "bird feeder", "lantern", "bench"],
+    "toys": ["puzzle", "robot", "teddy bear", "kite", "building set", "doll", "yo-yo", "train"],
+    "stationery": ["notebook", "pen set", "planner", "sticker pack", "pencil case", "card", "ruler", "tape"],
+    "fashion": ["scarf", "tote bag", "hat", "umbrella", "wallet", "socks", "belt", "gloves"],
+    "beauty": ["soap", "hand cream", "lip balm", "shampoo", "bath salts", "face mask", "perfume", "lotion"],
+    "grocery": ["tea", "coffee", "chocolate", "honey", "biscuits", "jam", "olive oil", "spice mix"],
+}
+ADJECTIVES = np.array(["vintage", "red", "blue", "green", "retro", "classic", "floral", "striped",
+                       "wooden", "ceramic", "organic", "mini", "deluxe", "rustic", "pastel", "gold"])
+COUNTRIES = np.array(["GB", "FR", "DE", "NL", "ES", "IE", "BE", "US"])
+COUNTRY_P = np.array([0.55, 0.1, 0.1, 0.06, 0.06, 0.05, 0.04, 0.04])
+
+
+@dataclass(frozen=True)
+class DemoData:
+    events: pd.DataFrame
+    items: pd.DataFrame
+    users: pd.DataFrame
+
+
+def _pick(rng: np.random.Generator, cum: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Draw one column index per row from row-wise cumulative probabilities `cum[rows]`."""
+    u = rng.random(len(rows))[:, None]
+    return (cum[rows] < u).sum(axis=1).clip(max=cum.shape[1] - 1)
+
+
+def generate(seed: int = 42, users: int = 2000, items: int = 400, days: int = 60,
+             end_date: date | str = "2026-11-27", dirty_share: float = 0.005,
+             sessions_per_user_day: float = 0.08) -> DemoData:
+    rng = np.random.default_rng(seed)
+    end = pd.Timestamp(end_date).date()
+    start = end - timedelta(days=days - 1)
+    n_cat = len(CATEGORIES)
+
+    # ---- items
+    item_cat = rng.integers(0, n_cat, items)
+    pop = 1.0 / np.arange(1, items + 1) ** 1.0
+    pop = pop[rng.permutation(items)]
+    item_release = np.where(rng.random(items) < 0.2, rng.integers(0, days, items), 0)
+    brand = rng.integers(0, 30, items)
+    base_price = np.round(np.exp(rng.normal(2.0, 0.7, items)), 2)
+    adj = ADJECTIVES[rng.integers(0, len(ADJECTIVES), items)]
+    noun = np.array([NOUNS[CATEGORIES[c]][k] for c, k in zip(item_cat, rng.integers(0, 8, items))])
+    item_ids = np.array([f"i{k:06d}" for k in range(items)])
+    titles = np.char.add(np.char.add(np.char.capitalize(adj.astype(str)), " "), noun)
+    cat_names = CATEGORIES[item_cat]
+    # Within-category popularity distribution, for drawing items given a category.
+    cat_items = [np.flatnonzero(item_cat == c) for c in range(n_cat)]
+    cat_cum = [np.cumsum(pop[ix]) / pop[ix].sum() if len(ix) else np.array([1.0]) for ix in cat_items]
+    complement = np.empty(items, dtype=np.int64)
+    for c in range(n_cat):
+        ix = cat_items[c]
+        target = cat_items[COMPLEMENT_CATEGORY[c]]
+        if len(ix) == 0:
+            continue
+        if len(target) == 0:
+            target = np.arange(items)
+        tp = pop[target] / pop[target].sum()
+        complement[ix] = rng.choice(target, size=len(ix), p=tp)
+
+    # ---- users
+    affinity = rng.dirichlet(np.full(n_cat, 0.3), users)
+    aff_cum = np.cumsum(affinity, axis=1)
+    signup = np.where(rng.random(users) < 0.3, rng.integers(0, days, users), 0)
+    activity = np.exp(rng.normal(0.0, 0.8, users)) * sessions_per_user_day
+    country = COUNTRIES[rng.choice(len(COUNTRIES), users, p=COUNTRY_P)]
+    user_ids = np.array([f"u{k:07d}" for k in range(users)])
+
+    # ---- sessions
+    n_sess = rng.poisson(activity * (days - signup))
+    s_user = np.repeat(np.arange(users), n_sess)
+    s_day = signup[s_user] + (rng.random(len(s_user)) * (days - signup[s_user])).astype(np.int64)
+    s_cat = _pick(rng, aff_cum, s_user)
+    s_sec = rng.integers(0, 86400 - 3600, len(s_user))
+    n_views = 1 + rng.poisson(2.0, len(s_user))
+    # ---- views
+    v_sess = np.repeat(np.arange(len(s_user)), n_views)
+    v_cat = s_cat[v_sess]
+    v_item = np.empty(len(v_sess), dtype=np.int64)
+    u = rng.random(len(v_sess))
+    for c in range(n_cat):
+        m = v_cat == c
+        if m.any() and len(cat_items[c]):
+            v_item[m] = cat_items[c][np.searchsorted(cat_cum[c], u[m]).clip(max=len(cat_items[c]) - 1)]
+        elif m.any():
+            v_item[m] = rng.integers(0, items, m.sum())
+    released = item_release[v_item] <= s_day[v_sess]
+    v_sess, v_item = v_sess[released], v_item[released]
+    v_offset = rng.integers(0, 1800, len(v_sess))
+    # ---- funnel
+    cart = rng.random(len(v_sess)) < 0.30
+    buy = cart & (rng.random(len(v_sess)) < 0.55)
+    frames = []
+
+    def _events(sess, item, etype, offset, qty=None, order=False):
+        day = s_day[sess]
+        ts = (np.datetime64(start, "s") + day.astype("timedelta64[D]") + (s_sec[sess] + offset).astype("timedelta64[s]"))
+        return pd.DataFrame({
+            C.USER_ID: user_ids[s_user[sess]],
+            C.ITEM_ID: item_ids[item],
+            C.EVENT_TYPE: etype,
+            C.EVENT_TIME: ts,
+            C.QUANTITY: qty if qty is not None else np.ones(len(sess), dtype=np.int64),
+            C.PRICE: base_price[item],
+            C.ORDER_ID: np.char.add("o", sess.astype(str)) if order else None,
+            C.SESSION_ID: np.char.add("s", sess.astype(str)),
+        })
+
+    frames.append(_events(v_sess, v_item, C.VIEW, v_offset))
+    frames.append(_events(v_sess[cart], v_item[cart], C.ADD_TO_CART, v_offset[cart] + 60))
+    b_sess, b_item = v_sess[buy], v_item[buy]
+    b_qty = 1 + rng.poisson(0.4, len(b_sess))
+    frames.append(_events(b_sess, b_item, C.PURCHASE, np.full(len(b_sess), 2400), b_qty, order=True))
+    # Complements bought in the same order.
+    comp = rng.random(len(b_sess)) < 0.35
+    c_item = complement[b_item[comp]]
+    ok = item_release[c_item] <= s_day[b_sess[comp]]
+    frames.append(_events(b_sess[comp][ok], c_item[ok], C.PURCHASE, np.full(ok.sum(), 2400), order=True))
+    # Repeat purchases of consumables 7-21 days later, within the period.
+    consumable = np.isin(cat_names[b_item], list(CONSUMABLE)) & (rng.random(len(b_sess)) < 0.5)
+    r_sess, r_item = b_sess[consumable], b_item[consumable]
+    r_days = rng.integers(7, 22, len(r_sess))
+    keep = s_day[r_sess] + r_days < days
+    r_sess, r_item, r_days = r_sess[keep], r_item[keep], r_days[keep]
+    rep = _events(r_sess, r_item, C.PURCHASE, r_days * 86400 + 2400, order=False)
+    rep[C.ORDER_ID] = np.char.add(np.char.add("r", r_sess.astype(str)), np.char.add("-", r_item.astype(str)))
+    rep[C.SESSION_ID] = np.char.add("rs", np.arange(len(r_sess)).astype(str))
+    frames.append(rep)
+    events = pd.concat(frames, ignore_index=True)
+    events[C.EVENT_TIME] = pd.to_datetime(events[C.EVENT_TIME]).dt.tz_localize("UTC")
+
+    # ---- dirty rows
+    n_dirty = int(len(events) * dirty_share)
+    if n_dirty:
+        rows = rng.choice(len(events), n_dirty, replace=False)
+        kind = rng.integers(0, 5, n_dirty)
+        dirty = events.iloc[rows].copy()
+        dirty.loc[dirty.index[kind == 0], C.USER_ID] = None
+        dirty.loc[dirty.index[kind == 1], C.EVENT_TYPE] = "clicked"
+        dirty.loc[dirty.index[kind == 2], C.PRICE] = -dirty.loc[dirty.index[kind == 2], C.PRICE]
+        dirty.loc[dirty.index[kind == 3], C.QUANTITY] = 0
+        # kind 4: exact duplicate of a real event, left as is.
+        events = pd.concat([events, dirty], ignore_index=True)
+    events = events.sort_values([C.EVENT_TIME, C.SESSION_ID, C.ITEM_ID], kind="stable").reset_index(drop=True)
+
+    items_df = pd.DataFrame({
+        "item_id": item_ids,
+        "title": titles,
+        "description": [f"{t} by brand{b:02d}, a {c} favourite." for t, b, c in zip(titles, brand, cat_names)],
+        "category": cat_names,
+        "brand": [f"brand{b:02d}" for b in brand],
+        "price": base_price,
+        "in_stock": rng.random(items) > 0.05,
+        "active": True,
+        "release_date": [start + timedelta(days=int(d)) for d in item_release],
+    })
+    users_df = pd.DataFrame({
+        "user_id": user_ids,
+        "country": country,
+        "signup_date": [start + timedelta(days=int(d)) for d in signup],
+        "consent_personalization": True,
+        "consent_email": rng.random(users) > 0.1,
+    })
+    log.info("demo data: %d events, %d items, %d users, %s..%s", len(events), items, users, start, end)
+    return DemoData(events=events, items=items_df, users=users_df)
+
+
+def events_to_arrow(events: pd.DataFrame) -> pa.Table:
+    """The canonical landing schema (docs/data-contract.md)."""
+    schema = pa.schema([
+        (C.USER_ID, pa.string()), (C.ITEM_ID, pa.string()), (C.EVENT_TYPE, pa.string()),
+        (C.EVENT_TIME, pa.timestamp("us", tz="UTC")), (C.QUANTITY, pa.int64()), (C.PRICE, pa.float64()),
+        (C.ORDER_ID, pa.string()), (C.SESSION_ID, pa.string()),
+    ])
+    cols = {}
+    for f in schema:
+        s = events[f.name] if f.name in events else pd.Series([None] * len(events))
+        if pa.types.is_string(f.type):
+            s = s.astype(object).where(s.notna(), None)
+        cols[f.name] = pa.array(s, type=f.type, from_pandas=True)
+    return pa.table(cols, schema=schema)

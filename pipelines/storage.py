@@ -1,0 +1,168 @@
+"""Files and tables under the data root: immutable landing, atomic writes, the DuckDB warehouse.
+
+Every write goes to a temporary name in the target directory and is swapped in with one
+``os.replace`` (atomic on POSIX), so a reader sees the old file or the new one, never half.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import constants as C
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write_parquet(table: pa.Table, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(text: str, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(obj: Mapping, path: Path) -> Path:
+    return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), path)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def replace_dir(staging: Path, final: Path) -> None:
+    """Swap a fully written staging directory in place of `final` (two renames, no copy)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def staging_dir(final: Path) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = final.with_name(f".{final.name}.staging-{uuid.uuid4().hex[:8]}")
+    path.mkdir()
+    return path
+
+
+def file_digest(path: Path, extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- landing zone
+def landing_batch_exists(landing: Path, dataset: str, batch_id: str) -> bool:
+    return any((landing / dataset).rglob(f"*{batch_id}*.parquet")) if (landing / dataset).exists() else False
+
+
+def write_landing_events(landing: Path, events: pa.Table, batch_id: str) -> list[Path]:
+    """Write events partitioned by UTC event date as new files; existing files are never touched.
+
+    Rows without a parseable event time land in ``event_date=unknown`` so that nothing is lost;
+    validation quarantines them.
+    """
+    import pyarrow.compute as pc
+
+    times = events.column(C.EVENT_TIME)
+    dates = pc.strftime(times, format="%Y-%m-%d")
+    dates = pc.fill_null(dates, "unknown")
+    events = events.append_column("_date", dates)
+    written = []
+    for date in sorted(pc.unique(dates).to_pylist()):
+        part = events.filter(pc.equal(events.column("_date"), date)).drop_columns(["_date"])
+        path = landing / "events" / f"{C.EVENT_DATE}={date}" / f"batch-{batch_id}.parquet"
+        if path.exists():
+            raise FileExistsError(f"landing file {path} already exists; landing files are immutable")
+        written.append(atomic_write_parquet(part, path))
+    return written
+
+
+def write_landing_table(landing: Path, dataset: str, table: pa.Table, batch_id: str) -> Path:
+    path = landing / dataset / f"batch-{batch_id}.parquet"
+    if path.exists():
+        raise FileExistsError(f"landing file {path} already exists; landing files are immutable")
+    return atomic_write_parquet(table, path)
+
+
+def landing_files(landing: Path, dataset: str) -> list[Path]:
+    return sorted((landing / dataset).glob("batch-*.parquet")) if (landing / dataset).exists() else []
+
+
+# ---------------------------------------------------------------- warehouse
+def connect_warehouse(db_path: Path, read_only: bool = False):
+    import duckdb
+
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    return duckdb.connect(str(db_path), read_only=read_only)
+
+
+def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[str, pa.Table]) -> dict[str, int]:
+    """Publish several tables for one ds: all of them become visible together, or none.
+
+    DuckDB: one transaction deletes the rows of `ds` and inserts the new ones in every table, so a
+    rerun replaces that ds only. Parquet: ``<root>/<table>/ds=<ds>/part-0.parquet`` swapped in by
+    rename after the DuckDB commit.
+    """
+    staged: dict[str, Path] = {}
+    for name, table in tables.items():
+        final = parquet_root / name / f"ds={ds}" / "part-0.parquet"
+        tmp = final.with_name(f".part-0.parquet.staged-{uuid.uuid4().hex[:8]}")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, tmp, compression="zstd")
+        staged[name] = tmp
+    con = connect_warehouse(db_path)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        for name, table in tables.items():
+            con.register("_incoming", table)
+            con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS SELECT * FROM _incoming LIMIT 0')
+            con.execute(f'DELETE FROM "{name}" WHERE ds = ?::DATE', [ds])
+            con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM _incoming')
+            con.unregister("_incoming")
+            con.execute(
+                f'CREATE OR REPLACE VIEW "latest_{name}" AS SELECT * FROM "{name}" '
+                f'WHERE ds = (SELECT max(ds) FROM "{name}")'
+            )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        con.close()
+    for name, tmp in staged.items():
+        os.replace(tmp, tmp.with_name("part-0.parquet"))
+    return {name: t.num_rows for name, t in tables.items()}
+
+
+def table_counts(db_path: Path, ds: str, names: Iterable[str]) -> dict[str, int]:
+    con = connect_warehouse(db_path, read_only=True)
+    try:
+        return {n: con.execute(f'SELECT count(*) FROM "{n}" WHERE ds = ?::DATE', [ds]).fetchone()[0] for n in names}
+    finally:
+        con.close()

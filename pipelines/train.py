@@ -1,0 +1,52 @@
+"""Train step: fit every candidate model on the data before the holdout window.
+
+The fitted candidates are evaluated by the evaluate step; the select step refits the winner on
+all data up to ``ds``. Models are saved under ``models/ds=<ds>/holdout/<name>/`` without pickle.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from features.interactions import load_features
+from models import REGISTRY, Recommender
+from pipelines import storage
+from pipelines.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def make_model(name: str, cfg: Config) -> Recommender:
+    """A candidate with its hyperparameters from the config."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r} in config 'candidates'; known: {sorted(REGISTRY)}")
+    params = {
+        "als": dict(factors=cfg.als_factors, regularization=cfg.als_regularization, alpha=cfg.als_alpha,
+                    iterations=cfg.als_iterations, random_state=cfg.seed),
+        "itemknn": dict(neighbours=cfg.itemknn_neighbours),
+    }.get(name, {})
+    model = REGISTRY[name](**params)
+    model.block_users = cfg.score_block_users
+    return model
+
+
+def items_for_fit(items, popularity_column: str):
+    out = items[["item_idx", "text"]].copy()
+    out["popularity"] = items[popularity_column].to_numpy(dtype=np.float64)
+    return out
+
+
+def train(cfg: Config, ds: str, run_id: str) -> dict:
+    f = load_features(cfg, ds)
+    items = items_for_fit(f["items"], "pop_train")
+    out = {}
+    for name in cfg.candidates:
+        t0 = time.perf_counter()
+        model = make_model(name, cfg).fit(f["train"], items)
+        path = model.save(cfg.models_dir(ds) / "holdout" / name)
+        out[name] = {"path": str(path), "fit_seconds": round(time.perf_counter() - t0, 3)}
+        log.info("train ds=%s: %s fitted in %.2fs", ds, name, out[name]["fit_seconds"])
+    storage.write_json(out, cfg.models_dir(ds) / "holdout" / "trained.json")
+    return out
