@@ -22,7 +22,7 @@ import os
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 # Heavy imports (pandas, implicit, mlflow, great_expectations) happen inside the tasks only:
 # the scheduler parses this file every few seconds.
@@ -30,7 +30,9 @@ from airflow.sdk import Param, dag, task
 
 @dag(
     dag_id="recsys_nightly",
-    schedule="0 2 * * *",
+    # Data intervals, not bare trigger times: the run that starts at 02:00 on day D+1 covers day D,
+    # so its logical date (and ds) is D, the day whose events are complete.
+    schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
     # Early start so that historical dates (imported history, backfills) can be run; catchup is off,
     # so the scheduler itself only ever creates the latest interval.
     start_date=pendulum.datetime(2000, 1, 1, tz="UTC"),

@@ -71,7 +71,7 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
         SELECT user_id, item_id, event_type, event_time, {weight_sql} AS w
         FROM read_parquet(?, union_by_name=true)
         WHERE event_time < TIMESTAMPTZ '{end.isoformat()} 00:00:00+00' {lo}""", [[str(f) for f in files]])
-    n_events = con.execute("SELECT count(*) FROM ev").fetchone()[0]
+    n_events = con.execute("SELECT count(*) FROM ev").fetchall()[0][0]
     if n_events == 0:
         raise FeatureError(f"no valid events in the window ending {end} for ds={ds}")
 

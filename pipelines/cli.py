@@ -29,7 +29,29 @@ def airflow_env(cfg) -> dict[str, str]:
     env.setdefault("AIRFLOW_CONFIG", str(REPO / "airflow.cfg"))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     (cfg.airflow_dir / "logs").mkdir(parents=True, exist_ok=True)
+    # Every Airflow component (API server, scheduler, dag processor, task runners) must sign and check
+    # tokens with the same keys; unset, each process invents its own and tasks die with
+    # "Signature verification failed". Kept under the data root, never in the repository.
+    for key, value in airflow_secrets(cfg).items():
+        env.setdefault(key, value)
     return env
+
+
+def airflow_secrets(cfg) -> dict[str, str]:
+    import base64
+    import json
+    import secrets
+
+    path = cfg.airflow_dir / "secrets.json"
+    if not path.exists():
+        values = {"AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+                  "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+                  "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(values))
+        tmp.chmod(0o600)
+        os.replace(tmp, path)
+    return json.loads(path.read_text())
 
 
 def cmd_demo_data(args, cfg):

@@ -43,7 +43,7 @@ class ImportResult:
                 f"{self.items} catalog rows, {self.users} user rows")
 
 
-def _land(cfg: Config, batch_id: str, events: pd.DataFrame, items: pd.DataFrame | None,
+def land_frames(cfg: Config, batch_id: str, events: pd.DataFrame, items: pd.DataFrame | None,
           users: pd.DataFrame | None) -> ImportResult:
     if storage.landing_batch_exists(cfg.landing, "events", batch_id):
         return ImportResult(batch_id, 0, 0, 0, 0, skipped=True)
@@ -62,7 +62,7 @@ def _land(cfg: Config, batch_id: str, events: pd.DataFrame, items: pd.DataFrame 
 def import_demo(cfg: Config, seed: int, users: int, items: int, days: int, end_date: str) -> ImportResult:
     data = generate(seed=seed, users=users, items=items, days=days, end_date=end_date)
     batch_id = f"demo-s{seed}-u{users}-i{items}-d{days}-{end_date}"
-    return _land(cfg, batch_id, data.events, data.items, data.users)
+    return land_frames(cfg, batch_id, data.events, data.items, data.users)
 
 
 def _read_any(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -144,7 +144,7 @@ def import_events(cfg: Config, path: str | Path, *, user_col: str, item_col: str
                  .dropna().drop_duplicates("item_id", keep="last").reset_index(drop=True))
         items["active"] = True
     batch_id = storage.file_digest(path, extra=repr(sorted(wanted.items())))
-    return _land(cfg, batch_id, out, items, None)
+    return land_frames(cfg, batch_id, out, items, None)
 
 
 # Stock codes of the UCI file that are not products (postage, fees, manual adjustments, samples).
@@ -208,4 +208,4 @@ def import_online_retail(cfg: Config, path: str | Path) -> ImportResult:
              .sort_values(["user_id", "n"], ascending=[True, False]).drop_duplicates("user_id")
              .drop(columns="n").reset_index(drop=True))
     batch_id = "online-retail-" + storage.file_digest(path)
-    return _land(cfg, batch_id, events, items, users)
+    return land_frames(cfg, batch_id, events, items, users)

@@ -163,6 +163,6 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
 def table_counts(db_path: Path, ds: str, names: Iterable[str]) -> dict[str, int]:
     con = connect_warehouse(db_path, read_only=True)
     try:
-        return {n: con.execute(f'SELECT count(*) FROM "{n}" WHERE ds = ?::DATE', [ds]).fetchone()[0] for n in names}
+        return {n: con.execute(f'SELECT count(*) FROM "{n}" WHERE ds = ?::DATE', [ds]).fetchall()[0][0] for n in names}
     finally:
         con.close()

@@ -113,7 +113,10 @@ def run_expectations(df: pd.DataFrame) -> dict:
         logging.getLogger(name).setLevel(logging.WARNING)
     import great_expectations as gx
 
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     asset = ctx.data_sources.add_pandas("landing").add_dataframe_asset("events")
     batch = asset.add_batch_definition_whole_dataframe("run_batch")
     suite = ctx.suites.add(build_suite())

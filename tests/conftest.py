@@ -1,0 +1,49 @@
+"""Shared fixtures. Environment for Airflow is set before anything imports it: AIRFLOW_HOME is the
+repository (committed airflow.cfg) and RECSYS_HOME a fresh directory, so tests never touch ./var."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="recsys-test-"))
+os.environ["AIRFLOW_HOME"] = str(REPO)
+os.environ["RECSYS_HOME"] = str(_SESSION_HOME / "session-var")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+for key in [k for k in os.environ if k.startswith("RECSYS_") and k != "RECSYS_HOME"]:
+    if key not in ("RECSYS_ONLINE_RETAIL",):
+        del os.environ[key]
+
+ONLINE_RETAIL = Path(os.environ.get("RECSYS_ONLINE_RETAIL", REPO.parent / "shared" / "data" / "online_retail.parquet"))
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    from pipelines.config import load_config
+
+    return load_config(environ={}, home=tmp_path / "var")
+
+
+@pytest.fixture
+def online_retail_path() -> Path:
+    if not ONLINE_RETAIL.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have the Online Retail file at {ONLINE_RETAIL}")
+        pytest.skip(f"Online Retail file not found at {ONLINE_RETAIL} (set RECSYS_ONLINE_RETAIL)")
+    return ONLINE_RETAIL
+
+
+def events_frame(rows: list[tuple]) -> pd.DataFrame:
+    """rows: (user_id, item_id, event_type, 'YYYY-MM-DD HH:MM', quantity, price, order_id)."""
+    df = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "event_time", "quantity", "price", "order_id"])
+    df["event_time"] = pd.to_datetime(df["event_time"]).dt.tz_localize("UTC")
+    df["session_id"] = None
+    return df

@@ -1,0 +1,112 @@
+"""recsys_nightly through Airflow: dag.test() in-process, and the real scheduler via the REST API."""
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import date
+
+import duckdb
+import pandas as pd
+import pytest
+import requests
+
+from tests.conftest import REPO
+from tests.dags.airflow_helpers import BIN, DS, demo_home, free_port, stop
+
+
+def published(cfg) -> pd.DataFrame:
+    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    try:
+        return con.execute("SELECT user_id, count(*) AS n FROM user_recommendations WHERE ds = ?::DATE GROUP BY 1",
+                           [DS]).df()
+    finally:
+        con.close()
+
+
+def demo_users(cfg) -> int:
+    import pyarrow.parquet as pq
+
+    files = sorted((cfg.validated / "events").glob("event_date=*/part.parquet"))
+    return pd.concat([pq.read_table(f).to_pandas() for f in files])["user_id"].nunique()
+
+
+def test_dag_test_runs_every_task(tmp_path):
+    cfg, env = demo_home(tmp_path / "var")
+    script = textwrap.dedent(f"""
+        from datetime import datetime, timezone
+        from airflow.dag_processing.dagbag import DagBag
+        dag = DagBag(dag_folder={str(REPO / 'dags')!r}).dags["recsys_nightly"]
+        dr = dag.test(logical_date=datetime.fromisoformat("{DS}T00:00:00+00:00"))
+        print("DAGRUN_STATE", dr.state)
+        states = {{ti.task_id: str(ti.state) for ti in dr.get_task_instances()}}
+        print("TASK_STATES", sorted(states.items()))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert "DAGRUN_STATE success" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = published(cfg)
+    assert len(rows) == demo_users(cfg) and (rows["n"] == 20).all()
+
+
+@pytest.mark.slow
+def test_scheduler_runs_dag_triggered_through_rest_api(tmp_path):
+    cfg, env = demo_home(tmp_path / "var")
+    port = free_port()
+    env.update({"AIRFLOW__API__PORT": str(port), "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5"})
+    log = open(tmp_path / "standalone.log", "w")
+    proc = subprocess.Popen([str(BIN / "airflow"), "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def wait_for(what, fn, timeout):
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                assert proc.poll() is None, f"airflow standalone exited: {(tmp_path / 'standalone.log').read_text()[-3000:]}"
+                try:
+                    if (value := fn()) is not None:
+                        return value
+                except requests.RequestException:
+                    pass
+                time.sleep(2)
+            raise AssertionError(f"timed out waiting for {what}; log tail:\n"
+                                 f"{(tmp_path / 'standalone.log').read_text()[-3000:]}")
+
+        wait_for("API server", lambda: requests.get(f"{base}/api/v2/monitor/health", timeout=5).ok or None, 240)
+        pw_file = cfg.airflow_dir / "simple_auth_manager_passwords.json.generated"
+        password = wait_for("password file", lambda: pw_file.exists() and
+                            __import__("json").loads(pw_file.read_text()).get("admin"), 60)
+        token = requests.post(f"{base}/auth/token", json={"username": "admin", "password": password},
+                              timeout=10).json()["access_token"]
+        h = {"Authorization": f"Bearer {token}"}
+        details = wait_for("DAG parsed", lambda: (r := requests.get(f"{base}/api/v2/dags/recsys_nightly/details",
+                                                                    headers=h, timeout=10)).ok and r.json(), 180)
+        assert "recsys_nightly" in details["doc_md"] and set(details["tags"][i]["name"] for i in range(2)) == \
+            {"recsys", "nightly"}
+        assert requests.patch(f"{base}/api/v2/dags/recsys_nightly", json={"is_paused": False}, headers=h,
+                              timeout=10).ok
+        r = requests.post(f"{base}/api/v2/dags/recsys_nightly/dagRuns", headers=h, timeout=10,
+                          json={"dag_run_id": "e2e_test", "logical_date": f"{DS}T00:00:00Z"})
+        assert r.ok, r.text
+
+        def finished():
+            state = requests.get(f"{base}/api/v2/dags/recsys_nightly/dagRuns/e2e_test", headers=h,
+                                 timeout=10).json()["state"]
+            return state if state in ("success", "failed") else None
+
+        assert wait_for("the DAG run", finished, 900) == "success"
+        tis = requests.get(f"{base}/api/v2/dags/recsys_nightly/dagRuns/e2e_test/taskInstances", headers=h,
+                           timeout=10).json()["task_instances"]
+        assert {t["task_id"]: t["state"] for t in tis} == {t: "success" for t in
+                                                           ("validate", "features", "train", "evaluate", "select", "publish")}
+        ui = requests.get(f"{base}/", timeout=10)
+        assert ui.ok and "<html" in ui.text.lower()
+    finally:
+        stop(proc)
+        log.close()
+    rows = published(cfg)
+    assert len(rows) == demo_users(cfg) and (rows["n"] == 20).all()
+    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    assert con.execute("SELECT DISTINCT run_id FROM user_recommendations WHERE ds = ?::DATE", [DS]).fetchall() \
+        == [("e2e_test",)]
+    con.close()

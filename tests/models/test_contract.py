@@ -1,0 +1,100 @@
+"""The shared model contract, on a checkerboard whose right answers are known (after implicit's test).
+
+Users 0-3 bought items 0-3 and users 4-7 items 4-7, each user missing exactly one item of their
+block: user u misses item u. Excluding what a user already has, the one right answer is item u;
+an item's most similar items are the other items of its block.
+"""
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from models import REGISTRY, load_model
+from models.als import ALSRecommender
+from models.base import NO_ITEM, topk
+from models.content import ContentRecommender
+from models.itemknn import ItemKNNRecommender
+from models.popularity import PopularityRecommender
+
+
+def checkerboard() -> sp.csr_matrix:
+    m = np.zeros((8, 8), dtype=np.float32)
+    m[:4, :4] = 1
+    m[4:, 4:] = 1
+    np.fill_diagonal(m, 0)
+    return sp.csr_matrix(m)
+
+
+ITEMS = pd.DataFrame({"item_idx": range(8), "text": ["red apple fruit"] * 4 + ["blue car wheel"] * 4})
+PERSONALISED = [
+    lambda: ALSRecommender(factors=4, regularization=0.1, iterations=30, random_state=7),
+    lambda: ItemKNNRecommender(neighbours=8),
+    lambda: ContentRecommender(),
+]
+
+
+@pytest.mark.parametrize("make", PERSONALISED, ids=["als", "itemknn", "content"])
+def test_recommends_the_missing_item_of_the_block(make):
+    ui = checkerboard()
+    model = make()
+    assert model.fit(ui, ITEMS) is model
+    users = np.arange(8)
+    ids, scores = model.recommend(users, ui, n=1, exclude=ui)
+    assert ids[:, 0].tolist() == users.tolist()
+    assert ids.shape == scores.shape == (8, 1)
+
+
+@pytest.mark.parametrize("make", PERSONALISED, ids=["als", "itemknn", "content"])
+def test_similar_items_stay_in_the_block(make):
+    model = make().fit(checkerboard(), ITEMS)
+    ids, _ = model.similar_items(np.array([0, 5]), n=3)
+    assert set(ids[0]) == {1, 2, 3}
+    assert set(ids[1]) == {4, 6, 7}
+
+
+@pytest.mark.parametrize("make", PERSONALISED + [PopularityRecommender], ids=["als", "itemknn", "content", "pop"])
+def test_filter_items_exclude_and_save_load_roundtrip(make, tmp_path):
+    ui = checkerboard()
+    model = make().fit(ui, ITEMS)
+    ids, scores = model.recommend(np.arange(8), ui, n=8, filter_items=np.array([0, 4]))
+    assert not np.isin(ids, [0, 4]).any()
+    assert (ids[:, -2:] == NO_ITEM).all() and np.isneginf(scores[:, -2:]).all()  # only 6 eligible items
+    excl, _ = model.recommend(np.arange(8), ui, n=8, exclude=ui)
+    # 8 items minus the 3 each user has: 5 left, then empty slots.
+    assert ((excl >= 0).sum(axis=1) == 5).all()
+    assert not ui.multiply(sp.csr_matrix((np.ones(40), (np.repeat(np.arange(8), 5),
+                                                        excl[excl >= 0])), shape=(8, 8))).nnz
+    loaded = load_model(model.save(tmp_path / model.name))
+    assert type(loaded) is type(model)
+    again, again_scores = loaded.recommend(np.arange(8), ui, n=8, filter_items=np.array([0, 4]))
+    np.testing.assert_array_equal(again, ids)
+    np.testing.assert_allclose(again_scores, scores)
+
+
+def test_saved_models_contain_no_pickle(tmp_path):
+    model = ALSRecommender(factors=2, iterations=2).fit(checkerboard())
+    path = model.save(tmp_path / "als")
+    with np.load(path / "model.npz", allow_pickle=False) as z:  # raises if anything was pickled
+        assert z["item_factors_"].shape == (8, 2)
+
+
+def test_popularity_ranks_by_given_popularity_then_weight():
+    ui = sp.csr_matrix(np.array([[1, 0, 5], [1, 0, 0]], dtype=np.float32))
+    model = PopularityRecommender().fit(ui, pd.DataFrame({"popularity": [1.0, 3.0, 1.0]}))
+    ids, _ = model.recommend(np.array([0, 1]), ui, n=3)
+    # item 1 has the highest popularity; items 0 and 2 tie on popularity, item 2 has more weight (5 vs 2).
+    assert ids.tolist() == [[1, 2, 0], [1, 2, 0]]
+
+
+def test_registry_names_match_classes():
+    assert sorted(REGISTRY) == ["als", "content", "itemknn", "popularity"]
+    assert all(cls.name == name for name, cls in REGISTRY.items())
+
+
+def test_topk_orders_best_first_with_index_tiebreak_and_pads():
+    s = np.array([[0.1, 0.9, 0.5, 0.9], [-np.inf, 0.2, -np.inf, -np.inf]], dtype=np.float32)
+    ids, vals = topk(s, 3)
+    assert ids.tolist() == [[1, 3, 2], [1, -1, -1]]
+    assert vals[0].tolist() == pytest.approx([0.9, 0.9, 0.5])
+    ids, _ = topk(s, 6)  # more than the catalog: padded with -1
+    assert ids.shape == (2, 6) and ids[0].tolist() == [1, 3, 2, 0, -1, -1]

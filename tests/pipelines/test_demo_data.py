@@ -1,0 +1,45 @@
+"""The demo generator: deterministic, and the retail patterns it promises are really in the data."""
+import pandas as pd
+
+from pipelines.demo_data import CONSUMABLE, generate
+
+ARGS = dict(users=400, items=120, days=45, end_date="2024-06-30")
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    a, b = generate(seed=3, **ARGS), generate(seed=3, **ARGS)
+    pd.testing.assert_frame_equal(a.events, b.events)
+    pd.testing.assert_frame_equal(a.items, b.items)
+    c = generate(seed=4, **ARGS)
+    assert not a.events[["user_id", "item_id"]].equals(c.events[["user_id", "item_id"]])
+
+
+def test_patterns_funnel_arrivals_repeats_and_dirt():
+    d = generate(seed=1, **ARGS)
+    ev = d.events
+    assert ev["event_time"].min() >= pd.Timestamp("2024-05-17", tz="UTC")  # 45 days ending 2024-06-30
+    assert ev["event_time"].max() < pd.Timestamp("2024-07-01", tz="UTC")
+    counts = ev["event_type"].value_counts()
+    assert counts["view"] > counts["add_to_cart"] > 0 and counts["purchase"] > 0  # a funnel
+    clean = ev.dropna(subset=["user_id"])
+    # New users and new items: nobody acts before signing up, no item is seen before its release.
+    first = clean.groupby("user_id")["event_time"].min().dt.date
+    signup = d.users.set_index("user_id")["signup_date"]
+    assert (first >= signup.reindex(first.index)).all()
+    assert (signup > signup.min()).mean() > 0.15
+    seen = clean.groupby("item_id")["event_time"].min().dt.date
+    release = d.items.set_index("item_id")["release_date"]
+    assert (seen >= release.reindex(seen.index)).all()
+    # Consumables are bought again more often than other items.
+    buys = clean[clean["event_type"] == "purchase"].merge(d.items[["item_id", "category"]], on="item_id")
+    per_pair = buys.groupby(["user_id", "item_id", "category"]).size().rename("n").reset_index()
+    per_pair["consumable"] = per_pair["category"].isin(CONSUMABLE)
+    means = per_pair.groupby("consumable")["n"].mean()
+    assert means[True] > means[False]
+    # Sessions stay in one category, so an order with two categories can only come from a complement.
+    multi = buys.groupby("order_id")["category"].nunique()
+    assert (multi > 1).mean() > 0.1
+    # A small share of dirty rows.
+    dirty = ev["user_id"].isna() | ~ev["event_type"].isin(["view", "add_to_cart", "purchase", "return"]) \
+        | (ev["price"] < 0) | (ev["quantity"] < 1)
+    assert 0.001 < dirty.mean() < 0.01

@@ -1,0 +1,45 @@
+"""Ranking metrics against values worked out by hand."""
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from pipelines.metrics import ranking_metrics
+
+
+def truth_matrix(rows: list[list[int]], n_items: int = 10) -> sp.csr_matrix:
+    r = np.repeat(np.arange(len(rows)), [len(x) for x in rows])
+    c = np.array([i for x in rows for i in x], dtype=np.int64)
+    return sp.csr_matrix((np.ones(len(c)), (r, c)), shape=(len(rows), n_items))
+
+
+def test_hand_computed_example():
+    recs = np.array([[1, 2, 3], [4, 5, 6]])
+    truth = truth_matrix([[2, 7], [9]])
+    m = ranking_metrics(recs, truth, k=3, n_catalog=10)
+    # user 0: one hit at rank 2 of 2 relevant; user 1: no hit.
+    assert m["precision_at_3"] == pytest.approx((1 / 3 + 0) / 2)
+    assert m["recall_at_3"] == pytest.approx((1 / 2 + 0) / 2)
+    dcg = 1 / math.log2(3)
+    idcg = 1 + 1 / math.log2(3)  # ideal over min(|truth|, k) = 2 positions
+    assert m["ndcg_at_3"] == pytest.approx((dcg / idcg) / 2)
+    assert m["map_at_3"] == pytest.approx(((1 / 2) / 2) / 2)  # precision@2 * rel, over min(2, 3)
+    assert m["hit_rate_at_3"] == pytest.approx(0.5)
+    assert m["coverage_at_3"] == pytest.approx(6 / 10)
+    assert m["users"] == 2
+
+
+def test_perfect_list_scores_one_and_empty_slots_are_misses():
+    recs = np.array([[3, 1, -1]])
+    m = ranking_metrics(recs, truth_matrix([[1, 3]]), k=3, n_catalog=4)
+    assert m["ndcg_at_3"] == pytest.approx(1.0)
+    assert m["recall_at_3"] == pytest.approx(1.0)
+    assert m["precision_at_3"] == pytest.approx(2 / 3)
+    assert m["coverage_at_3"] == pytest.approx(2 / 4)
+
+
+def test_users_without_truth_are_not_averaged():
+    recs = np.array([[0, 1], [2, 3]])
+    m = ranking_metrics(recs, truth_matrix([[0], []], n_items=4), k=2, n_catalog=4)
+    assert m["users"] == 1 and m["hit_rate_at_2"] == 1.0 and m["ndcg_at_2"] == pytest.approx(1.0)

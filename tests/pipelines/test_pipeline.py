@@ -1,0 +1,98 @@
+"""The whole nightly run in-process on demo data: tables, MLflow champion, rerun, catalog rules."""
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.importers import import_demo, land_frames
+from pipelines.run import run_all
+
+DS = "2024-06-30"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    from pipelines.config import load_config
+
+    cfg = load_config(environ={}, home=tmp_path_factory.mktemp("pipe") / "var")
+    import_demo(cfg, seed=5, users=300, items=90, days=40, end_date=DS)
+    # A later catalog batch deactivates one popular item: it must vanish from every list.
+    land_frames(cfg, "zz-catalog-update", pd.DataFrame(columns=["user_id", "item_id", "event_type", "event_time"])
+                .astype({"event_time": "datetime64[ns, UTC]"}),
+                pd.DataFrame({"item_id": ["i000000"], "title": ["Retired item"], "active": [False]}), None)
+    first = run_all(cfg, DS, "run-1")
+    return cfg, first
+
+
+def warehouse(cfg, sql, *params):
+    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    try:
+        return con.execute(sql, list(params)).df()
+    finally:
+        con.close()
+
+
+def valid_users(cfg) -> set:
+    """Computed from the validated files with pandas, independently of the features step."""
+    files = sorted((cfg.validated / "events").glob("event_date=*/part.parquet"))
+    ev = pd.concat([pq.read_table(f).to_pandas() for f in files])
+    return set(ev.loc[ev["event_time"] < pd.Timestamp("2024-07-01", tz="UTC"), "user_id"])
+
+
+def test_every_user_with_history_gets_twenty_distinct_ranked_items(demo_run):
+    cfg, _ = demo_run
+    recs = warehouse(cfg, "SELECT * FROM user_recommendations WHERE ds = ?::DATE", DS)
+    per_user = recs.groupby("user_id").agg(n=("item_id", "size"), distinct=("item_id", "nunique"),
+                                          ranks=("rank", lambda r: sorted(r) == list(range(1, 21))))
+    assert set(per_user.index) == valid_users(cfg)
+    assert (per_user["n"] == 20).all() and (per_user["distinct"] == 20).all() and per_user["ranks"].all()
+    assert (recs["surface"] == "for_you").all() and recs["run_id"].unique().tolist() == ["run-1"]
+    assert "i000000" not in set(recs["item_id"])
+    # Within a user's list scores never increase with rank for the champion's own items.
+    champ = recs[recs["model"] != "popularity"].sort_values(["user_id", "rank"])
+    assert (champ.groupby("user_id")["score"].diff().dropna() <= 1e-6).all()
+
+
+def test_similar_items_and_model_runs(demo_run):
+    cfg, first = demo_run
+    sim = warehouse(cfg, "SELECT * FROM similar_items WHERE ds = ?::DATE", DS)
+    assert "i000000" not in set(sim["item_id"]) | set(sim["similar_item_id"])
+    assert (sim["item_id"] != sim["similar_item_id"]).all()
+    assert sim.groupby("item_id")["rank"].max().max() == cfg.similar_items_n
+    runs = warehouse(cfg, "SELECT * FROM model_runs WHERE ds = ?::DATE", DS)
+    assert set(runs["model"]) == set(cfg.candidates)
+    ndcg = runs[runs["metric"] == "ndcg_at_10"].set_index("model")["value"]
+    assert ndcg.idxmax() == first["select"]["champion"] == first["evaluate"]["best_model"]
+    assert ndcg.max() == pytest.approx(first["evaluate"]["best_ndcg"])
+
+
+def test_mlflow_run_and_champion_alias(demo_run):
+    cfg, first = demo_run
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=cfg.mlflow_uri, registry_uri=cfg.mlflow_uri)
+    mv = client.get_model_version_by_alias(cfg.registered_model, "champion")
+    assert str(mv.version) == first["select"]["model_version"]
+    assert mv.tags["ds"] == DS and mv.tags["model"] == first["select"]["champion"]
+    run = client.get_run(first["select"]["mlflow_run_id"])
+    assert run.data.tags["ds"] == DS and run.data.tags["run_id"] == "run-1"
+    champ = first["select"]["champion"]
+    assert run.data.metrics[f"{champ}.ndcg_at_10"] == pytest.approx(first["evaluate"]["best_ndcg"])
+    assert run.data.metrics["published.user_recommendations"] == first["publish"]["rows"]["user_recommendations"]
+    assert run.data.metrics["validation.rows_in"] == first["validate"]["rows_in"]
+    # The registered model loads through MLflow and recommends like the published table.
+    model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}@champion")
+    users = warehouse(cfg, "SELECT DISTINCT user_id FROM user_recommendations ORDER BY 1 LIMIT 3")["user_id"]
+    pred = model.predict(pd.DataFrame({"user_id": users}))
+    assert len(pred) == 3 * cfg.top_n
+
+
+def test_rerun_replaces_the_ds_with_the_same_counts(demo_run):
+    cfg, first = demo_run
+    second = run_all(cfg, DS, "run-2")
+    assert second["publish"]["rows"] == first["publish"]["rows"]
+    counts = warehouse(cfg, "SELECT run_id, count(*) AS n FROM user_recommendations GROUP BY ALL")
+    assert counts["run_id"].tolist() == ["run-2"]
+    assert counts["n"].tolist() == [first["publish"]["rows"]["user_recommendations"]]
+    assert second["select"]["champion"] == first["select"]["champion"]  # same data, same seed

@@ -1,0 +1,50 @@
+"""Atomic, per-ds publishing to DuckDB and Parquet."""
+from datetime import date
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.storage import publish_tables
+
+
+def recs(ds: str, n: int, tag: str) -> pa.Table:
+    return pa.table({"ds": [date.fromisoformat(ds)] * n, "run_id": [tag] * n, "rank": list(range(1, n + 1))})
+
+
+def runs(ds: str, value) -> pa.Table:
+    return pa.table({"ds": [date.fromisoformat(ds)], "metric": ["ndcg"], "value": pa.array([value])})
+
+
+def rows(db, table):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(f"SELECT ds::VARCHAR, run_id, count(*) FROM {table} GROUP BY ALL ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+
+
+def test_rerun_replaces_only_its_ds(tmp_path):
+    db, root = tmp_path / "w.duckdb", tmp_path / "parquet"
+    publish_tables(db, root, "2024-01-01", {"recs": recs("2024-01-01", 3, "a")})
+    publish_tables(db, root, "2024-01-02", {"recs": recs("2024-01-02", 4, "b")})
+    publish_tables(db, root, "2024-01-01", {"recs": recs("2024-01-01", 2, "c")})
+    assert rows(db, "recs") == [("2024-01-01", "c", 2), ("2024-01-02", "b", 4)]
+    assert pq.read_table(root / "recs" / "ds=2024-01-01" / "part-0.parquet").num_rows == 2
+    assert pq.read_table(root / "recs" / "ds=2024-01-02" / "part-0.parquet").num_rows == 4
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT DISTINCT ds::VARCHAR FROM latest_recs").fetchall() == [("2024-01-02",)]
+    con.close()
+
+
+def test_failed_publish_leaves_every_table_as_it_was(tmp_path):
+    db, root = tmp_path / "w.duckdb", tmp_path / "parquet"
+    publish_tables(db, root, "2024-01-01", {"recs": recs("2024-01-01", 3, "a"), "runs": runs("2024-01-01", 0.5)})
+    before = (root / "recs" / "ds=2024-01-01" / "part-0.parquet").read_bytes()
+    # The second table cannot be inserted (text into a DOUBLE column): the whole ds must roll back.
+    with pytest.raises(duckdb.Error):
+        publish_tables(db, root, "2024-01-01", {"recs": recs("2024-01-01", 9, "z"), "runs": runs("2024-01-01", "oops")})
+    assert rows(db, "recs") == [("2024-01-01", "a", 3)]
+    assert (root / "recs" / "ds=2024-01-01" / "part-0.parquet").read_bytes() == before
+    assert not list(root.rglob(".*staged*"))  # no temporary files left behind
