@@ -1,5 +1,7 @@
 """MLflow pyfunc wrapper so the registered champion can be loaded and served with mlflow.pyfunc.
 
+Logged as "models from code" (``models/pyfunc_entry.py``), so nothing is pickled: the model's own
+files travel as artifacts and the list length comes from ``model_config["n"]``.
 ``predict`` takes a DataFrame with a ``user_id`` column and returns one row per (user, rank).
 """
 from __future__ import annotations
@@ -13,6 +15,8 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context):
         import pandas as pd
+
+        self.n = int((context.model_config or {}).get("n", self.n))
 
         from models import load_model
 

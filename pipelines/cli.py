@@ -100,10 +100,24 @@ def cmd_show(args, cfg):
     con = storage.connect_warehouse(cfg.duckdb_path, read_only=True)
     print(f"DuckDB warehouse: {cfg.duckdb_path}")
     print(f"Parquet tables:   {cfg.warehouse / 'parquet'}/<table>/ds=<ds>/part-0.parquet")
-    for t in ("user_recommendations", "similar_items", "model_runs"):
-        print(f"\n== {t}: rows per ds ==")
-        print(con.sql(f'SELECT ds, count(*) AS rows FROM "{t}" GROUP BY ds ORDER BY ds DESC LIMIT 5'))
-        print(con.sql(f'SELECT * FROM "latest_{t}" ORDER BY ALL LIMIT {args.rows}'))
+    print(con.sql("SELECT 'user_recommendations' AS table_name, max(ds) AS latest_ds, count(DISTINCT ds) AS dates, "
+                  "count(*) AS rows FROM user_recommendations UNION ALL "
+                  "SELECT 'similar_items', max(ds), count(DISTINCT ds), count(*) FROM similar_items UNION ALL "
+                  "SELECT 'model_runs', max(ds), count(DISTINCT ds), count(*) FROM model_runs"))
+    print("Holdout evaluation of the latest run (the champion is the best NDCG@10):")
+    print(con.sql("SELECT model, max(value) FILTER (metric = 'ndcg_at_10') AS ndcg_at_10, "
+                  "max(value) FILTER (metric = 'recall_at_10') AS recall_at_10, "
+                  "max(value) FILTER (metric = 'precision_at_10') AS precision_at_10, "
+                  "max(value) FILTER (metric = 'coverage_at_10') AS coverage_at_10 "
+                  "FROM latest_model_runs GROUP BY model ORDER BY ndcg_at_10 DESC"))
+    print("Sample: 'for you' list of one user")
+    print(con.sql("SELECT user_id, rank, item_id, score, model FROM latest_user_recommendations "
+                  "WHERE user_id = (SELECT min(user_id) FROM latest_user_recommendations) "
+                  f"ORDER BY rank LIMIT {int(args.rows)}"))
+    print("Sample: similar items of one product")
+    print(con.sql("SELECT item_id, rank, similar_item_id, score, model FROM latest_similar_items "
+                  "WHERE item_id = (SELECT min(item_id) FROM latest_similar_items) "
+                  f"ORDER BY rank LIMIT {int(args.rows)}"))
     con.close()
 
 

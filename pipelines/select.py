@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from features.interactions import load_features
 from pipelines import storage, tracking
@@ -59,10 +60,11 @@ def select(cfg: Config, ds: str, run_id: str, airflow_run_id: str | None = None)
         mlflow.log_artifact(str(cfg.features_dir(ds) / "meta.json"), "features")
         if validation:
             mlflow.log_artifact(str(cfg.home / "validation" / f"ds={ds}" / "summary.json"), "validation")
-        from models.pyfunc import RecommenderPyfunc
+        import models
 
         info = mlflow.pyfunc.log_model(
-            name="recommender", python_model=RecommenderPyfunc(n=cfg.top_n),
+            name="recommender", python_model=str(Path(models.__file__).parent / "pyfunc_entry.py"),
+            model_config={"n": cfg.top_n},
             artifacts={"model": str(champ_dir), "users": str(cfg.features_dir(ds) / "users.parquet"),
                        "items": str(cfg.features_dir(ds) / "items.parquet"),
                        "user_items": str(cfg.features_dir(ds) / "full.npz")},
