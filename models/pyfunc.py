@@ -6,7 +6,13 @@ files travel as artifacts and the list length comes from ``model_config["n"]``.
 """
 from __future__ import annotations
 
+import warnings
+
 import mlflow.pyfunc
+
+# MLflow nudges towards a type-hinted predict() when the class is defined; our input is a plain
+# frame of user ids, and a loose hint only trades this warning for another one.
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method.*", category=UserWarning)
 
 
 class RecommenderPyfunc(mlflow.pyfunc.PythonModel):

@@ -60,22 +60,17 @@ def select(cfg: Config, ds: str, run_id: str, airflow_run_id: str | None = None)
         mlflow.log_artifact(str(cfg.features_dir(ds) / "meta.json"), "features")
         if validation:
             mlflow.log_artifact(str(cfg.home / "validation" / f"ds={ds}" / "summary.json"), "validation")
-        import warnings
-
         import models
 
-        with warnings.catch_warnings():
-            # MLflow nudges towards type-hinted predict(); our input is a plain user_id frame.
-            warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
-            info = mlflow.pyfunc.log_model(
-                name="recommender", python_model=str(Path(models.__file__).parent / "pyfunc_entry.py"),
-                model_config={"n": cfg.top_n},
-                artifacts={"model": str(champ_dir), "users": str(cfg.features_dir(ds) / "users.parquet"),
-                           "items": str(cfg.features_dir(ds) / "items.parquet"),
-                           "user_items": str(cfg.features_dir(ds) / "full.npz")},
-                pip_requirements=tracking.pip_requirements(), registered_model_name=cfg.registered_model,
-                await_registration_for=60,
-            )
+        info = mlflow.pyfunc.log_model(
+            name="recommender", python_model=str(Path(models.__file__).parent / "pyfunc_entry.py"),
+            model_config={"n": cfg.top_n},
+            artifacts={"model": str(champ_dir), "users": str(cfg.features_dir(ds) / "users.parquet"),
+                       "items": str(cfg.features_dir(ds) / "items.parquet"),
+                       "user_items": str(cfg.features_dir(ds) / "full.npz")},
+            pip_requirements=tracking.pip_requirements(), registered_model_name=cfg.registered_model,
+            await_registration_for=60,
+        )
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
         client.set_registered_model_alias(cfg.registered_model, "champion", version)
