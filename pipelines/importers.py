@@ -60,8 +60,10 @@ def land_frames(cfg: Config, batch_id: str, events: pd.DataFrame, items: pd.Data
 
 
 def import_demo(cfg: Config, seed: int, users: int, items: int, days: int, end_date: str) -> ImportResult:
-    data = generate(seed=seed, users=users, items=items, days=days, end_date=end_date)
     batch_id = f"demo-s{seed}-u{users}-i{items}-d{days}-{end_date}"
+    if storage.landing_batch_exists(cfg.landing, "events", batch_id):
+        return ImportResult(batch_id, 0, 0, 0, 0, skipped=True)
+    data = generate(seed=seed, users=users, items=items, days=days, end_date=end_date)
     return land_frames(cfg, batch_id, data.events, data.items, data.users)
 
 
