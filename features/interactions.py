@@ -42,9 +42,9 @@ def _window(cfg: Config, ds: str) -> tuple[date, date, date | None]:
     return end, holdout_start, start
 
 
-def load_catalog(con: duckdb.DuckDBPyConnection, landing: Path) -> pd.DataFrame:
-    """Latest row per item over all landed catalog batches (file names sort in import order)."""
-    files = storage.landing_files(landing, "items")
+def load_catalog(con: duckdb.DuckDBPyConnection, validated: Path) -> pd.DataFrame:
+    """Latest row per item over all validated catalog batches (file names sort in import order)."""
+    files = sorted((validated / "items").glob("batch-*.parquet")) if (validated / "items").exists() else []
     if not files:
         return pd.DataFrame(columns=["item_id"])
     con.execute("CREATE OR REPLACE TEMP TABLE _cat AS SELECT * FROM read_parquet(?, union_by_name=true, filename=true)",
@@ -75,7 +75,7 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
     if n_events == 0:
         raise FeatureError(f"no valid events in the window ending {end} for ds={ds}")
 
-    catalog = load_catalog(con, cfg.landing)
+    catalog = load_catalog(con, cfg.validated)
     con.register("catalog", catalog)
     con.execute("""CREATE TEMP TABLE users AS
         SELECT (row_number() OVER (ORDER BY user_id)) - 1 AS user_idx, user_id

@@ -69,7 +69,7 @@ def cmd_import_events(args, cfg):
     res = import_events(cfg, args.file, user_col=args.user_col, item_col=args.item_col, time_col=args.time_col,
                         time_format=args.time_format, event_type=args.event_type, event_type_col=args.event_type_col,
                         quantity_col=args.quantity_col, price_col=args.price_col, title_col=args.title_col,
-                        order_col=args.order_col, session_col=args.session_col)
+                        order_col=args.order_col, session_col=args.session_col, encoding=args.encoding)
     print(res.summary())
 
 
@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--event-type-col")
     for c in ("quantity", "price", "title", "order", "session"):
         e.add_argument(f"--{c}-col")
+    e.add_argument("--encoding", default="utf-8", help="text encoding of a CSV file (default utf-8)")
     e.set_defaults(func=cmd_import_events)
 
     o = sub.add_parser("import-online-retail", help="land the UCI Online Retail file (xlsx, csv or parquet)")

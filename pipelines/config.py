@@ -45,6 +45,20 @@ class Config:
     score_block_users: int = 4096
     # Candidate models evaluated every night; the best on NDCG@eval_k becomes champion.
     candidates: tuple[str, ...] = ("popularity", "als", "itemknn", "content")
+    # ---- validation gate (docs/validation.md)
+    # A run fails when more than this share of its rows is quarantined for data errors.
+    max_quarantine_share: float = 0.10
+    # Rules whose rows are set aside but do not count as errors towards the share limit: guest
+    # checkouts have no customer id, which is a property of the shop, not a broken feed.
+    quarantine_share_exempt_rules: tuple[str, ...] = ("null_user_id",)
+    # Volume: the ds partition against the median of the 7 days before it. "warn" or "fail".
+    volume_rule: str = "warn"
+    volume_low_ratio: float = 0.2
+    volume_high_ratio: float = 5.0
+    # Freshness: no events landed for ds. "warn" or "fail".
+    freshness_rule: str = "warn"
+    max_id_length: int = 256
+    max_quantity: int = 100_000
     mlflow_experiment: str = "recsys_nightly"
     registered_model: str = "recsys_recommender"
 

@@ -208,7 +208,7 @@ def events_to_arrow(events: pd.DataFrame) -> pa.Table:
         (C.USER_ID, pa.string()), (C.ITEM_ID, pa.string()), (C.EVENT_TYPE, pa.string()),
         (C.EVENT_TIME, pa.timestamp("us", tz="UTC")), (C.QUANTITY, pa.int64()), (C.PRICE, pa.float64()),
         (C.ORDER_ID, pa.string()), (C.SESSION_ID, pa.string()),
-    ])
+    ] + ([("_unparseable", pa.string())] if "_unparseable" in events else []))
     cols = {}
     for f in schema:
         s = events[f.name] if f.name in events else pd.Series([None] * len(events))

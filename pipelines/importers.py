@@ -67,28 +67,71 @@ def import_demo(cfg: Config, seed: int, users: int, items: int, days: int, end_d
     return land_frames(cfg, batch_id, data.events, data.items, data.users)
 
 
-def _read_any(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+def _read_any(path: Path, columns: Sequence[str] | None = None, encoding: str = "utf-8") -> pd.DataFrame:
+    """Read CSV, Parquet or Excel; every failure becomes an ImportError_ that names the file."""
     suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path, columns=list(columns) if columns else None)
-    if suffix in (".csv", ".txt", ".tsv"):
-        sep = "\t" if suffix == ".tsv" else ","
-        return pd.read_csv(path, usecols=list(columns) if columns else None, sep=sep, dtype=str,
-                           keep_default_na=True)
-    if suffix in (".xlsx", ".xls"):
-        return pd.read_excel(path, usecols=list(columns) if columns else None)
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path, columns=list(columns) if columns else None)
+        if suffix in (".csv", ".txt", ".tsv"):
+            return pd.read_csv(path, usecols=list(columns) if columns else None, sep="\t" if suffix == ".tsv" else ",",
+                               dtype=str, keep_default_na=True, encoding=encoding)
+        if suffix in (".xlsx", ".xls"):
+            return pd.read_excel(path, usecols=list(columns) if columns else None)
+    except UnicodeDecodeError as exc:
+        raise _encoding_error(path, encoding, exc) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise ImportError_(f"{path}: the file is empty (no header, no rows); nothing written") from exc
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise ImportError_(f"{path}: cannot be read as {suffix.lstrip('.')} ({exc}); nothing written") from exc
     raise ImportError_(f"{path}: unsupported file type {suffix!r}; use .csv, .parquet or .xlsx")
 
 
-def _columns_of(path: Path) -> list[str]:
+def _columns_of(path: Path, encoding: str = "utf-8") -> list[str]:
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         import pyarrow.parquet as pq
 
-        return list(pq.read_schema(path).names)
+        try:
+            return list(pq.read_schema(path).names)
+        except (OSError, pa.ArrowException) as exc:
+            raise ImportError_(f"{path}: cannot be read as Parquet ({exc}); nothing written") from exc
     if suffix in (".csv", ".txt", ".tsv"):
-        return list(pd.read_csv(path, nrows=0, sep="\t" if suffix == ".tsv" else ",").columns)
+        try:
+            return list(pd.read_csv(path, nrows=0, sep="\t" if suffix == ".tsv" else ",", encoding=encoding).columns)
+        except UnicodeDecodeError as exc:
+            raise _encoding_error(path, encoding, exc) from exc
+        except pd.errors.EmptyDataError as exc:
+            raise ImportError_(f"{path}: the file is empty (no header, no rows); nothing written") from exc
     return list(_read_any(path).columns)
+
+
+def _encoding_error(path: Path, encoding: str, exc: UnicodeDecodeError) -> "ImportError_":
+    """Name the byte and line of the first undecodable character of the file (pandas reports
+    offsets within its own read buffer, which mean nothing to the user)."""
+    import codecs
+
+    decoder, offset, line = codecs.getincrementaldecoder(encoding)(), 0, 1
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as err:
+                bad_line = line + chunk[: err.start].count(b"\n")
+                return ImportError_(f"{path}: not valid {encoding} text at byte {offset + err.start} (line "
+                                    f"{bad_line}: {err.reason}); pass --encoding with the file's "
+                                    f"encoding (e.g. latin-1); nothing written")
+            offset += len(chunk)
+            line += text.count("\n")
+    return ImportError_(f"{path}: not valid {encoding} text ({exc.reason}); pass --encoding with the file's "
+                        f"encoding (e.g. latin-1); nothing written")
+
+
+def _unparseable(raw: pd.Series, parsed: pd.Series, column: str) -> pd.Series:
+    """"column='raw'" where a value was given but could not be parsed, else empty; keeps the raw text."""
+    bad = raw.notna() & parsed.isna() & (raw.astype("string").str.strip() != "")
+    return pd.Series(np.where(bad, column + "='" + raw.astype("string").fillna("").str.slice(0, 200) + "'", ""),
+                     index=raw.index)
 
 
 def _parse_time(values: pd.Series, fmt: str | None, path: Path, column: str) -> pd.Series:
@@ -103,8 +146,8 @@ def _parse_time(values: pd.Series, fmt: str | None, path: Path, column: str) -> 
         ts = ts.dt.tz_convert("UTC")
     bad = ts.isna() & values.notna()
     if bad.any():
-        log.warning("%s: column %r has %d unparseable times (e.g. %s); they land with a null time and "
-                    "validation quarantines them", path, column, int(bad.sum()), values[bad].head(3).tolist())
+        log.warning("%s: column %r has %d unparseable times (e.g. %s); they land with a null time and the raw "
+                    "text, and validation quarantines them", path, column, int(bad.sum()), values[bad].head(3).tolist())
     return ts
 
 
@@ -112,7 +155,8 @@ def import_events(cfg: Config, path: str | Path, *, user_col: str, item_col: str
                   time_format: str | None = None, event_type: str | None = None,
                   event_type_col: str | None = None, quantity_col: str | None = None,
                   price_col: str | None = None, title_col: str | None = None,
-                  order_col: str | None = None, session_col: str | None = None) -> ImportResult:
+                  order_col: str | None = None, session_col: str | None = None,
+                  encoding: str = "utf-8") -> ImportResult:
     """Map a user's CSV/Parquet file onto the canonical event columns and land it."""
     path = Path(path)
     if not path.exists():
@@ -125,11 +169,13 @@ def import_events(cfg: Config, path: str | Path, *, user_col: str, item_col: str
                C.QUANTITY: quantity_col, C.PRICE: price_col, "title": title_col, C.ORDER_ID: order_col,
                C.SESSION_ID: session_col}
     wanted = {k: v for k, v in mapping.items() if v}
-    available = _columns_of(path)
+    available = _columns_of(path, encoding)
     missing = [f"{v!r} (for {k})" for k, v in wanted.items() if v not in available]
     if missing:
         raise ImportError_(f"{path}: column(s) {', '.join(missing)} not found; the file has columns {available}")
-    raw = _read_any(path, columns=sorted(set(wanted.values())))
+    raw = _read_any(path, columns=sorted(set(wanted.values())), encoding=encoding)
+    if raw.empty:
+        raise ImportError_(f"{path}: the file has a header ({available}) but no rows; nothing written")
     out = pd.DataFrame({
         C.USER_ID: raw[user_col].astype("string").str.strip(),
         C.ITEM_ID: raw[item_col].astype("string").str.strip(),
@@ -140,12 +186,19 @@ def import_events(cfg: Config, path: str | Path, *, user_col: str, item_col: str
         C.ORDER_ID: raw[order_col].astype("string") if order_col else None,
         C.SESSION_ID: raw[session_col].astype("string") if session_col else None,
     })
+    # Keep what could not be parsed, so validation quarantines it with the original text.
+    flags = _unparseable(raw[time_col], out[C.EVENT_TIME], time_col)
+    for canon, col in ((C.QUANTITY, quantity_col), (C.PRICE, price_col)):
+        if col:
+            extra = _unparseable(raw[col], out[canon], col)
+            flags = flags.where(extra == "", flags.where(flags == "", flags + ";") + extra)
+    out["_unparseable"] = flags.where(flags != "", None)
     items = None
     if title_col:
         items = (pd.DataFrame({"item_id": out[C.ITEM_ID], "title": raw[title_col].astype("string")})
                  .dropna().drop_duplicates("item_id", keep="last").reset_index(drop=True))
         items["active"] = True
-    batch_id = storage.file_digest(path, extra=repr(sorted(wanted.items())))
+    batch_id = storage.file_digest(path, extra=repr(sorted(wanted.items())) + encoding)
     return land_frames(cfg, batch_id, out, items, None)
 
 
@@ -179,6 +232,8 @@ def import_online_retail(cfg: Config, path: str | Path) -> ImportResult:
     if missing:
         raise ImportError_(f"{path}: Online Retail column(s) {missing} not found; the file has columns {available}")
     raw = _read_any(path, columns=need)
+    if raw.empty:
+        raise ImportError_(f"{path}: the file has a header but no rows; nothing written")
     invoice = raw["InvoiceNo"].astype("string").str.strip()
     is_return = invoice.str.upper().str.startswith("C")
     qty = pd.to_numeric(raw["Quantity"], errors="coerce").round().astype("Int64")

@@ -60,6 +60,11 @@ def select(cfg: Config, ds: str, run_id: str, airflow_run_id: str | None = None)
         mlflow.log_artifact(str(cfg.features_dir(ds) / "meta.json"), "features")
         if validation:
             mlflow.log_artifact(str(cfg.home / "validation" / f"ds={ds}" / "summary.json"), "validation")
+        docs = cfg.home / "validation" / f"ds={ds}" / "data_docs"
+        if (docs / "index.html").exists():
+            # The Great Expectations Data Docs of this ds, browsable from the run's Artifacts tab.
+            mlflow.log_artifacts(str(docs), "data_docs")
+            mlflow.set_tag("data_docs", f"{run.info.artifact_uri}/data_docs/index.html")
         import models
 
         info = mlflow.pyfunc.log_model(

@@ -166,3 +166,39 @@ def table_counts(db_path: Path, ds: str, names: Iterable[str]) -> dict[str, int]
         return {n: con.execute(f'SELECT count(*) FROM "{n}" WHERE ds = ?::DATE', [ds]).fetchall()[0][0] for n in names}
     finally:
         con.close()
+
+
+VALIDATION_RUNS_DDL = """CREATE TABLE IF NOT EXISTS validation_runs (
+    ds DATE, run_id VARCHAR, dataset VARCHAR, rows_in BIGINT, rows_valid BIGINT, rows_quarantined BIGINT,
+    success BOOLEAN, partitions INTEGER, rule_counts VARCHAR, warnings VARCHAR, message VARCHAR, data_docs VARCHAR)"""
+
+
+def record_validation(db_path: Path, ds: str, run_id: str, rows: list[dict], quarantined: pa.Table,
+                      event_dates: list[str]) -> None:
+    """Record a validation run (failed ones too) and its quarantined rows, in one transaction.
+
+    ``validation_runs``: one row per (ds, run_id, dataset); a retry of the same run replaces its rows.
+    ``quarantined_events``: the quarantined rows of the partitions validated by this run; a partition
+    validated again replaces its rows. Values travel as parameters and Arrow data, never as SQL text.
+    """
+    con = connect_warehouse(db_path)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        con.execute(VALIDATION_RUNS_DDL)
+        con.execute("DELETE FROM validation_runs WHERE ds = ?::DATE AND run_id = ?", [ds, run_id])
+        cols = ["ds", "run_id", "dataset", "rows_in", "rows_valid", "rows_quarantined", "success", "partitions",
+                "rule_counts", "warnings", "message", "data_docs"]
+        con.executemany(f"INSERT INTO validation_runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                        [[r[c] for c in cols] for r in rows])
+        con.register("_quarantined", quarantined)
+        con.execute("CREATE TABLE IF NOT EXISTS quarantined_events AS SELECT * FROM _quarantined LIMIT 0")
+        if event_dates:
+            con.execute("DELETE FROM quarantined_events WHERE event_date IN (SELECT unnest(?::VARCHAR[]))", [event_dates])
+        con.execute("INSERT INTO quarantined_events BY NAME SELECT * FROM _quarantined")
+        con.unregister("_quarantined")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.close()

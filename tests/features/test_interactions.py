@@ -16,7 +16,8 @@ DS = "2024-03-10"
 @pytest.fixture
 def landed(cfg):
     # holdout_days=2: the holdout window is [2024-03-09, 2024-03-11).
-    cfg = dataclasses.replace(cfg, holdout_days=2, popularity_days=30)
+    # Two of ten rows are bad on purpose: lift the share limit for this tiny frame.
+    cfg = dataclasses.replace(cfg, holdout_days=2, popularity_days=30, max_quarantine_share=1.0)
     events = events_frame([
         ("u1", "i1", "view", "2024-03-01 10:00", 1, 2.0, None),       # weight 1
         ("u1", "i1", "purchase", "2024-03-02 10:00", 1, 2.0, "o1"),   # weight 8 -> (u1,i1) = 9
