@@ -8,7 +8,7 @@ DS     ?= $(shell date -u -d yesterday +%F)
 PORT   ?= 8080
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run test airflow mlflow clean
+.PHONY: install run test airflow mlflow bench-validate clean
 
 # The stamp is rebuilt whenever the pinned requirements or the package metadata change.
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -37,6 +37,9 @@ airflow: install
 mlflow: install
 	@echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)"
 	$(BIN)/recsys mlflow-ui --port $(MLFLOW_PORT)
+
+bench-validate: install
+	$(BIN)/python benchmarks/bench_validate.py
 
 clean:
 	rm -rf $(RECSYS_HOME)

@@ -205,6 +205,8 @@ class ExpectationRunner:
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         self.gx, self.cfg, self.docs_dir = gx, cfg, docs_dir
+        for name in [n for n in logging.root.manager.loggerDict if n.startswith("great_expectations")]:
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.ctx = gx.get_context(mode="ephemeral")
         self.ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         self.ctx.add_data_docs_site(site_name="recsys", site_config={
