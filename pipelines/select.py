@@ -58,13 +58,12 @@ def select(cfg: Config, ds: str, run_id: str, airflow_run_id: str | None = None)
         mlflow.log_artifact(str(cfg.eval_dir(ds) / "summary.json"), "evaluation")
         mlflow.log_artifact(str(cfg.eval_dir(ds) / "metrics.parquet"), "evaluation")
         mlflow.log_artifact(str(cfg.features_dir(ds) / "meta.json"), "features")
-        if validation:
-            mlflow.log_artifact(str(cfg.home / "validation" / f"ds={ds}" / "summary.json"), "validation")
-        docs = cfg.home / "validation" / f"ds={ds}" / "data_docs"
-        if (docs / "index.html").exists():
-            # The Great Expectations Data Docs of this ds, browsable from the run's Artifacts tab.
-            mlflow.log_artifacts(str(docs), "data_docs")
-            mlflow.set_tag("data_docs", f"{run.info.artifact_uri}/data_docs/index.html")
+        vdir = cfg.home / "validation" / f"ds={ds}"
+        if (vdir / "report.html").exists():
+            # summary.json, the validation report and the Great Expectations Data Docs of this ds,
+            # browsable from the run's Artifacts tab; the tag links straight to the report.
+            mlflow.log_artifacts(str(vdir), "validation")
+            mlflow.set_tag("data_docs", f"{run.info.artifact_uri}/validation/report.html")
         import models
 
         info = mlflow.pyfunc.log_model(

@@ -217,10 +217,11 @@ class ExpectationRunner:
         # The run is named after the pipeline run and dated by ds, so pages do not depend on the clock.
         self.run_id = RunIdentifier(run_name=run_name, run_time=datetime.fromisoformat(ds).replace(tzinfo=timezone.utc))
 
-    def suite(self, dataset: str, columns: list[str]):
+    def suite(self, kind: str, name: str, columns: list[str]):
+        """The suite for one kind of data: ``events``, ``items`` (catalog) or ``users``."""
         gx, E, cfg = self.gx, self.gx.expectations, self.cfg
-        s = gx.ExpectationSuite(name=f"{dataset}_suite")
-        if dataset == "events":
+        s = gx.ExpectationSuite(name=f"{name}_suite")
+        if kind == "events":
             for col in C.REQUIRED_EVENT_COLUMNS:
                 s.add_expectation(E.ExpectColumnToExist(column=col))
             for col in (C.USER_ID, C.ITEM_ID, C.EVENT_TIME):
@@ -231,7 +232,7 @@ class ExpectationRunner:
             for col in (C.USER_ID, C.ITEM_ID):
                 s.add_expectation(E.ExpectColumnValueLengthsToBeBetween(column=col, max_value=cfg.max_id_length))
         else:
-            key = "item_id" if dataset == "items" else "user_id"
+            key = "item_id" if kind == "items" else "user_id"
             s.add_expectation(E.ExpectColumnToExist(column=key))
             s.add_expectation(E.ExpectColumnValuesToNotBeNull(column=key))
             s.add_expectation(E.ExpectColumnValuesToBeUnique(column=key))
@@ -239,15 +240,15 @@ class ExpectationRunner:
                 s.add_expectation(E.ExpectColumnValuesToBeBetween(column="price", min_value=0))
         return self.ctx.suites.add(s)
 
-    def run(self, dataset: str, df: pd.DataFrame) -> list[dict]:
+    def run(self, kind: str, df: pd.DataFrame, name: str | None = None) -> list[dict]:
         from great_expectations.checkpoint import UpdateDataDocsAction
 
-        gx = self.gx
-        batch = self.source.add_dataframe_asset(dataset).add_batch_definition_whole_dataframe(f"{dataset}_batch")
+        gx, name = self.gx, name or kind
+        batch = self.source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(f"{name}_batch")
         vd = self.ctx.validation_definitions.add(
-            gx.ValidationDefinition(data=batch, suite=self.suite(dataset, list(df.columns)), name=f"{dataset}_gate"))
+            gx.ValidationDefinition(data=batch, suite=self.suite(kind, name, list(df.columns)), name=f"{name}_gate"))
         cp = self.ctx.checkpoints.add(gx.Checkpoint(
-            name=f"{dataset}_checkpoint", validation_definitions=[vd],
+            name=f"{name}_checkpoint", validation_definitions=[vd],
             actions=[UpdateDataDocsAction(name="data_docs", site_names=["recsys"])],
             result_format={"result_format": "SUMMARY"}))
         result = cp.run(batch_parameters={"dataframe": df}, run_id=self.run_id)
@@ -301,7 +302,7 @@ def validate_reference(cfg: Config, dataset: str, runner: ExpectationRunner) -> 
             masks["negative_price"] = (p.notna() & (p < 0)).to_numpy(bool)
         codes, names = encode_rules(masks)
         bad = codes != 0
-        out.expectations += runner.run(f"{dataset}_{f.stem}", df) if len(df) else []
+        out.expectations += runner.run(dataset, df, name=f"{dataset}_{f.stem}") if len(df) else []
         storage.atomic_write_parquet(pa.Table.from_pandas(df[~bad], preserve_index=False), target)
         if bad.any():
             q = df[bad].assign(rule=rule_names(codes[bad], names).to_numpy())
@@ -452,6 +453,47 @@ def _write_events(cfg: Config, ds: str, run_id: str, work: dict) -> pa.Table:
     return pa.concat_tables(q_tables) if q_tables else QUARANTINE_SCHEMA.empty_table()
 
 
+REPORT_CSS = ("body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
+              "td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}th{background:#f3f3f3}"
+              ".ok{color:#17702f;font-weight:bold}.bad{color:#b00020;font-weight:bold}pre{white-space:pre-wrap;"
+              "background:#fff4f4;padding:1em;border:1px solid #f0c0c0}.warn{background:#fffbe6}")
+
+
+def render_report(summary: dict, docs_dir: Path, out: Path) -> Path:
+    """A self-contained HTML page for one validation run (no external assets, every value escaped),
+    linking to the Great Expectations Data Docs pages of the run."""
+    from html import escape
+
+    ok = summary["success"]
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td><td>{d['rows_in']:,}</td><td>{d['rows_valid']:,}</td><td>{d['rows_quarantined']:,}</td>"
+        f"<td>{escape(', '.join(f'{k}: {v:,}' for k, v in d['rule_counts'].items() if v)) or '-'}</td></tr>"
+        for name, d in summary["datasets"].items())
+    gx_rows = ""
+    for name, results in summary["great_expectations"].items():
+        for r in results:
+            unexpected = "" if r["unexpected_count"] is None else f"{r['unexpected_count']:,}"
+            verdict = "<td class='ok'>passed</td>" if r["success"] else "<td class='bad'>failed</td>"
+            gx_rows += (f"<tr><td>{escape(name)}</td><td>{escape(r['expectation'])}</td>"
+                        f"<td>{escape(str(r['column']))}</td>{verdict}<td>{unexpected}</td></tr>")
+    pages = sorted(docs_dir.rglob("validations/**/*.html")) if docs_dir.exists() else []
+    links = "".join(f"<li><a href='{escape(str(p.relative_to(out.parent)))}'>{escape(p.parts[-4])}</a></li>" for p in pages)
+    warn = "".join(f"<li>{escape(w)}</li>" for w in summary.get("warnings") or [])
+    err = f"<h2>Failure</h2><pre>{escape(summary.get('error') or '')}</pre>" if not ok else ""
+    html = (f"<!doctype html><html><head><meta charset='utf-8'><title>Validation {escape(summary['ds'])}</title>"
+            f"<style>{REPORT_CSS}</style></head><body><h1>Validation of ds={escape(summary['ds'])}</h1>"
+            f"<p>Run <code>{escape(summary['run_id'])}</code>: <span class='{'ok' if ok else 'bad'}'>"
+            f"{'passed' if ok else 'FAILED'}</span>; {summary['partitions_validated']} event partition(s) validated.</p>"
+            f"{err}{f'<h2>Warnings</h2><ul class=warn>{warn}</ul>' if warn else ''}"
+            f"<h2>Rows</h2><table><tr><th>dataset</th><th>rows in</th><th>valid</th><th>quarantined</th>"
+            f"<th>quarantined by rule</th></tr>{rows}</table>"
+            f"<h2>Great Expectations</h2><table><tr><th>suite</th><th>expectation</th><th>column</th><th>result</th>"
+            f"<th>unexpected</th></tr>{gx_rows}</table>"
+            f"<h2>Data Docs pages</h2><ul>{links}</ul><p><a href='data_docs/index.html'>Data Docs home</a></p>"
+            f"</body></html>")
+    return storage.atomic_write_text(html, out)
+
+
 def validate(cfg: Config, ds: str, run_id: str) -> dict:
     """Validate catalog, users and every pending event partition up to ``ds``.
 
@@ -480,9 +522,8 @@ def validate(cfg: Config, ds: str, run_id: str) -> dict:
     for o in outcomes:
         for w in o.warnings:
             log.warning("validate ds=%s: %s", ds, w)
-    docs = runner.index if runner.index.exists() else None
-    if docs:
-        log.info("validate ds=%s: Data Docs: %s", ds, docs.as_uri())
+    report = cfg.home / "validation" / f"ds={ds}" / "report.html"
+    docs = report
     rows = [{"ds": ds, "run_id": run_id, "dataset": o.dataset, "rows_in": o.rows_in, "rows_valid": o.rows_valid,
              "rows_quarantined": o.rows_quarantined, "success": o.success and failure is None,
              "partitions": o.partitions, "rule_counts": json.dumps({k: v for k, v in o.rule_counts.items() if v}),
@@ -494,14 +535,17 @@ def validate(cfg: Config, ds: str, run_id: str) -> dict:
     summary = {
         "ds": ds, "run_id": run_id, "success": failure is None, "partitions_validated": events.partitions,
         "rows_in": events.rows_in, "rows_valid": events.rows_valid, "rows_quarantined": events.rows_quarantined,
-        "rule_counts": events.rule_counts, "warnings": events.warnings, "data_docs": str(docs) if docs else None,
+        "rule_counts": events.rule_counts, "warnings": events.warnings, "data_docs": str(report),
+        "error": failure,
         "datasets": {o.dataset: {"rows_in": o.rows_in, "rows_valid": o.rows_valid,
                                  "rows_quarantined": o.rows_quarantined, "rule_counts": o.rule_counts} for o in outcomes},
         "great_expectations": {o.dataset: o.expectations for o in outcomes},
     }
     storage.write_json(summary, cfg.home / "validation" / f"ds={ds}" / "summary.json")
+    render_report(summary, docs_dir, report)
+    log.info("validate ds=%s: Data Docs: %s", ds, report.as_uri())
     if failure is not None:
         raise ValidationError(f"validation failed for ds={ds} (run {run_id}); nothing was published:\n{failure}")
     log.info("validate ds=%s: %d rows in, %d valid, %d quarantined %s", ds, events.rows_in, events.rows_valid,
              events.rows_quarantined, {k: v for k, v in events.rule_counts.items() if v})
-    return {k: v for k, v in summary.items() if k not in ("great_expectations", "datasets")}
+    return {k: v for k, v in summary.items() if k not in ("great_expectations", "datasets", "error")}

@@ -30,9 +30,19 @@ def test_import_and_run_publish_twenty_per_customer(online_retail_path, tmp_path
     active_catalog = con.execute("SELECT count(DISTINCT item_id) FROM similar_items").fetchall()[0][0]
     first_counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
                     for t in ("user_recommendations", "similar_items", "model_runs")}
+    accounting = con.execute("SELECT rows_in, rows_valid, rows_quarantined, success, rule_counts FROM validation_runs "
+                             "WHERE dataset = 'events' AND run_id = 'or-1'").fetchall()[0]
+    quarantined_by_rule = dict(con.execute("SELECT rule, count(*) FROM quarantined_events GROUP BY rule").fetchall())
     bad = con.execute("SELECT count(*) FROM user_recommendations WHERE item_id IN ('POST', 'M', 'DOT', 'BANK CHARGES')"
                       ).fetchall()[0][0]
     con.close()
+    raw = pd.read_parquet(online_retail_path, columns=["InvoiceDate", "CustomerID"])
+    raw = raw[raw["InvoiceDate"] < "2011-11-09"]
+    assert accounting[0] == len(raw) == accounting[1] + accounting[2] and accounting[3] is True
+    import json
+
+    assert json.loads(accounting[4])["null_user_id"] == raw["CustomerID"].isna().sum()
+    assert sum(quarantined_by_rule.values()) == accounting[2]
     with_event, with_purchase = expected_users(online_retail_path)
     assert set(per_user["user_id"]) == with_event
     assert with_purchase <= set(per_user["user_id"]) and len(with_purchase) > 4000

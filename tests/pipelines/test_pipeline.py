@@ -81,6 +81,12 @@ def test_mlflow_run_and_champion_alias(demo_run):
     assert run.data.metrics[f"{champ}.ndcg_at_10"] == pytest.approx(first["evaluate"]["best_ndcg"])
     assert run.data.metrics["published.user_recommendations"] == first["publish"]["rows"]["user_recommendations"]
     assert run.data.metrics["validation.rows_in"] == first["validate"]["rows_in"]
+    # The night's Data Docs are attached to the run and linked from a tag.
+    docs = [a.path for a in client.list_artifacts(run.info.run_id, "validation")]
+    assert {"validation/report.html", "validation/summary.json", "validation/data_docs"} <= set(docs)
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "validation/data_docs")].count(
+        "validation/data_docs/index.html") == 1
+    assert run.data.tags["data_docs"].endswith("/validation/report.html")
     # The registered model loads through MLflow and recommends like the published table.
     model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}@champion")
     users = warehouse(cfg, "SELECT DISTINCT user_id FROM user_recommendations ORDER BY 1 LIMIT 3")["user_id"]

@@ -162,8 +162,35 @@ def test_volume_and_freshness_warn_by_default_and_fail_when_configured(cfg):
 def test_data_docs_are_rendered_per_run(lenient):
     land_frames(lenient, "b1", dirty_events(), None, None)
     out = validate(lenient, "2024-03-01", "r1")
-    index = lenient.home / "validation" / "ds=2024-03-01" / "data_docs" / "index.html"
-    assert out["data_docs"] == str(index) and index.exists()
-    pages = list(index.parent.rglob("validations/**/*.html"))
-    assert pages and "r1" in str(pages[0]) and "20240301" in str(pages[0])
-    assert "events_suite" in pages[0].read_text() or any("events_suite" in p.read_text() for p in pages)
+    report = lenient.home / "validation" / "ds=2024-03-01" / "report.html"
+    assert out["data_docs"] == str(report)
+    html = report.read_text()
+    assert "passed" in html and "<td>events</td><td>10</td><td>2</td><td>8</td>" in html
+    assert "negative_price: 2" in html
+    assert HOSTILE not in html  # values are escaped, never injected into the page
+    pages = list(report.parent.glob("data_docs/validations/**/*.html"))
+    assert pages and all(p.relative_to(report.parent).as_posix() in html for p in pages)
+    events_page = next(p for p in pages if "events_suite" in p.parts)
+    assert "r1" in events_page.parts and events_page.parent.name == "20240301T000000.000000Z"
+    assert "expect_column_values_to_not_be_null" in events_page.read_text() or "never be null" in events_page.read_text()
+
+
+def test_failed_validation_has_a_report_with_the_message(cfg):
+    land_frames(cfg, "b1", dirty_events(), None, None)
+    with pytest.raises(ValidationError):
+        validate(cfg, "2024-03-01", "r1")
+    html = (cfg.home / "validation" / "ds=2024-03-01" / "report.html").read_text()
+    assert "FAILED" in html and "rule quarantine_share" in html
+
+
+def test_each_dataset_gets_its_own_suite(lenient):
+    items = pd.DataFrame({"item_id": ["i1", "i1"], "title": ["a", "b"], "price": [1.0, -2.0]})
+    users = pd.DataFrame({"user_id": ["u1", None]})
+    land_frames(lenient, "b1", events_frame([("u1", "i1", "view", "2024-03-01 10:00", 1, 1.0, None)]), items, users)
+    validate(lenient, "2024-03-01", "r1")
+    ge = json.loads((lenient.home / "validation" / "ds=2024-03-01" / "summary.json").read_text())["great_expectations"]
+    by = {(d, r["expectation"], r["column"]): r for d, rs in ge.items() for r in rs}
+    assert {r["column"] for d, rs in ge.items() if d == "items" for r in rs} == {"item_id", "price"}
+    assert by[("items", "expect_column_values_to_be_unique", "item_id")]["unexpected_count"] == 2
+    assert by[("items", "expect_column_values_to_be_between", "price")]["unexpected_count"] == 1
+    assert by[("users", "expect_column_values_to_not_be_null", "user_id")]["unexpected_count"] == 1
