@@ -36,4 +36,13 @@ def run_task(step: str, context: Mapping[str, Any]) -> dict:
     run_id = str(context.get("run_id") or getattr(context.get("dag_run"), "run_id", "airflow"))
     cfg = load_config()
     log.info("recsys step %s for ds=%s, run %s, data root %s", step, ds, run_id, cfg.home)
-    return run_step(step, cfg, ds, run_id, airflow_run_id=run_id)
+    from features.interactions import FeatureError
+    from pipelines.validate import ValidationError
+
+    try:
+        return run_step(step, cfg, ds, run_id, airflow_run_id=run_id)
+    except (ValidationError, FeatureError) as exc:
+        # Bad data does not get better by waiting: fail at once instead of retrying twice.
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(str(exc)) from exc

@@ -58,3 +58,16 @@ def test_resolve_ds_prefers_param_then_logical_date():
     assert resolve_ds({"params": {"ds": None}, "logical_date": ld}) == "2024-06-30"
     run = SimpleNamespace(run_after=datetime(2024, 7, 1, 3, tzinfo=timezone.utc))
     assert resolve_ds({"params": {}, "logical_date": None, "dag_run": run}) == "2024-07-01"
+
+
+def test_data_errors_fail_the_task_without_retries(tmp_path, monkeypatch):
+    from datetime import datetime, timezone
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipelines.airflow_tasks import run_task
+
+    monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "empty"))
+    ctx = {"params": {}, "logical_date": datetime(2024, 6, 30, tzinfo=timezone.utc), "run_id": "t"}
+    with pytest.raises(AirflowFailException, match="no validated events up to ds=2024-06-30"):
+        run_task("features", ctx)
