@@ -93,6 +93,19 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
           count(DISTINCT e.user_id) FILTER (WHERE e.event_type = 'purchase'
               AND e.event_time >= TIMESTAMPTZ '{end.isoformat()} 00:00:00+00' - INTERVAL {pop_days} DAY) AS pop_full
         FROM items i LEFT JOIN ev e USING (item_id) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
+    # Repeatability: the share of an item's buyers who bought it on two or more days.
+    repeat = con.execute(f"""
+        WITH days AS (
+          SELECT user_id, item_id,
+                 count(DISTINCT CAST(event_time AS DATE)) FILTER (WHERE event_time < {hs}) AS d_train,
+                 count(DISTINCT CAST(event_time AS DATE)) AS d_full
+          FROM ev WHERE event_type = 'purchase' GROUP BY ALL)
+        SELECT i.item_idx,
+          coalesce(count(*) FILTER (WHERE d.d_train >= 1), 0) AS buyers_train,
+          coalesce(count(*) FILTER (WHERE d.d_train >= 2), 0) AS repeat_train,
+          coalesce(count(*) FILTER (WHERE d.d_full >= 1), 0) AS buyers_full,
+          coalesce(count(*) FILTER (WHERE d.d_full >= 2), 0) AS repeat_full
+        FROM items i LEFT JOIN days d USING (item_id) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
     cells = con.execute(f"""
         SELECT u.user_idx, i.item_idx,
                sum(e.w) FILTER (WHERE e.event_time < {hs}) AS w_train, sum(e.w) AS w_full
@@ -113,6 +126,11 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
     items["text"] = item_text(items)
     items["pop_train"] = pop["pop_train"].to_numpy()
     items["pop_full"] = pop["pop_full"].to_numpy()
+    for part in ("train", "full"):
+        # Smoothed towards the catalog-wide share, so an item with one buyer is not 0% or 100%.
+        b, r = repeat[f"buyers_{part}"].to_numpy(float), repeat[f"repeat_{part}"].to_numpy(float)
+        prior = r.sum() / max(b.sum(), 1.0)
+        items[f"repeat_rate_{part}"] = (r + 10.0 * prior) / (b + 10.0)
 
     def matrix(values) -> sp.csr_matrix:
         v = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0).clip(min=0)

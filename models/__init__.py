@@ -4,9 +4,13 @@ from models.popularity import PopularityRecommender
 from models.als import ALSRecommender
 from models.itemknn import ItemKNNRecommender
 from models.content import ContentRecommender
+from models.buy_again import BuyAgainRecommender
+from models.ease import EASERecommender
+from models.bpr import BPRRecommender
 
 REGISTRY: dict[str, type[Recommender]] = {
-    m.name: m for m in (PopularityRecommender, ALSRecommender, ItemKNNRecommender, ContentRecommender)
+    m.name: m for m in (PopularityRecommender, BuyAgainRecommender, ALSRecommender, BPRRecommender,
+                        ItemKNNRecommender, EASERecommender, ContentRecommender)
 }
 
 __all__ = ["Recommender", "REGISTRY", "load_model"]

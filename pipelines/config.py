@@ -40,11 +40,17 @@ class Config:
     als_alpha: float = 2.0
     als_iterations: int = 15
     itemknn_neighbours: int = 100
+    itemknn_weighting: str = "bm25"
+    bpr_factors: int = 64
+    bpr_iterations: int = 100
+    ease_regularization: float = 200.0
+    # EASE holds an items x items dense matrix: skipped above this catalog size.
+    ease_max_items: int = 20_000
     similar_items_n: int = 20
     # Users scored per block: bounds memory at block x n_items floats.
     score_block_users: int = 4096
     # Candidate models evaluated every night; the best on NDCG@eval_k becomes champion.
-    candidates: tuple[str, ...] = ("popularity", "als", "itemknn", "content")
+    candidates: tuple[str, ...] = ("popularity", "buy_again", "als", "bpr", "itemknn", "ease", "content")
     # ---- validation gate (docs/validation.md)
     # A run fails when more than this share of its rows is quarantined for data errors.
     max_quarantine_share: float = 0.10

@@ -19,6 +19,7 @@ from models import load_model
 from pipelines import storage
 from pipelines.config import Config
 from pipelines.metrics import ranking_metrics
+from pipelines.train import active_candidates
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ def evaluate(cfg: Config, ds: str, run_id: str) -> dict:
     inactive = np.flatnonzero(~f["items"]["active"].to_numpy(dtype=bool))
     n_catalog = int(f["items"]["active"].sum())
     rows, summary = [], {}
-    for name in cfg.candidates:
+    candidates = active_candidates(cfg, f["train"].shape[1])
+    for name in candidates:
         model = load_model(cfg.models_dir(ds) / "holdout" / name)
         recs, _ = model.recommend(users, f["train"], cfg.eval_k, filter_items=inactive)
         m = ranking_metrics(recs, truth, cfg.eval_k, n_catalog)
@@ -54,7 +56,7 @@ def evaluate(cfg: Config, ds: str, run_id: str) -> dict:
                                  cfg.eval_dir(ds) / "metrics.parquet")
     key = f"ndcg_at_{cfg.eval_k}"
     # Ties go to the earlier candidate in the config (simpler models are listed first).
-    best = max(cfg.candidates, key=lambda n: (summary[n][key], -cfg.candidates.index(n)))
+    best = max(candidates, key=lambda n: (summary[n][key], -candidates.index(n)))
     result = {"ds": ds, "run_id": run_id, "eval_users": int(len(users)), "best_model": best,
               "best_ndcg": summary[best][key], "metrics": summary}
     storage.write_json(result, cfg.eval_dir(ds) / "summary.json")

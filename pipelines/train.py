@@ -25,16 +25,29 @@ def make_model(name: str, cfg: Config) -> Recommender:
     params = {
         "als": dict(factors=cfg.als_factors, regularization=cfg.als_regularization, alpha=cfg.als_alpha,
                     iterations=cfg.als_iterations, random_state=cfg.seed),
-        "itemknn": dict(neighbours=cfg.itemknn_neighbours),
+        "itemknn": dict(neighbours=cfg.itemknn_neighbours, weighting=cfg.itemknn_weighting),
+        "bpr": dict(factors=cfg.bpr_factors, iterations=cfg.bpr_iterations, random_state=cfg.seed),
+        "ease": dict(regularization=cfg.ease_regularization),
     }.get(name, {})
     model = REGISTRY[name](**params)
     model.block_users = cfg.score_block_users
     return model
 
 
+def active_candidates(cfg: Config, n_items: int) -> tuple[str, ...]:
+    """The configured candidates that fit this catalog (EASE is dense in items)."""
+    skip = {"ease"} if n_items > cfg.ease_max_items else set()
+    if skip & set(cfg.candidates):
+        log.info("EASE skipped: %d items > ease_max_items %d", n_items, cfg.ease_max_items)
+    return tuple(c for c in cfg.candidates if c not in skip)
+
+
 def items_for_fit(items, popularity_column: str):
     out = items[["item_idx", "text"]].copy()
     out["popularity"] = items[popularity_column].to_numpy(dtype=np.float64)
+    part = "train" if popularity_column.endswith("train") else "full"
+    if f"repeat_rate_{part}" in items:
+        out["repeat_rate"] = items[f"repeat_rate_{part}"].to_numpy(dtype=np.float64)
     return out
 
 
@@ -42,7 +55,7 @@ def train(cfg: Config, ds: str, run_id: str) -> dict:
     f = load_features(cfg, ds)
     items = items_for_fit(f["items"], "pop_train")
     out = {}
-    for name in cfg.candidates:
+    for name in active_candidates(cfg, f["train"].shape[1]):
         t0 = time.perf_counter()
         model = make_model(name, cfg).fit(f["train"], items)
         path = model.save(cfg.models_dir(ds) / "holdout" / name)

@@ -15,6 +15,9 @@ from models.base import NO_ITEM, topk
 from models.content import ContentRecommender
 from models.itemknn import ItemKNNRecommender
 from models.popularity import PopularityRecommender
+from models.bpr import BPRRecommender
+from models.buy_again import BuyAgainRecommender
+from models.ease import EASERecommender
 
 
 def checkerboard() -> sp.csr_matrix:
@@ -29,11 +32,14 @@ ITEMS = pd.DataFrame({"item_idx": range(8), "text": ["red apple fruit"] * 4 + ["
 PERSONALISED = [
     lambda: ALSRecommender(factors=4, regularization=0.1, iterations=30, random_state=7),
     lambda: ItemKNNRecommender(neighbours=8),
+    lambda: ItemKNNRecommender(neighbours=8, weighting="bm25"),
+    lambda: EASERecommender(regularization=1.0),
     lambda: ContentRecommender(),
 ]
+IDS = ["als", "itemknn", "itemknn_bm25", "ease", "content"]
 
 
-@pytest.mark.parametrize("make", PERSONALISED, ids=["als", "itemknn", "content"])
+@pytest.mark.parametrize("make", PERSONALISED, ids=IDS)
 def test_recommends_the_missing_item_of_the_block(make):
     ui = checkerboard()
     model = make()
@@ -44,7 +50,7 @@ def test_recommends_the_missing_item_of_the_block(make):
     assert ids.shape == scores.shape == (8, 1)
 
 
-@pytest.mark.parametrize("make", PERSONALISED, ids=["als", "itemknn", "content"])
+@pytest.mark.parametrize("make", PERSONALISED, ids=IDS)
 def test_similar_items_stay_in_the_block(make):
     model = make().fit(checkerboard(), ITEMS)
     ids, _ = model.similar_items(np.array([0, 5]), n=3)
@@ -52,7 +58,9 @@ def test_similar_items_stay_in_the_block(make):
     assert set(ids[1]) == {4, 6, 7}
 
 
-@pytest.mark.parametrize("make", PERSONALISED + [PopularityRecommender], ids=["als", "itemknn", "content", "pop"])
+@pytest.mark.parametrize("make", PERSONALISED + [PopularityRecommender, BuyAgainRecommender,
+                                                 lambda: BPRRecommender(factors=4, iterations=20)],
+                         ids=IDS + ["pop", "buy_again", "bpr"])
 def test_filter_items_exclude_and_save_load_roundtrip(make, tmp_path):
     ui = checkerboard()
     model = make().fit(ui, ITEMS)
@@ -86,8 +94,41 @@ def test_popularity_ranks_by_given_popularity_then_weight():
     assert ids.tolist() == [[1, 2, 0], [1, 2, 0]]
 
 
+def test_bpr_learns_the_blocks():
+    ui = checkerboard()
+    model = BPRRecommender(factors=8, iterations=200, learning_rate=0.05, random_state=3).fit(ui)
+    ids, _ = model.recommend(np.arange(8), ui, n=1, exclude=ui)
+    assert (ids[:, 0] == np.arange(8)).mean() >= 0.75  # stochastic: most users, not necessarily all
+
+
+def test_buy_again_ranks_own_items_by_count_and_repeatability():
+    # user 0 bought item 0 three times and item 1 once; item 1 is re-bought by others (repeatable).
+    ui = sp.csr_matrix(np.array([[3, 1, 0, 0], [0, 2, 0, 0], [0, 2, 1, 0], [0, 0, 0, 1]], dtype=np.float32))
+    model = BuyAgainRecommender(smoothing=0.0).fit(ui)
+    # repeat rate = buyers with a count above 1 / buyers: item 0 1/1, item 1 2/3, item 2 0/1, item 3 0/1.
+    assert model.repeat_rate_.tolist() == pytest.approx([1.0, 2 / 3, 0.0, 0.0])
+    ids, scores = model.recommend(np.array([0, 3]), ui, n=4)
+    # user 0: item 0 log1p(3)*(0.1+1) = 1.525 vs item 1 log1p(1)*(0.1+2/3) = 0.531 -> item 0 first.
+    assert ids[0].tolist()[:2] == [0, 1]
+    assert scores[0, 0] == pytest.approx(1 + np.log1p(3) * 1.1 + model.popularity_[0] * 1e-3, rel=1e-5)
+    # Given repeat rates from the features step, they are used as they are.
+    given = BuyAgainRecommender().fit(ui, pd.DataFrame({"repeat_rate": [0.0, 1.0, 0.0, 0.0]}))
+    assert given.recommend(np.array([0]), ui, n=1)[0][0, 0] == 1  # 0.693*1.1 = 0.762 > 1.386*0.1
+    assert ids[1, 0] == 3 and scores[1, 0] > 1  # a user's own item always beats the rest
+
+
+def test_ease_matches_the_closed_form():
+    ui = checkerboard()
+    lam = 2.0
+    x = ui.toarray().astype(np.float64)
+    p = np.linalg.inv(x.T @ x + lam * np.eye(8))
+    b = np.eye(8) - p / np.diag(p)
+    model = EASERecommender(regularization=lam).fit(ui)
+    np.testing.assert_allclose(model.weights_, b, atol=1e-5)
+
+
 def test_registry_names_match_classes():
-    assert sorted(REGISTRY) == ["als", "content", "itemknn", "popularity"]
+    assert sorted(REGISTRY) == ["als", "bpr", "buy_again", "content", "ease", "itemknn", "popularity"]
     assert all(cls.name == name for name, cls in REGISTRY.items())
 
 

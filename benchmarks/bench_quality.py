@@ -1,0 +1,155 @@
+"""Recommendation quality on the UCI Online Retail data, protocol of docs/benchmarks.md.
+
+    .venv/bin/python benchmarks/bench_quality.py [PATH] [--write-docs]
+
+Clean purchases: CustomerID present, invoice not starting with 'C', Quantity > 0, UnitPrice > 0,
+StockCode starting with five digits. History: purchases before 2011-11-09. Truth: each customer's
+purchases from 2011-11-09 to 2011-12-08, for customers with history, items present in history.
+Top 10. Task "all": truth = every item bought in the window. Task "new": items bought before are
+removed from the truth (and from the lists), users left with no truth are dropped.
+
+Every candidate model is fitted here on the history alone; the published lists come from a real
+pipeline run (`recsys import-online-retail`, `recsys run --ds 2011-11-08`) in a temporary data root.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT = REPO.parent / "shared" / "data" / "online_retail.parquet"
+K = 10
+
+
+def load(path: Path):
+    raw = pd.read_parquet(path)
+    code = raw["StockCode"].astype(str).str.strip().str.upper()
+    clean = raw[raw["CustomerID"].notna() & ~raw["InvoiceNo"].astype(str).str.startswith("C")
+                & (raw["Quantity"] > 0) & (raw["UnitPrice"] > 0) & code.str.match(r"^\d{5}")].copy()
+    clean["user"] = clean["CustomerID"].astype("int64").astype(str)
+    clean["item"] = code[clean.index]
+    hist = clean[clean["InvoiceDate"] < "2011-11-09"]
+    future = clean[(clean["InvoiceDate"] >= "2011-11-09") & (clean["InvoiceDate"] < "2011-12-09")]
+    users = pd.Index(sorted(hist["user"].unique()))
+    items = pd.Index(sorted(hist["item"].unique()))
+    u, i = users.get_indexer(hist["user"]), items.get_indexer(hist["item"])
+    x = sp.csr_matrix((np.ones(len(u), np.float32), (u, i)), shape=(len(users), len(items)))
+    x.sum_duplicates()
+    fu, fi = users.get_indexer(future["user"]), items.get_indexer(future["item"])
+    keep = (fu >= 0) & (fi >= 0)
+    truth = sp.csr_matrix((np.ones(keep.sum(), np.float32), (fu[keep], fi[keep])), shape=x.shape)
+    truth.sum_duplicates()
+    truth.data[:] = 1
+    text = (hist.groupby("item")["Description"].agg(lambda s: s.mode().iat[0] if s.notna().any() else "")
+            .reindex(items).fillna("").str.lower())
+    return x, truth, users, items, text
+
+
+def tasks(x, truth):
+    all_users = np.flatnonzero(np.diff(truth.indptr) > 0)
+    new_truth = truth - truth.multiply(x > 0)
+    new_truth.eliminate_zeros()
+    new_users = np.flatnonzero(np.diff(new_truth.indptr) > 0)
+    return {"all": (all_users, truth[all_users], None), "new": (new_users, new_truth[new_users], x)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("path", nargs="?", default=str(DEFAULT))
+    ap.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md")
+    ap.add_argument("--skip-pipeline", action="store_true", help="candidates only, no pipeline run")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    from models import REGISTRY
+    from pipelines.metrics import ranking_metrics
+
+    x, truth, users, items, text = load(Path(args.path))
+    item_frame = pd.DataFrame({"item_idx": range(len(items)), "text": text.to_numpy(),
+                               "popularity": np.asarray((x > 0).sum(axis=0)).ravel()})
+    specs = {
+        "popularity": REGISTRY["popularity"](),
+        "buy_again": REGISTRY["buy_again"](),
+        "itemknn_cosine": REGISTRY["itemknn"](neighbours=100),
+        "itemknn_bm25": REGISTRY["itemknn"](neighbours=100, weighting="bm25"),
+        "als": REGISTRY["als"](factors=64, regularization=0.05, alpha=2.0, iterations=15, random_state=42),
+        "bpr": REGISTRY["bpr"](factors=64, iterations=100, random_state=42),
+        "ease": REGISTRY["ease"](regularization=200.0),
+        "content": REGISTRY["content"](),
+    }
+    t = tasks(x, truth)
+    rows = []
+    for name, model in specs.items():
+        t0 = time.perf_counter()
+        model.fit(x, item_frame)
+        for task, (u, tr, excl) in t.items():
+            recs, _ = model.recommend(u, x, K, exclude=excl)
+            m = ranking_metrics(recs, tr, K, len(items))
+            rows.append({"list": name, "task": task, **m})
+        print(f"  {name:<16} fitted and scored in {time.perf_counter() - t0:5.1f}s", flush=True)
+    if not args.skip_pipeline:
+        rows += published_lists(Path(args.path), users, items, t)
+    table = pd.DataFrame(rows)
+    wide = table.pivot_table(index="list", columns="task", values=[f"ndcg_at_{K}", f"recall_at_{K}",
+                             f"precision_at_{K}", f"coverage_at_{K}"]).sort_values((f"ndcg_at_{K}", "all"), ascending=False)
+    wide.columns = [f"{m.replace('_at_10', '@10')} {task}" for m, task in wide.columns]
+    cols = [c for m in ("ndcg", "recall", "precision", "coverage") for c in (f"{m}@10 all", f"{m}@10 new")]
+    wide = wide[cols]
+    with pd.option_context("display.width", 200, "display.float_format", "{:.4f}".format):
+        print(wide)
+    users_all, users_new = len(t["all"][0]), len(t["new"][0])
+    print(f"users evaluated: all {users_all}, new {users_new}; catalog {len(items)} items; K={K}")
+    if args.write_docs:
+        write_docs(wide, users_all, users_new, len(items))
+
+
+def published_lists(path: Path, users, items, t) -> list[dict]:
+    """Run the real pipeline for ds=2011-11-08 and score its published lists on the same truth."""
+    import duckdb
+
+    from pipelines.cli import main as recsys
+    from pipelines.metrics import ranking_metrics
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = str(Path(tmp) / "var")
+        t0 = time.perf_counter()
+        assert recsys(["-q", "--home", home, "import-online-retail", str(path)]) == 0
+        assert recsys(["-q", "--home", home, "run", "--ds", "2011-11-08", "--run-id", "bench"]) == 0
+        print(f"  pipeline run (import + nightly run) in {time.perf_counter() - t0:5.1f}s", flush=True)
+        con = duckdb.connect(str(Path(home) / "warehouse" / "recsys.duckdb"), read_only=True)
+        recs = con.execute("SELECT surface, user_id, rank, item_id FROM user_recommendations").df()
+        con.close()
+    out = []
+    surfaces = {"all": "for_you", "new": "new_for_you"}
+    for task, (u, tr, _) in t.items():
+        surface = surfaces[task] if surfaces[task] in set(recs["surface"]) else "for_you"
+        r = recs[recs["surface"] == surface]
+        uid = users.get_indexer(r["user_id"])
+        iid = items.get_indexer(r["item_id"])  # items outside the protocol's catalog never count as hits
+        mat = np.full((len(users), K), -1, dtype=np.int64)
+        ok = (uid >= 0) & (r["rank"].to_numpy() <= K)
+        mat[uid[ok], r["rank"].to_numpy()[ok] - 1] = iid[ok]
+        out.append({"list": f"published {surface}", "task": task, **ranking_metrics(mat[u], tr, K, len(items))})
+    return out
+
+
+def write_docs(wide: pd.DataFrame, users_all: int, users_new: int, n_items: int) -> None:
+    lines = ["# Benchmarks", "", "## Recommendation quality on UCI Online Retail", "",
+             "Produced by `make bench-quality` (`benchmarks/bench_quality.py`); protocol in its docstring.",
+             f"Users evaluated: {users_all} (task all), {users_new} (task new); {n_items} items; top {K}.",
+             "Data: UCI Online Retail (Chen, Sain and Guo, 2012), CC BY 4.0.", "",
+             "| list | " + " | ".join(wide.columns) + " |", "|---|" + "---|" * len(wide.columns)]
+    for name, row in wide.iterrows():
+        lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in row.to_numpy()) + " |")
+    (REPO / "docs" / "benchmarks.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {REPO / 'docs' / 'benchmarks.md'}")
+
+
+if __name__ == "__main__":
+    main()
