@@ -8,7 +8,7 @@ DS     ?= $(shell date -u -d yesterday +%F)
 PORT   ?= 8080
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run test airflow mlflow bench-validate clean
+.PHONY: install run test airflow mlflow bench-validate bench-quality clean
 
 # The stamp is rebuilt whenever the pinned requirements or the package metadata change.
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -37,6 +37,11 @@ airflow: install
 mlflow: install
 	@echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)"
 	$(BIN)/recsys mlflow-ui --port $(MLFLOW_PORT)
+
+# Quality on UCI Online Retail (or DATA=path): candidates, baselines and the published lists.
+DATA ?= $(CURDIR)/../shared/data/online_retail.parquet
+bench-quality: install
+	$(BIN)/python benchmarks/bench_quality.py $(DATA) --write-docs
 
 bench-validate: install
 	$(BIN)/python benchmarks/bench_validate.py

@@ -135,7 +135,8 @@ def published_lists(path: Path, users, items, t) -> list[dict]:
         mat = np.full((len(users), K), -1, dtype=np.int64)
         ok = (uid >= 0) & (r["rank"].to_numpy() <= K)
         mat[uid[ok], r["rank"].to_numpy()[ok] - 1] = iid[ok]
-        out.append({"list": f"published {surface}", "task": task, **ranking_metrics(mat[u], tr, K, len(items))})
+        out.append({"list": "published (for_you / new_for_you)", "task": task,
+                    **ranking_metrics(mat[u], tr, K, len(items))})
     return out
 
 

@@ -10,6 +10,7 @@ recommendation tables.
 | `features` | user x item interaction matrices (train split and full), holdout truth, item text | `features/ds=<ds>/` |
 | `train` | fits every candidate (popularity, ALS, item-kNN, TF-IDF content) on the data before the holdout window | `models/ds=<ds>/holdout/` |
 | `evaluate` | temporal holdout: precision@K, recall@K, NDCG@K, coverage per candidate | `eval/ds=<ds>/` |
+| `rank` | two-stage hybrid: candidates from buy-again, item-kNN, EASE and ALS re-ranked by a gradient-boosted model, for `for_you` and `new_for_you` | `eval/`, `models/ds=<ds>/hybrid/` |
 | `select` | refits the best on all data, logs the MLflow run, registers it with alias `champion` | `mlflow/` |
 | `publish` | `user_recommendations`, `similar_items`, `model_runs` for `ds`, atomically | `warehouse/` |
 
@@ -26,7 +27,7 @@ from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 
 # Heavy imports (pandas, implicit, mlflow, great_expectations) happen inside the tasks only:
 # the scheduler parses this file every few seconds. Same order as pipelines.run.STEPS (tested).
-STEPS = ("validate", "features", "train", "evaluate", "select", "publish")
+STEPS = ("validate", "features", "train", "evaluate", "rank", "select", "publish")
 
 
 def _step_task(step: str):

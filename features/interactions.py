@@ -7,6 +7,7 @@ Outputs under ``features/ds=<ds>/`` (written to a staging directory and swapped 
 * ``train.npz``      users x items weights from events before the holdout window (CSR, float32)
 * ``full.npz``       users x items weights from all events up to the end of ``ds``
 * ``holdout.parquet`` user_idx, item_idx: distinct purchases inside the holdout window (the truth)
+* ``daily.parquet``  user_idx, item_idx, day (days since 1970-01-01, UTC), w (summed weight), purchases
 * ``meta.json``      counts and window bounds
 
 Weights: the sum of per-event-type weights (config ``event_weights``); a return cancels a purchase.
@@ -114,6 +115,12 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
     truth = con.execute(f"""
         SELECT DISTINCT u.user_idx, i.item_idx FROM ev e JOIN users u USING (user_id) JOIN items i USING (item_id)
         WHERE e.event_type = 'purchase' AND e.event_time >= {hs} ORDER BY 1, 2""").df()
+    # Compact daily interactions for the two-stage ranker, which needs matrices at several cut-offs.
+    daily = con.sql(f"""
+        SELECT u.user_idx::INTEGER AS user_idx, i.item_idx::INTEGER AS item_idx,
+               (epoch(e.event_time) // 86400)::INTEGER AS day, sum(e.w)::FLOAT AS w,
+               count(*) FILTER (WHERE e.event_type = 'purchase')::INTEGER AS purchases
+        FROM ev e JOIN users u USING (user_id) JOIN items i USING (item_id) GROUP BY ALL ORDER BY 3, 1, 2""").to_arrow_table()
     users = con.execute("SELECT * FROM users ORDER BY user_idx").df()
     items = con.execute("""SELECT i.item_idx, i.item_id, c.* EXCLUDE (item_id)
                            FROM items i LEFT JOIN catalog c USING (item_id) ORDER BY i.item_idx""").df()
@@ -151,6 +158,7 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
     pq.write_table(pa.Table.from_pandas(users, preserve_index=False), stage / "users.parquet")
     pq.write_table(pa.Table.from_pandas(items, preserve_index=False), stage / "items.parquet")
     pq.write_table(pa.Table.from_pandas(truth, preserve_index=False), stage / "holdout.parquet")
+    pq.write_table(daily, stage / "daily.parquet")
     meta = {"ds": ds, "run_id": run_id, "window_end": end.isoformat(), "holdout_start": holdout_start.isoformat(),
             "window_start": start.isoformat() if start else None, "events": int(n_events), "users": n_users,
             "items": n_items, "active_items": int(items["active"].sum()), "train_nnz": int(train.nnz),

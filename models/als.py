@@ -52,6 +52,8 @@ class ALSRecommender(Recommender):
                                   filter_query_items=fq, filter_items=fi)
                 ids.append(np.asarray(i, dtype=np.int64))
                 scores.append(np.asarray(s, dtype=np.float32))
+        if not ids:
+            return np.empty((0, n), np.int64), np.empty((0, n), np.float32)
         ids, scores = np.vstack(ids), np.vstack(scores)
         # implicit marks filtered slots with -FLT_MAX; the contract says -1 / -inf.
         empty = scores <= np.finfo(np.float32).min / 2

@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=42)
     d.add_argument("--users", type=int, default=2000)
     d.add_argument("--items", type=int, default=400)
-    d.add_argument("--days", type=int, default=60)
+    d.add_argument("--days", type=int, default=90)
     d.add_argument("--end-date", help="last day of data, YYYY-MM-DD (default: yesterday, UTC)")
     d.set_defaults(func=cmd_demo_data)
 
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the nightly steps in-process for one ds")
     r.add_argument("--ds", required=True, help="logical date YYYY-MM-DD: uses events up to the end of that day (UTC)")
     r.add_argument("--run-id")
-    r.add_argument("--step", choices=("validate", "features", "train", "evaluate", "select", "publish"),
+    r.add_argument("--step", choices=("validate", "features", "train", "evaluate", "rank", "select", "publish"),
                    help="run one step only")
     r.set_defaults(func=cmd_run)
 

@@ -44,6 +44,13 @@ class Config:
     bpr_factors: int = 64
     bpr_iterations: int = 100
     ease_regularization: float = 200.0
+    # Two-stage hybrid (pipelines/hybrid.py): label window, number of stacked training windows,
+    # candidates per generator.
+    ranker_window_days: int = 28
+    ranker_windows: int = 2
+    ranker_candidates: int = 50
+    # The hybrid serves a surface only when its holdout NDCG beats the best single model by this share.
+    hybrid_min_gain: float = 0.0
     # EASE holds an items x items dense matrix: skipped above this catalog size.
     ease_max_items: int = 20_000
     similar_items_n: int = 20

@@ -1,9 +1,10 @@
 """Publish step: per-user recommendations, similar items and the evaluation, as one atomic ds.
 
-* ``user_recommendations``: surface ``for_you``, exactly ``top_n`` rows for every user with a valid
-  event up to ``ds``. The champion ranks first; users with no usable history (an empty row) and
-  lists with empty slots are filled from the popularity list, without repeating an item.
-  Inactive items are never published.
+* ``user_recommendations``: surfaces ``for_you`` (repeats allowed) and ``new_for_you`` (items the
+  user never interacted with), exactly ``top_n`` rows each for every user with a valid event up to
+  ``ds``. The two-stage hybrid ranks first where it beat every single model on its holdout (rank
+  step), then the champion, then popularity, without repeating an item; users with no usable
+  history (an empty row) get popularity. Inactive items are never published.
 * ``similar_items``: content (TF-IDF) neighbours for every active item; items whose text matches
   nothing fall back to item-kNN neighbours.
 * ``model_runs``: every candidate's holdout metrics.
@@ -29,15 +30,22 @@ from pipelines.config import Config
 log = logging.getLogger(__name__)
 
 
-def merge_ranked(primary: np.ndarray, fallback: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise: the primary ids, then fallback ids not already present, cut to n. Vectorised.
+def merge_many(lists: list[tuple[np.ndarray, np.ndarray]], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row-wise: the first list's ids, then each next list's ids not already present, cut to n.
 
-    Returns (ids, from_primary) of shape (rows, n); a slot that neither list fills holds -1.
+    ``lists`` holds (ids, scores) pairs of shape (rows, k_j) (a 1-d pair is shared by every row).
+    Returns (ids, source, scores) of shape (rows, n): the index of the list each slot came from and
+    that list's score; an empty slot has id -1 and source -1. Vectorised: no loop over rows.
     """
-    rows = primary.shape[0]
-    fallback = np.broadcast_to(fallback, (rows, fallback.shape[-1])) if fallback.ndim == 1 else fallback
-    cand = np.hstack([primary, fallback])
-    is_primary = np.hstack([np.ones_like(primary, bool), np.zeros(fallback.shape, bool)])
+    rows = max(l[0].shape[0] for l in lists if l[0].ndim == 2) if any(l[0].ndim == 2 for l in lists) else 1
+    ids_parts, score_parts, src_parts = [], [], []
+    for k, (ids, scores) in enumerate(lists):
+        if ids.ndim == 1:
+            ids, scores = np.broadcast_to(ids, (rows, len(ids))), np.broadcast_to(scores, (rows, len(scores)))
+        ids_parts.append(ids)
+        score_parts.append(np.asarray(scores, dtype=np.float32))
+        src_parts.append(np.full(ids.shape, k, dtype=np.int8))
+    cand, cand_scores, src = np.hstack(ids_parts), np.hstack(score_parts), np.hstack(src_parts)
     order = np.argsort(cand, axis=1, kind="stable")
     sorted_ids = np.take_along_axis(cand, order, axis=1)
     dup_sorted = np.zeros_like(sorted_ids, dtype=bool)
@@ -46,46 +54,73 @@ def merge_ranked(primary: np.ndarray, fallback: np.ndarray, n: int) -> tuple[np.
     np.put_along_axis(dup, order, dup_sorted, axis=1)  # stable sort: the first occurrence is kept
     invalid = dup | (cand == NO_ITEM)
     pick = np.argsort(invalid, axis=1, kind="stable")[:, :n]
-    ids = np.take_along_axis(cand, pick, axis=1)
     ok = ~np.take_along_axis(invalid, pick, axis=1)
-    return np.where(ok, ids, NO_ITEM), np.take_along_axis(is_primary, pick, axis=1) & ok
+    out_ids = np.where(ok, np.take_along_axis(cand, pick, axis=1), NO_ITEM)
+    out_src = np.where(ok, np.take_along_axis(src, pick, axis=1), -1)
+    out_scores = np.where(ok, np.take_along_axis(cand_scores, pick, axis=1), np.nan).astype(np.float32)
+    return out_ids, out_src, out_scores
+
+
+def hybrid_choice(cfg: Config, ds: str) -> dict[str, bool]:
+    """Per task, whether the hybrid beat every single generator on its holdout by hybrid_min_gain."""
+    path = cfg.eval_dir(ds) / "hybrid_summary.json"
+    if not path.exists():
+        return {"all": False, "new": False}
+    ndcg = storage.read_json(path)["ndcg"]
+    out = {}
+    for task, by_model in ndcg.items():
+        best_single = max(v for k, v in by_model.items() if k != "hybrid")
+        out[task] = by_model.get("hybrid", 0.0) > best_single * (1 + cfg.hybrid_min_gain)
+        log.info("publish ds=%s: %s lists from %s (hybrid ndcg %.4f, best single %.4f)", ds, task,
+                 "the hybrid" if out[task] else "the champion", by_model.get("hybrid", 0.0), best_single)
+    return out
+
+
+def hybrid_lists(cfg: Config, ds: str, surface: str, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    recs = pd.read_parquet(cfg.models_dir(ds) / "hybrid" / "recommendations.parquet")
+    recs = recs[recs["surface"] == surface]
+    ids = np.full((n_users, cfg.top_n), NO_ITEM, dtype=np.int64)
+    scores = np.full((n_users, cfg.top_n), np.nan, dtype=np.float32)
+    ids[recs["user_idx"], recs["rank"] - 1] = recs["item_idx"]
+    scores[recs["user_idx"], recs["rank"] - 1] = recs["score"]
+    return ids, scores
 
 
 def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_name: str) -> pa.Table:
+    """``for_you`` (repeats allowed) and ``new_for_you`` (never-bought items only) for every user."""
     full, items = f["full"], f["items"]
     inactive = np.flatnonzero(~items["active"].to_numpy(dtype=bool))
     champion = load_model(cfg.models_dir(ds) / "champion")
     popularity = load_model(cfg.models_dir(ds) / "popularity")
-    n_users = full.shape[0]
+    n_users, n = full.shape[0], cfg.top_n
     users = np.arange(n_users)
-    ids, scores = champion.recommend(users, full, cfg.top_n, filter_items=inactive)
     empty_history = np.diff(full.indptr) == 0
-    ids[empty_history] = NO_ITEM  # a factor model's guess for an empty row is noise; use popularity
-    pop_ids, pop_scores = popularity.recommend(np.zeros(1, np.int64), full, 2 * cfg.top_n, filter_items=inactive)
-    merged, from_primary = merge_ranked(ids, pop_ids[0], cfg.top_n)
-    # Champion scores where the champion chose the item, popularity scores for the backfill.
-    pos = ids[:, :, None] == merged[:, None, :]  # (users, n, n) booleans; n = top_n is small
-    champ_vals = np.where(np.isfinite(scores), scores, 0)[:, :, None]
-    score = np.where(from_primary, (champ_vals * pos).sum(axis=1),
-                     popularity.scores_[merged.clip(0)]).astype(np.float32)
-    keep = merged.ravel() >= 0
-    if not keep.all():
-        log.warning("publish ds=%s: %d users get fewer than %d items (catalog too small)", ds,
-                    int((merged < 0).any(axis=1).sum()), cfg.top_n)
-    n = cfg.top_n
+    use_hybrid = hybrid_choice(cfg, ds)
     user_ids = f["users"]["user_id"].to_numpy()
     item_ids = items["item_id"].to_numpy()
-    table = pd.DataFrame({
-        "ds": date.fromisoformat(ds),
-        "run_id": run_id,
-        "surface": C.SURFACE_FOR_YOU,
-        "user_id": np.repeat(user_ids, n)[keep],
-        "rank": np.tile(np.arange(1, n + 1, dtype=np.int32), n_users)[keep],
-        "item_id": item_ids[merged.ravel()[keep]],
-        "score": score.ravel()[keep],
-        "model": np.where(from_primary.ravel(), champion_name, "popularity")[keep],
-    })
-    return pa.Table.from_pandas(table, preserve_index=False)
+    frames = []
+    for surface, task, exclude in ((C.SURFACE_FOR_YOU, "all", None), ("new_for_you", "new", full)):
+        champ_ids, champ_scores = champion.recommend(users, full, n, exclude=exclude, filter_items=inactive)
+        champ_ids[empty_history] = NO_ITEM  # a factor model's guess for an empty row is noise; use popularity
+        pop_ids, pop_scores = popularity.recommend(users, full, n, exclude=exclude, filter_items=inactive)
+        lists, names = [(champ_ids, champ_scores), (pop_ids, pop_scores)], [champion_name, "popularity"]
+        if use_hybrid[task]:
+            lists.insert(0, hybrid_lists(cfg, ds, surface, n_users))
+            names.insert(0, "hybrid")
+        merged, source, score = merge_many(lists, n)
+        keep = merged.ravel() >= 0
+        short = int((merged < 0).any(axis=1).sum())
+        if short:
+            log.warning("publish ds=%s: %d users get fewer than %d %s items (catalog too small)", ds, short, n, surface)
+        frames.append(pd.DataFrame({
+            "ds": date.fromisoformat(ds), "run_id": run_id, "surface": surface,
+            "user_id": np.repeat(user_ids, n)[keep],
+            "rank": np.tile(np.arange(1, n + 1, dtype=np.int32), n_users)[keep],
+            "item_id": item_ids[merged.ravel()[keep]],
+            "score": score.ravel()[keep],
+            "model": np.asarray(names + [""])[source.ravel()[keep]],
+        }))
+    return pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
 
 
 def similar_items(cfg: Config, ds: str, run_id: str, f: dict) -> pa.Table:
@@ -97,13 +132,7 @@ def similar_items(cfg: Config, ds: str, run_id: str, f: dict) -> pa.Table:
     knn = load_model(cfg.models_dir(ds) / "itemknn")
     c_ids, c_scores = content.similar_items(active, n, filter_items=inactive)
     k_ids, k_scores = knn.similar_items(active, n, filter_items=inactive)
-    merged, from_content = merge_ranked(c_ids, k_ids, n)
-    # Score: the cosine of whichever model supplied the item.
-    c_pos = c_ids[:, :, None] == merged[:, None, :]
-    k_pos = k_ids[:, :, None] == merged[:, None, :]
-    c_val = np.where(np.isfinite(c_scores), c_scores, 0)[:, :, None]
-    k_val = np.where(np.isfinite(k_scores), k_scores, 0)[:, :, None]
-    score = np.where(from_content, (c_val * c_pos).sum(axis=1), (k_val * k_pos).sum(axis=1))
+    merged, source, score = merge_many([(c_ids, c_scores), (k_ids, k_scores)], n)
     keep = merged.ravel() >= 0
     item_ids = items["item_id"].to_numpy()
     table = pd.DataFrame({
@@ -113,7 +142,7 @@ def similar_items(cfg: Config, ds: str, run_id: str, f: dict) -> pa.Table:
         "rank": np.tile(np.arange(1, n + 1, dtype=np.int32), len(active))[keep],
         "similar_item_id": item_ids[merged.ravel()[keep]],
         "score": score.ravel()[keep].astype(np.float32),
-        "model": np.where(from_content.ravel(), "content", "itemknn")[keep],
+        "model": np.where(source.ravel() == 0, "content", "itemknn")[keep],
     })
     return pa.Table.from_pandas(table, preserve_index=False)
 

@@ -12,6 +12,7 @@ from datetime import date
 from features.interactions import build_features
 from pipelines.config import Config
 from pipelines.evaluate import evaluate
+from pipelines.hybrid import rank
 from pipelines.publish import publish
 from pipelines.select import select
 from pipelines.train import train
@@ -19,7 +20,7 @@ from pipelines.validate import validate
 
 log = logging.getLogger(__name__)
 
-STEPS = ("validate", "features", "train", "evaluate", "select", "publish")
+STEPS = ("validate", "features", "train", "evaluate", "rank", "select", "publish")
 
 
 def check_ds(ds: str) -> str:
@@ -39,6 +40,8 @@ def run_step(name: str, cfg: Config, ds: str, run_id: str, airflow_run_id: str |
         return train(cfg, ds, run_id)
     if name == "evaluate":
         return evaluate(cfg, ds, run_id)
+    if name == "rank":
+        return rank(cfg, ds, run_id)
     if name == "select":
         return select(cfg, ds, run_id, airflow_run_id)
     if name == "publish":

@@ -26,7 +26,9 @@ def test_import_and_run_publish_twenty_per_customer(online_retail_path, tmp_path
     db = tmp_path / "var" / "warehouse" / "recsys.duckdb"
     con = duckdb.connect(str(db), read_only=True)
     per_user = con.execute("SELECT user_id, count(*) AS n, count(DISTINCT item_id) AS d FROM user_recommendations "
-                           "WHERE ds = DATE '2011-11-08' GROUP BY user_id").df()
+                           "WHERE ds = DATE '2011-11-08' AND surface = 'for_you' GROUP BY user_id").df()
+    new_per_user = con.execute("SELECT user_id, count(*) AS n FROM user_recommendations "
+                               "WHERE surface = 'new_for_you' GROUP BY user_id").df()
     active_catalog = con.execute("SELECT count(DISTINCT item_id) FROM similar_items").fetchall()[0][0]
     first_counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
                     for t in ("user_recommendations", "similar_items", "model_runs")}
@@ -47,6 +49,7 @@ def test_import_and_run_publish_twenty_per_customer(online_retail_path, tmp_path
     assert set(per_user["user_id"]) == with_event
     assert with_purchase <= set(per_user["user_id"]) and len(with_purchase) > 4000
     assert (per_user["n"] == 20).all() and (per_user["d"] == 20).all()
+    assert set(new_per_user["user_id"]) == with_event and (new_per_user["n"] == 20).all()
     assert bad == 0  # non-product codes are never recommended
     assert active_catalog > 3000
 

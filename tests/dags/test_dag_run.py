@@ -17,7 +17,8 @@ from tests.dags.airflow_helpers import BIN, DS, demo_home, free_port, stop
 def published(cfg) -> pd.DataFrame:
     con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
     try:
-        return con.execute("SELECT user_id, count(*) AS n FROM user_recommendations WHERE ds = ?::DATE GROUP BY 1",
+        return con.execute("SELECT user_id, count(*) AS n FROM user_recommendations WHERE ds = ?::DATE "
+                           "AND surface = 'for_you' GROUP BY 1",
                            [DS]).df()
     finally:
         con.close()
@@ -98,7 +99,7 @@ def test_scheduler_runs_dag_triggered_through_rest_api(tmp_path):
         tis = requests.get(f"{base}/api/v2/dags/recsys_nightly/dagRuns/e2e_test/taskInstances", headers=h,
                            timeout=10).json()["task_instances"]
         assert {t["task_id"]: t["state"] for t in tis} == {t: "success" for t in
-                                                           ("validate", "features", "train", "evaluate", "select", "publish")}
+                                                           ("validate", "features", "train", "evaluate", "rank", "select", "publish")}
         ui = requests.get(f"{base}/", timeout=10)
         assert ui.ok and "<html" in ui.text.lower()
     finally:

@@ -165,7 +165,8 @@ def test_bad_rows_are_quarantined_and_the_rest_publishes(home, tmp_path):
     assert result["validate"]["rule_counts"]["id_too_long"] == 1
     con = duckdb.connect(str(home.duckdb_path), read_only=True)
     q = con.execute("SELECT rule, unparseable FROM quarantined_events WHERE event_date = ? ORDER BY rule", [D1]).fetchall()
-    recs = con.execute("SELECT count(*) FROM user_recommendations WHERE ds = ?::DATE AND user_id = ?",
+    recs = con.execute("SELECT count(*) FROM user_recommendations WHERE ds = ?::DATE AND user_id = ? "
+                       "AND surface = 'for_you'",
                        [D1, hostile]).fetchall()[0][0]
     tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
     con.close()

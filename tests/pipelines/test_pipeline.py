@@ -5,6 +5,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from features.interactions import load_features
 from pipelines.importers import import_demo, land_frames
 from pipelines.run import run_all
 
@@ -33,25 +34,41 @@ def warehouse(cfg, sql, *params):
         con.close()
 
 
-def valid_users(cfg) -> set:
-    """Computed from the validated files with pandas, independently of the features step."""
+def valid_events(cfg) -> pd.DataFrame:
+    """Read from the validated files with pandas, independently of the features step."""
     files = sorted((cfg.validated / "events").glob("event_date=*/part.parquet"))
     ev = pd.concat([pq.read_table(f).to_pandas() for f in files])
-    return set(ev.loc[ev["event_time"] < pd.Timestamp("2024-07-01", tz="UTC"), "user_id"])
+    return ev[ev["event_time"] < pd.Timestamp("2024-07-01", tz="UTC")]
 
 
 def test_every_user_with_history_gets_twenty_distinct_ranked_items(demo_run):
     cfg, _ = demo_run
     recs = warehouse(cfg, "SELECT * FROM user_recommendations WHERE ds = ?::DATE", DS)
-    per_user = recs.groupby("user_id").agg(n=("item_id", "size"), distinct=("item_id", "nunique"),
-                                          ranks=("rank", lambda r: sorted(r) == list(range(1, 21))))
-    assert set(per_user.index) == valid_users(cfg)
-    assert (per_user["n"] == 20).all() and (per_user["distinct"] == 20).all() and per_user["ranks"].all()
-    assert (recs["surface"] == "for_you").all() and recs["run_id"].unique().tolist() == ["run-1"]
+    assert set(recs["surface"]) == {"for_you", "new_for_you"}
+    for surface, part in recs.groupby("surface"):
+        per_user = part.groupby("user_id").agg(n=("item_id", "size"), distinct=("item_id", "nunique"),
+                                              ranks=("rank", lambda r: sorted(r) == list(range(1, 21))))
+        assert set(per_user.index) == set(valid_events(cfg)["user_id"]), surface
+        assert (per_user["n"] == 20).all() and (per_user["distinct"] == 20).all() and per_user["ranks"].all()
+    assert recs["run_id"].unique().tolist() == ["run-1"]
     assert "i000000" not in set(recs["item_id"])
-    # Within a user's list scores never increase with rank for the champion's own items.
-    champ = recs[recs["model"] != "popularity"].sort_values(["user_id", "rank"])
-    assert (champ.groupby("user_id")["score"].diff().dropna() <= 1e-6).all()
+    # Each source list keeps its own order: within (user, surface, model), scores never rise with rank.
+    ordered = recs.sort_values(["user_id", "surface", "model", "rank"])
+    assert (ordered.groupby(["user_id", "surface", "model"])["score"].diff().dropna() <= 1e-6).all()
+
+
+def test_new_for_you_never_repeats_what_the_user_has_touched(demo_run):
+    cfg, _ = demo_run
+    recs = warehouse(cfg, "SELECT user_id, item_id FROM user_recommendations WHERE surface = 'new_for_you'")
+    seen = valid_events(cfg)[["user_id", "item_id"]].drop_duplicates()
+    # Interactions whose weights cancel out (bought then returned) are not "touched" any more.
+    overlap = recs.merge(seen, on=["user_id", "item_id"])
+    full = load_features(cfg, DS)
+    users = full["users"].set_index("user_id")["user_idx"]
+    items = full["items"].set_index("item_id")["item_idx"]
+    dense = full["full"].toarray()
+    weights = dense[users.loc[overlap["user_id"]].to_numpy(), items.loc[overlap["item_id"]].to_numpy()]
+    assert len(recs) > 0 and (weights == 0).all()
 
 
 def test_similar_items_and_model_runs(demo_run):

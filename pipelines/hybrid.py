@@ -1,0 +1,291 @@
+"""Rank step: the two-stage hybrid. Candidates from several generators, re-ranked by a learned model.
+
+Stage 1: buy-again, item-kNN (BM25), EASE and ALS each propose their top ``ranker_candidates`` items
+per user. Stage 2: a gradient-boosted classifier (scikit-learn ``HistGradientBoostingClassifier``)
+scores every (user, candidate) pair from features: each generator's score and rank, the user's
+weight, purchase days and days since the last interaction with the item, the user's activity and
+recency, the item's popularity (7 and 30 days, all time), trend and repeat rate.
+
+Windows (``H = ranker_window_days``, days counted in UTC, ``T3`` = the day after ``ds``):
+
+* evaluation: the ranker learns from windows ending at ``T2 = T3 - H`` (features before ``T2 - kH``,
+  labels in the following ``H`` days, ``k = 1..ranker_windows``), then ranks at ``T2`` and is scored
+  on the purchases of ``[T2, T3)``, beside its generators and popularity on the same protocol;
+  nothing of the evaluation window is seen in training;
+* publishing: the same, shifted by ``H``: it learns from windows ending at ``T3`` and ranks at ``T3``.
+
+Two tasks: ``all`` (every item bought next, repeats included: the ``for_you`` surface) and ``new``
+(items the user never interacted with: ``new_for_you``), each with its own ranker. Scoring runs in
+user blocks; memory is ``block x n_items`` floats, whatever the number of users.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import scipy.sparse as sp
+
+from features.interactions import load_features
+from models.base import topk
+from pipelines import storage
+from pipelines.config import Config
+from pipelines.metrics import ranking_metrics
+from pipelines.train import make_model
+
+log = logging.getLogger(__name__)
+
+GENERATORS = ("buy_again", "itemknn", "ease", "als")
+TASKS = ("all", "new")
+
+
+@dataclass
+class Cutoff:
+    """What is known strictly before day ``day``."""
+
+    day: int
+    x: sp.csr_matrix          # summed interaction weights, clipped at 0
+    buy_days: sp.csr_matrix   # distinct purchase days per user and item
+    since: sp.csr_matrix      # days since the last interaction (1 = the day before the cut-off)
+    items: pd.DataFrame       # item_idx, text, popularity (30 days), repeat_rate, pop7, popall
+    user_last: np.ndarray     # days since the user's last interaction
+    user_days: np.ndarray     # distinct active days of the user
+
+
+def cutoff(daily: pd.DataFrame, day: int, shape: tuple[int, int], text: np.ndarray) -> Cutoff:
+    d = daily[daily["day"] < day]
+    u, i = d["user_idx"].to_numpy(), d["item_idx"].to_numpy()
+    x = sp.csr_matrix((d["w"].to_numpy(np.float32), (u, i)), shape=shape)
+    x.sum_duplicates()
+    x.data = np.clip(x.data, 0, None)
+    x.eliminate_zeros()
+    bought = d[d["purchases"] > 0]
+    buy_days = sp.csr_matrix((np.ones(len(bought), np.float32), (bought["user_idx"], bought["item_idx"])), shape=shape)
+    buy_days.sum_duplicates()
+    last = d.groupby(["user_idx", "item_idx"], sort=False)["day"].max()
+    since = sp.csr_matrix(((day - last.to_numpy()).astype(np.float32),
+                           (last.index.get_level_values(0), last.index.get_level_values(1))), shape=shape)
+
+    def buyers(days: int | None) -> np.ndarray:
+        b = bought if days is None else bought[bought["day"] >= day - days]
+        return np.bincount(b.drop_duplicates(["user_idx", "item_idx"])["item_idx"], minlength=shape[1]).astype(float)
+
+    per_pair = buy_days.tocoo()
+    n_buyers = np.bincount(per_pair.col, minlength=shape[1]).astype(float)
+    repeat = np.bincount(per_pair.col, weights=(per_pair.data >= 2).astype(float), minlength=shape[1])
+    prior = repeat.sum() / max(n_buyers.sum(), 1.0)
+    items = pd.DataFrame({"item_idx": np.arange(shape[1]), "text": text, "popularity": buyers(30),
+                          "repeat_rate": (repeat + 10.0 * prior) / (n_buyers + 10.0), "pop7": buyers(7),
+                          "popall": n_buyers})
+    ulast = d.groupby("user_idx")["day"].max()
+    user_last = np.full(shape[0], 9999.0)
+    user_last[ulast.index.to_numpy()] = day - ulast.to_numpy()
+    user_days = np.bincount(d.drop_duplicates(["user_idx", "day"])["user_idx"], minlength=shape[0]).astype(float)
+    return Cutoff(day, x, buy_days, since, items, user_last, user_days)
+
+
+def truth_matrix(daily: pd.DataFrame, start: int, end: int, shape, new_only: bool, c: Cutoff) -> sp.csr_matrix:
+    b = daily[(daily["day"] >= start) & (daily["day"] < end) & (daily["purchases"] > 0)]
+    t = sp.csr_matrix((np.ones(len(b), np.float32), (b["user_idx"], b["item_idx"])), shape=shape)
+    t.sum_duplicates()
+    t.data[:] = 1
+    if new_only:
+        t = t - t.multiply(c.x > 0)
+        t.eliminate_zeros()
+    return t.tocsr()
+
+
+class Generators:
+    """The stage-1 models fitted at one cut-off."""
+
+    def __init__(self, cfg: Config, c: Cutoff) -> None:
+        names = [g for g in GENERATORS if not (g == "ease" and c.x.shape[1] > cfg.ease_max_items)]
+        self.models = {g: make_model(g, cfg).fit(c.x, c.items) for g in names}
+
+
+def candidate_frame(cfg: Config, c: Cutoff, gens: Generators, users: np.ndarray, new_only: bool,
+                    inactive: np.ndarray) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Candidate pairs (user, item) and their features, built block by block."""
+    n = cfg.ranker_candidates
+    out_u, out_i, frames = [], [], []
+    block = max(1, min(cfg.score_block_users, 50_000_000 // max(c.x.shape[1], 1)))
+    for start in range(0, len(users), block):
+        b = users[start:start + block]
+        own = c.x[b]
+        scores, tops = {}, []
+        for g, model in gens.models.items():
+            s = np.asarray(model.score(b, c.x), dtype=np.float32)
+            if len(inactive):
+                s[:, inactive] = -np.inf
+            if new_only and own.nnz:
+                s[np.repeat(np.arange(len(b)), np.diff(own.indptr)), own.indices] = -np.inf
+            ids, _ = topk(s, n)
+            scores[g] = (s, ids)
+            tops.append(ids)
+        n_items = c.x.shape[1]
+        cand = np.hstack(tops)
+        rows = np.repeat(np.arange(len(b)), cand.shape[1]).astype(np.int64)
+        flat = cand.ravel()
+        # The union of the generators' lists (every id in it has a finite score in its generator).
+        keys = np.unique(rows[flat >= 0] * n_items + flat[flat >= 0])
+        r, i = keys // n_items, keys % n_items
+        feats: dict[str, np.ndarray] = {}
+        for g, (s, ids) in scores.items():
+            v = s[r, i]
+            feats[f"score_{g}"] = np.where(np.isfinite(v), v, -1e3).astype(np.float32)
+            # Position in this generator's list; n + 1 = not proposed by it.
+            listed = ids.ravel() >= 0
+            gen_keys = np.repeat(np.arange(len(b)), n).astype(np.int64)[listed] * n_items + ids.ravel()[listed]
+            pos = np.full(len(keys), n + 1, dtype=np.float32)
+            pos[np.searchsorted(keys, gen_keys)] = np.tile(np.arange(1, n + 1), len(b))[listed]
+            feats[f"rank_{g}"] = pos
+        uu = b[r]
+        feats["weight"] = np.asarray(c.x[uu, i]).ravel()
+        feats["buy_days"] = np.asarray(c.buy_days[uu, i]).ravel()
+        since = np.asarray(c.since[uu, i]).ravel()
+        feats["days_since"] = np.where(since > 0, since, 9999.0)
+        feats["user_last"] = c.user_last[uu]
+        feats["user_days"] = c.user_days[uu]
+        feats["user_items"] = np.diff(c.x.indptr)[uu].astype(float)
+        pop30, pop7 = c.items["popularity"].to_numpy(), c.items["pop7"].to_numpy()
+        feats["pop30"], feats["pop7"], feats["popall"] = pop30[i], pop7[i], c.items["popall"].to_numpy()[i]
+        feats["trend"] = (pop7[i] + 1.0) / (pop30[i] / 4.0 + 1.0)
+        feats["repeat_rate"] = c.items["repeat_rate"].to_numpy()[i]
+        out_u.append(uu)
+        out_i.append(i)
+        frames.append(pd.DataFrame(feats))
+    if not frames:
+        return np.empty(0, np.int64), np.empty(0, np.int64), pd.DataFrame()
+    return np.concatenate(out_u), np.concatenate(out_i), pd.concat(frames, ignore_index=True)
+
+
+def top_n(uu: np.ndarray, ii: np.ndarray, score: np.ndarray, n_users: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per user, the n best candidates by score: (n_users, n) ids (-1 where fewer) and scores."""
+    order = np.lexsort((ii, -score, uu))
+    uu, ii, score = uu[order], ii[order], score[order]
+    first = np.searchsorted(uu, uu, side="left")
+    pos = np.arange(len(uu)) - first
+    keep = pos < n
+    ids = np.full((n_users, n), -1, dtype=np.int64)
+    vals = np.full((n_users, n), -np.inf, dtype=np.float32)
+    ids[uu[keep], pos[keep]] = ii[keep]
+    vals[uu[keep], pos[keep]] = score[keep]
+    return ids, vals
+
+
+class Ranker:
+    def __init__(self, cfg: Config) -> None:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        self.model = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, max_leaf_nodes=31,
+                                                    early_stopping=False, random_state=cfg.seed)
+        self.fitted = False
+
+    def fit(self, x: pd.DataFrame, y: np.ndarray) -> "Ranker":
+        if len(x) and y.any() and not y.all():
+            self.model.fit(x, y)
+            self.fitted = True
+        return self
+
+    def score(self, x: pd.DataFrame) -> np.ndarray:
+        if not len(x):
+            return np.empty(0, np.float32)
+        if not self.fitted:  # no training signal: fall back to the first generator's order
+            return -x.iloc[:, 1].to_numpy(np.float32)
+        return self.model.predict_proba(x)[:, 1].astype(np.float32)
+
+
+class HybridRun:
+    """Cut-offs and fitted generators, cached by day: the evaluation and publishing windows share them."""
+
+    def __init__(self, cfg: Config, daily: pd.DataFrame, shape, text, inactive) -> None:
+        self.cfg, self.daily, self.shape, self.text, self.inactive = cfg, daily, shape, text, inactive
+        self._cut: dict[int, tuple[Cutoff, Generators]] = {}
+
+    def at(self, day: int) -> tuple[Cutoff, Generators]:
+        if day not in self._cut:
+            c = cutoff(self.daily, day, self.shape, self.text)
+            self._cut[day] = (c, Generators(self.cfg, c))
+        return self._cut[day]
+
+    def train(self, end: int, new_only: bool) -> Ranker:
+        h = self.cfg.ranker_window_days
+        xs, ys = [], []
+        for k in range(self.cfg.ranker_windows):
+            start = end - h * (k + 1)
+            if start <= int(self.daily["day"].min()):
+                break  # no history before this window
+            c, gens = self.at(start)
+            truth = truth_matrix(self.daily, start, start + h, self.shape, new_only, c)
+            users = np.flatnonzero((np.diff(c.x.indptr) > 0) & (np.diff(truth.indptr) > 0))
+            uu, ii, x = candidate_frame(self.cfg, c, gens, users, new_only, self.inactive)
+            xs.append(x)
+            ys.append(np.asarray(truth[uu, ii]).ravel() > 0)
+        if not xs:
+            return Ranker(self.cfg)
+        return Ranker(self.cfg).fit(pd.concat(xs, ignore_index=True), np.concatenate(ys))
+
+
+def rank(cfg: Config, ds: str, run_id: str) -> dict:
+    f = load_features(cfg, ds)
+    import pyarrow.parquet as pq
+
+    daily = pq.read_table(cfg.features_dir(ds) / "daily.parquet").to_pandas()
+    shape = f["full"].shape
+    items = f["items"]
+    inactive = np.flatnonzero(~items["active"].to_numpy(dtype=bool))
+    n_catalog = int(items["active"].sum())
+    t3 = (pd.Timestamp(ds) - pd.Timestamp("1970-01-01")).days + 1
+    t2 = t3 - cfg.ranker_window_days
+    run = HybridRun(cfg, daily, shape, items["text"].to_numpy(), inactive)
+    t0 = time.perf_counter()
+    rows, recs = [], []
+    for task in TASKS:
+        new_only = task == "new"
+        # ---- evaluation at T2 on [T2, T3)
+        ranker = run.train(t2, new_only)
+        c2, gens2 = run.at(t2)
+        truth = truth_matrix(daily, t2, t3, shape, new_only, c2)
+        users = np.flatnonzero((np.diff(c2.x.indptr) > 0) & (np.diff(truth.indptr) > 0))
+        uu, ii, x = candidate_frame(cfg, c2, gens2, users, new_only, inactive)
+        ids, _ = top_n(uu, ii, ranker.score(x), shape[0], cfg.eval_k)
+        lists = {"hybrid": ids[users]}
+        pop = make_model("popularity", cfg).fit(c2.x, c2.items)
+        for name, model in {**gens2.models, "popularity": pop}.items():
+            lists[name], _ = model.recommend(users, c2.x, cfg.eval_k, exclude=c2.x if new_only else None,
+                                             filter_items=inactive)
+        for name, l in lists.items():
+            m = ranking_metrics(l, truth[users], cfg.eval_k, n_catalog)
+            rows += [{"model": name, "task": task, "metric": k, "value": float(v)} for k, v in m.items()]
+        log.info("rank ds=%s task %s: hybrid ndcg@%d=%.4f vs best generator %.4f (%d users)", ds, task, cfg.eval_k,
+                 next(r["value"] for r in rows if r["model"] == "hybrid" and r["task"] == task
+                      and r["metric"] == f"ndcg_at_{cfg.eval_k}"),
+                 max(r["value"] for r in rows if r["model"] != "hybrid" and r["task"] == task
+                     and r["metric"] == f"ndcg_at_{cfg.eval_k}"), len(users))
+        # ---- publishing at T3, for every user with history
+        ranker = run.train(t3, new_only)
+        c3, gens3 = run.at(t3)
+        users = np.flatnonzero(np.diff(c3.x.indptr) > 0)
+        uu, ii, x = candidate_frame(cfg, c3, gens3, users, new_only, inactive)
+        ids, vals = top_n(uu, ii, ranker.score(x), shape[0], cfg.top_n)
+        ok = ids[users] >= 0
+        recs.append(pd.DataFrame({
+            "surface": "for_you" if task == "all" else "new_for_you",
+            "user_idx": np.repeat(users, cfg.top_n)[ok.ravel()],
+            "rank": np.tile(np.arange(1, cfg.top_n + 1), len(users))[ok.ravel()],
+            "item_idx": ids[users].ravel()[ok.ravel()], "score": vals[users].ravel()[ok.ravel()]}))
+    metrics = pd.DataFrame(rows)
+    out_dir = cfg.eval_dir(ds)
+    storage.atomic_write_parquet(pa.Table.from_pandas(metrics, preserve_index=False), out_dir / "hybrid_metrics.parquet")
+    storage.atomic_write_parquet(pa.Table.from_pandas(pd.concat(recs, ignore_index=True), preserve_index=False),
+                                 cfg.models_dir(ds) / "hybrid" / "recommendations.parquet")
+    key = f"ndcg_at_{cfg.eval_k}"
+    best = {task: metrics[(metrics["task"] == task) & (metrics["metric"] == key)].set_index("model")["value"].to_dict()
+            for task in TASKS}
+    summary = {"ds": ds, "run_id": run_id, "seconds": round(time.perf_counter() - t0, 1), "ndcg": best}
+    storage.write_json(summary, out_dir / "hybrid_summary.json")
+    return {"ds": ds, "seconds": summary["seconds"],
+            "hybrid_ndcg": {t: round(best[t]["hybrid"], 4) for t in TASKS}}
