@@ -111,8 +111,8 @@ def cmd_show(args, cfg):
                   "max(value) FILTER (metric = 'coverage_at_10') AS coverage_at_10 "
                   "FROM latest_model_runs GROUP BY model ORDER BY ndcg_at_10 DESC"))
     print("Sample: 'for you' list of one user")
-    print(con.sql("SELECT user_id, rank, item_id, score, model FROM latest_user_recommendations "
-                  "WHERE user_id = (SELECT min(user_id) FROM latest_user_recommendations) "
+    print(con.sql("SELECT user_id, surface, rank, item_id, score, model FROM latest_user_recommendations "
+                  "WHERE surface = 'for_you' AND user_id = (SELECT min(user_id) FROM latest_user_recommendations) "
                   f"ORDER BY rank LIMIT {int(args.rows)}"))
     print("Sample: similar items of one product")
     print(con.sql("SELECT item_id, rank, similar_item_id, score, model FROM latest_similar_items "

@@ -72,6 +72,10 @@ class Config:
     freshness_rule: str = "warn"
     max_id_length: int = 256
     max_quantity: int = 100_000
+    # Champion/challenger gate: the alias moves when the night's best model beats the current
+    # champion's model and the baselines on NDCG@eval_k by this share, keeping coverage within tolerance.
+    gate_margin: float = 0.01
+    gate_coverage_tolerance: float = 0.10
     mlflow_experiment: str = "recsys_nightly"
     registered_model: str = "recsys_recommender"
 

@@ -104,6 +104,11 @@ def test_mlflow_run_and_champion_alias(demo_run):
     assert [a.path for a in client.list_artifacts(run.info.run_id, "validation/data_docs")].count(
         "validation/data_docs/index.html") == 1
     assert run.data.tags["data_docs"].endswith("/validation/report.html")
+    # One parent run per night, a nested run per candidate and one for the hybrid.
+    children = client.search_runs([run.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert sorted(c.data.tags["candidate"] for c in children) == sorted([*cfg.candidates, "hybrid"])
+    assert run.data.tags["gate_decision"] == "promote" and "first champion" in run.data.tags["gate_reason"]
     # The registered model loads through MLflow and recommends like the published table.
     model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}@champion")
     users = warehouse(cfg, "SELECT DISTINCT user_id FROM user_recommendations ORDER BY 1 LIMIT 3")["user_id"]
@@ -119,3 +124,26 @@ def test_rerun_replaces_the_ds_with_the_same_counts(demo_run):
     assert counts["run_id"].tolist() == ["run-2"]
     assert counts["n"].tolist() == [first["publish"]["rows"]["user_recommendations"]]
     assert second["select"]["champion"] == first["select"]["champion"]  # same data, same seed
+    # Same model type again: the gate moves the alias to the version refitted tonight.
+    assert second["select"]["promoted"] and second["select"]["champion_version"] == second["select"]["model_version"]
+
+
+def test_gate_keeps_the_alias_when_the_challenger_is_not_better_enough(demo_run):
+    cfg, _ = demo_run
+    import dataclasses
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=cfg.mlflow_uri, registry_uri=cfg.mlflow_uri)
+    before = client.get_model_version_by_alias(cfg.registered_model, "champion")
+    # Pretend the champion is the popularity model and ask for an impossible 1000% gain.
+    client.set_model_version_tag(cfg.registered_model, before.version, "model", "popularity")
+    strict = dataclasses.replace(cfg, gate_margin=10.0)
+    out = run_all(strict, DS, "run-3")["select"]
+    assert out["promoted"] is False and "does not beat" in out["reason"]
+    after = client.get_model_version_by_alias(cfg.registered_model, "champion")
+    assert after.version == before.version  # the alias did not move
+    assert client.get_model_version_by_alias(cfg.registered_model, "challenger").version == int(out["model_version"])
+    assert out["champion"] == "popularity"  # tonight's lists come from the champion's model type
+    run = client.get_run(out["mlflow_run_id"])
+    assert run.data.tags["gate_decision"] == "keep"
