@@ -165,7 +165,12 @@ def write_docs(wide: pd.DataFrame, users_all: int, users_new: int, n_items: int,
     lines += ["", "Task all scores `for_you`, task new scores `new_for_you`; the single lists are fitted by the "
               "benchmark on the protocol's history, the published lists come from a real `recsys run` of the "
               "pipeline for ds 2011-11-08 on the imported file."]
-    (REPO / "docs" / "benchmarks.md").write_text("\n".join(lines) + "\n")
+    # Sections after the quality table (run times, validation) are kept as they are.
+    path = REPO / "docs" / "benchmarks.md"
+    tail = ""
+    if path.exists() and "\n## Nightly run time" in path.read_text():
+        tail = path.read_text()[path.read_text().index("\n## Nightly run time"):]
+    path.write_text("\n".join(lines) + "\n" + tail)
     print(f"wrote {REPO / 'docs' / 'benchmarks.md'}")
 
 
