@@ -44,6 +44,8 @@ class Config:
     bpr_factors: int = 64
     bpr_iterations: int = 100
     ease_regularization: float = 200.0
+    # Seconds the nightly hyperparameter search may spend (0 = no search).
+    search_budget_seconds: float = 60.0
     # Two-stage hybrid (pipelines/hybrid.py): label window, number of stacked training windows,
     # candidates per generator.
     ranker_window_days: int = 28

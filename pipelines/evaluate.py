@@ -19,7 +19,9 @@ from models import load_model
 from pipelines import storage
 from pipelines.config import Config
 from pipelines.metrics import ranking_metrics
-from pipelines.train import active_candidates
+import time
+
+from pipelines.train import SEARCH_SPACE, active_candidates, items_for_fit, make_model
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +42,58 @@ def evaluate(cfg: Config, ds: str, run_id: str) -> dict:
     users, truth = evaluation_users(f)
     inactive = np.flatnonzero(~f["items"]["active"].to_numpy(dtype=bool))
     n_catalog = int(f["items"]["active"].sum())
-    rows, summary = [], {}
+    summary = {}
     candidates = active_candidates(cfg, f["train"].shape[1])
     for name in candidates:
         model = load_model(cfg.models_dir(ds) / "holdout" / name)
         recs, _ = model.recommend(users, f["train"], cfg.eval_k, filter_items=inactive)
         m = ranking_metrics(recs, truth, cfg.eval_k, n_catalog)
         summary[name] = m
-        rows += [{"model": name, "metric": k, "value": float(v)} for k, v in m.items()]
         log.info("evaluate ds=%s: %-10s ndcg@%d=%.4f recall@%d=%.4f precision@%d=%.4f coverage=%.3f (%d users)",
                  ds, name, cfg.eval_k, m[f"ndcg_at_{cfg.eval_k}"], cfg.eval_k, m[f"recall_at_{cfg.eval_k}"],
                  cfg.eval_k, m[f"precision_at_{cfg.eval_k}"], m[f"coverage_at_{cfg.eval_k}"], m["users"])
+    key = f"ndcg_at_{cfg.eval_k}"
+    trials, params = search(cfg, ds, f, users, truth, inactive, n_catalog, summary, candidates)
+    rows = [{"model": name, "metric": k, "value": float(v)} for name, m in summary.items() for k, v in m.items()]
     table = pd.DataFrame(rows)
     storage.atomic_write_parquet(pa.Table.from_pandas(table, preserve_index=False),
                                  cfg.eval_dir(ds) / "metrics.parquet")
-    key = f"ndcg_at_{cfg.eval_k}"
     # Ties go to the earlier candidate in the config (simpler models are listed first).
     best = max(candidates, key=lambda n: (summary[n][key], -candidates.index(n)))
     result = {"ds": ds, "run_id": run_id, "eval_users": int(len(users)), "best_model": best,
-              "best_ndcg": summary[best][key], "metrics": summary}
+              "best_ndcg": summary[best][key], "metrics": summary, "params": params, "search": trials}
     storage.write_json(result, cfg.eval_dir(ds) / "summary.json")
-    return {k: v for k, v in result.items() if k != "metrics"}
+    return {k: v for k, v in result.items() if k not in ("metrics", "search")}
+
+
+def search(cfg: Config, ds: str, f: dict, users, truth, inactive, n_catalog: int, summary: dict,
+           candidates) -> tuple[list[dict], dict]:
+    """Try SEARCH_SPACE alternatives on the same holdout until ``search_budget_seconds`` run out.
+
+    A trial that beats a candidate's current NDCG replaces its metrics and its saved holdout model;
+    the winning overrides are returned per candidate (the select step refits with them).
+    Returns (trials, overrides).
+    """
+    key = f"ndcg_at_{cfg.eval_k}"
+    items = items_for_fit(f["items"], "pop_train")
+    trials, overrides = [], {}
+    deadline = time.perf_counter() + cfg.search_budget_seconds
+    for name in candidates:
+        for alt in SEARCH_SPACE.get(name, []):
+            if time.perf_counter() >= deadline:
+                log.info("evaluate ds=%s: search budget of %ss used up", ds, cfg.search_budget_seconds)
+                return trials, overrides
+            t0 = time.perf_counter()
+            model = make_model(name, cfg, alt).fit(f["train"], items)
+            recs, _ = model.recommend(users, f["train"], cfg.eval_k, filter_items=inactive)
+            m = ranking_metrics(recs, truth, cfg.eval_k, n_catalog)
+            won = m[key] > summary[name][key]
+            trials.append({"model": name, "params": alt, "ndcg": m[key], "seconds": round(time.perf_counter() - t0, 2),
+                           "improved": bool(won)})
+            log.info("evaluate ds=%s: search %s %s ndcg@%d=%.4f%s", ds, name, alt, cfg.eval_k, m[key],
+                     " (better)" if won else "")
+            if won:
+                summary[name] = m
+                overrides[name] = alt
+                model.save(cfg.models_dir(ds) / "holdout" / name)
+    return trials, overrides

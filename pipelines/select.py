@@ -76,11 +76,12 @@ def select(cfg: Config, ds: str, run_id: str, airflow_run_id: str | None = None)
     f = load_features(cfg, ds)
     items = items_for_fit(f["items"], "pop_full")
     t0 = time.perf_counter()
-    champion = make_model(serving, cfg).fit(f["full"], items)
+    tuned = summary.get("params", {})
+    champion = make_model(serving, cfg, tuned.get(serving)).fit(f["full"], items)
     champ_dir = champion.save(cfg.models_dir(ds) / "champion")
     fit_seconds = time.perf_counter() - t0
     chall_dir = champ_dir if serving == challenger else \
-        make_model(challenger, cfg).fit(f["full"], items).save(cfg.models_dir(ds) / "challenger")
+        make_model(challenger, cfg, tuned.get(challenger)).fit(f["full"], items).save(cfg.models_dir(ds) / "challenger")
     make_model("content", cfg).fit(f["full"], items).save(cfg.models_dir(ds) / "content")
     make_model("popularity", cfg).fit(f["full"], items).save(cfg.models_dir(ds) / "popularity")
     make_model("itemknn", cfg).fit(f["full"], items).save(cfg.models_dir(ds) / "itemknn")
@@ -112,8 +113,14 @@ def select(cfg: Config, ds: str, run_id: str, airflow_run_id: str | None = None)
         # One nested run per candidate, and one for the hybrid, under the night's parent run.
         for name, m in summary["metrics"].items():
             with mlflow.start_run(run_name=name, nested=True, tags={"ds": ds, "run_id": run_id, "candidate": name}):
-                mlflow.log_params({k: str(v) for k, v in make_model(name, cfg).get_params().items()})
+                mlflow.log_params({k: str(v) for k, v in make_model(name, cfg, tuned.get(name)).get_params().items()})
                 mlflow.log_metrics({k: float(v) for k, v in m.items()})
+                # The search's trials for this candidate, one nested run each.
+                for i, trial in enumerate(t for t in summary.get("search", []) if t["model"] == name):
+                    with mlflow.start_run(run_name=f"{name}-search-{i}", nested=True,
+                                          tags={"ds": ds, "run_id": run_id, "search_trial": name}):
+                        mlflow.log_params({k: str(v) for k, v in trial["params"].items()})
+                        mlflow.log_metrics({f"ndcg_at_{cfg.eval_k}": trial["ndcg"], "fit_seconds": trial["seconds"]})
         hybrid_path = cfg.eval_dir(ds) / "hybrid_summary.json"
         if hybrid_path.exists():
             hybrid = storage.read_json(hybrid_path)

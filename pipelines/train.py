@@ -18,8 +18,8 @@ from pipelines.config import Config
 log = logging.getLogger(__name__)
 
 
-def make_model(name: str, cfg: Config) -> Recommender:
-    """A candidate with its hyperparameters from the config."""
+def make_model(name: str, cfg: Config, overrides: dict | None = None) -> Recommender:
+    """A candidate with its hyperparameters from the config (``overrides`` from the search win)."""
     if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r} in config 'candidates'; known: {sorted(REGISTRY)}")
     params = {
@@ -29,9 +29,20 @@ def make_model(name: str, cfg: Config) -> Recommender:
         "bpr": dict(factors=cfg.bpr_factors, iterations=cfg.bpr_iterations, random_state=cfg.seed),
         "ease": dict(regularization=cfg.ease_regularization),
     }.get(name, {})
-    model = REGISTRY[name](**params)
+    model = REGISTRY[name](**{**params, **(overrides or {})})
     model.block_users = cfg.score_block_users
     return model
+
+
+# The small nightly hyperparameter search: alternatives tried around the configured defaults, in
+# this order, while the time budget lasts (config search_budget_seconds). Generic ranges, not tuned
+# to any one data set.
+SEARCH_SPACE: dict[str, list[dict]] = {
+    "itemknn": [{"neighbours": 20}, {"neighbours": 50}, {"neighbours": 300}],
+    "ease": [{"regularization": 50.0}, {"regularization": 500.0}, {"regularization": 2000.0}],
+    "als": [{"factors": 32, "regularization": 0.01}, {"factors": 128, "regularization": 0.1},
+            {"factors": 64, "regularization": 1.0}],
+}
 
 
 def active_candidates(cfg: Config, n_items: int) -> tuple[str, ...]:

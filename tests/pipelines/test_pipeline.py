@@ -1,4 +1,6 @@
 """The whole nightly run in-process on demo data: tables, MLflow champion, rerun, catalog rules."""
+import json
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -69,6 +71,19 @@ def test_new_for_you_never_repeats_what_the_user_has_touched(demo_run):
     dense = full["full"].toarray()
     weights = dense[users.loc[overlap["user_id"]].to_numpy(), items.loc[overlap["item_id"]].to_numpy()]
     assert len(recs) > 0 and (weights == 0).all()
+
+
+def test_search_results_are_what_the_candidates_report(demo_run):
+    cfg, first = demo_run
+    summary = json.loads((cfg.eval_dir(DS) / "summary.json").read_text())
+    assert summary["search"], "the default budget leaves room for trials on this small data"
+    for name, params in summary["params"].items():
+        best = max((t for t in summary["search"] if t["model"] == name), key=lambda t: t["ndcg"])
+        assert best["params"] == params and best["improved"]
+        assert summary["metrics"][name]["ndcg_at_10"] == pytest.approx(best["ndcg"])
+    for t in summary["search"]:  # a trial that did not win left the candidate's figure above its own
+        if not t["improved"]:
+            assert summary["metrics"][t["model"]]["ndcg_at_10"] >= t["ndcg"]
 
 
 def test_similar_items_and_model_runs(demo_run):
