@@ -18,7 +18,7 @@ from features.interactions import load_features
 from models import load_model
 from pipelines import storage
 from pipelines.config import Config
-from pipelines.metrics import ranking_metrics
+from pipelines.metrics import intra_list_diversity, novelty, ranking_metrics, segment_recall
 import time
 
 from pipelines.train import SEARCH_SPACE, active_candidates, items_for_fit, make_model
@@ -37,6 +37,29 @@ def evaluation_users(f: dict) -> tuple[np.ndarray, sp.csr_matrix]:
     return users, truth[users]
 
 
+def beyond_accuracy(cfg: Config, ds: str, f: dict):
+    """Novelty, intra-list diversity (over the content model's TF-IDF vectors) and recall on head
+    (the most popular 20% of items by buyers before the holdout) vs tail items."""
+    k = cfg.eval_k
+    train = f["train"]
+    buyers = np.asarray((train > 0).sum(axis=0)).ravel()
+    share = (buyers + 1.0) / (train.shape[0] + 1.0)
+    head = np.zeros(train.shape[1], bool)
+    head[np.argsort(-buyers, kind="stable")[: max(1, int(0.2 * train.shape[1]))]] = True
+    content_dir = cfg.models_dir(ds) / "holdout" / "content"
+    vectors = load_model(content_dir).item_vectors() if (content_dir / "params.json").exists() else None
+
+    def metrics(recs, truth) -> dict:
+        out = {f"novelty_at_{k}": novelty(recs[:, :k], share),
+               f"recall_head_at_{k}": segment_recall(recs, truth, k, head),
+               f"recall_tail_at_{k}": segment_recall(recs, truth, k, ~head)}
+        if vectors is not None:
+            out[f"diversity_at_{k}"] = intra_list_diversity(recs[:, :k], vectors)
+        return out
+
+    return metrics
+
+
 def evaluate(cfg: Config, ds: str, run_id: str) -> dict:
     f = load_features(cfg, ds)
     users, truth = evaluation_users(f)
@@ -44,10 +67,11 @@ def evaluate(cfg: Config, ds: str, run_id: str) -> dict:
     n_catalog = int(f["items"]["active"].sum())
     summary = {}
     candidates = active_candidates(cfg, f["train"].shape[1])
+    extra = beyond_accuracy(cfg, ds, f)
     for name in candidates:
         model = load_model(cfg.models_dir(ds) / "holdout" / name)
         recs, _ = model.recommend(users, f["train"], cfg.eval_k, filter_items=inactive)
-        m = ranking_metrics(recs, truth, cfg.eval_k, n_catalog)
+        m = {**ranking_metrics(recs, truth, cfg.eval_k, n_catalog), **extra(recs, truth)}
         summary[name] = m
         log.info("evaluate ds=%s: %-10s ndcg@%d=%.4f recall@%d=%.4f precision@%d=%.4f coverage=%.3f (%d users)",
                  ds, name, cfg.eval_k, m[f"ndcg_at_{cfg.eval_k}"], cfg.eval_k, m[f"recall_at_{cfg.eval_k}"],
@@ -76,6 +100,7 @@ def search(cfg: Config, ds: str, f: dict, users, truth, inactive, n_catalog: int
     """
     key = f"ndcg_at_{cfg.eval_k}"
     items = items_for_fit(f["items"], "pop_train")
+    extra = beyond_accuracy(cfg, ds, f)
     trials, overrides = [], {}
     deadline = time.perf_counter() + cfg.search_budget_seconds
     for name in candidates:
@@ -86,7 +111,7 @@ def search(cfg: Config, ds: str, f: dict, users, truth, inactive, n_catalog: int
             t0 = time.perf_counter()
             model = make_model(name, cfg, alt).fit(f["train"], items)
             recs, _ = model.recommend(users, f["train"], cfg.eval_k, filter_items=inactive)
-            m = ranking_metrics(recs, truth, cfg.eval_k, n_catalog)
+            m = {**ranking_metrics(recs, truth, cfg.eval_k, n_catalog), **extra(recs, truth)}
             won = m[key] > summary[name][key]
             trials.append({"model": name, "params": alt, "ndcg": m[key], "seconds": round(time.perf_counter() - t0, 2),
                            "improved": bool(won)})

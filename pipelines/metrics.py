@@ -45,3 +45,50 @@ def ranking_metrics(recs: np.ndarray, truth: sp.csr_matrix, k: int, n_catalog: i
         f"coverage_at_{k}": float(len(recommended) / n_catalog) if n_catalog else 0.0,
         "users": int(len(recs)),
     }
+
+
+def novelty(recs: np.ndarray, item_share: np.ndarray) -> float:
+    """Mean self-information -log2(p_i) of the recommended items, p_i = the share of users who had
+    interacted with item i (smoothed: (n_i + 1) / (n_users + 1)). Higher = less obvious items."""
+    valid = recs[recs >= 0]
+    if not len(valid):
+        return 0.0
+    return float(np.mean(-np.log2(item_share[valid])))
+
+
+def intra_list_diversity(recs: np.ndarray, item_vectors) -> float:
+    """Mean over lists of 1 - the mean pairwise cosine similarity of their items.
+
+    Uses sum-of-unit-vectors algebra, no loop over users: for a list with unit vectors v_1..v_k,
+    sum over pairs i != j of v_i . v_j = |sum v|^2 - k.
+    """
+    vec = sp.csr_matrix(item_vectors, dtype=np.float64)
+    norms = np.sqrt(np.asarray(vec.multiply(vec).sum(axis=1)).ravel())
+    unit = sp.diags(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)) @ vec
+    rows = np.repeat(np.arange(recs.shape[0]), recs.shape[1])
+    flat = recs.ravel()
+    ok = flat >= 0
+    member = sp.csr_matrix((np.ones(ok.sum()), (rows[ok], flat[ok])), shape=(recs.shape[0], vec.shape[0]))
+    summed = member @ unit
+    sq = np.asarray(summed.multiply(summed).sum(axis=1)).ravel()
+    k = np.asarray(member.sum(axis=1)).ravel()
+    has_pairs = k >= 2
+    if not has_pairs.any():
+        return 0.0
+    # Items without a vector (norm 0) count as dissimilar to everything.
+    mean_cos = (sq[has_pairs] - np.asarray((member[has_pairs] @ sp.diags((norms > 0).astype(float))).sum(axis=1)).ravel()) \
+        / (k[has_pairs] * (k[has_pairs] - 1))
+    return float(np.mean(1.0 - mean_cos))
+
+
+def segment_recall(recs: np.ndarray, truth: sp.csr_matrix, k: int, segment: np.ndarray) -> float:
+    """recall@k restricted to the truth items inside ``segment`` (boolean per item), over users with
+    at least one such item: e.g. head vs tail items."""
+    t = truth.tocsr().multiply(sp.csr_matrix(segment.astype(np.float32))).tocsr()
+    t.eliminate_zeros()
+    n = np.diff(t.indptr)
+    has = n > 0
+    if not has.any():
+        return 0.0
+    hits = relevance(np.asarray(recs)[:, :k][has], t[has]).sum(axis=1)
+    return float((hits / n[has]).mean())

@@ -43,3 +43,33 @@ def test_users_without_truth_are_not_averaged():
     recs = np.array([[0, 1], [2, 3]])
     m = ranking_metrics(recs, truth_matrix([[0], []], n_items=4), k=2, n_catalog=4)
     assert m["users"] == 1 and m["hit_rate_at_2"] == 1.0 and m["ndcg_at_2"] == pytest.approx(1.0)
+
+
+def test_novelty_by_hand():
+    from pipelines.metrics import novelty
+
+    share = np.array([0.5, 0.25, 0.125])
+    assert novelty(np.array([[0, 1], [2, -1]]), share) == pytest.approx((1 + 2 + 3) / 3)
+
+
+def test_intra_list_diversity_by_hand():
+    from pipelines.metrics import intra_list_diversity
+
+    vectors = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    # list [0, 1]: cos 0 -> diversity 1; list [0, 2]: cos 1/sqrt(2) -> 1 - 0.7071;
+    # list [0, 1, 2]: pairs 0, 0.7071, 0.7071 -> 1 - 0.4714; a one-item list has no pairs.
+    d = intra_list_diversity(np.array([[0, 1, -1], [0, 2, -1], [0, 1, 2], [1, -1, -1]]), vectors)
+    assert d == pytest.approx((1 + (1 - 2 ** -0.5) + (1 - 2 * 2 ** -0.5 / 3)) / 3)
+
+
+def test_segment_recall_by_hand():
+    from pipelines.metrics import segment_recall
+
+    recs = np.array([[1, 2, 3], [4, 5, 6]])
+    truth = truth_matrix([[1, 7, 8], [9]])
+    head = np.zeros(10, bool)
+    head[[1, 7, 9]] = True
+    # head truth: user 0 {1, 7} (1 hit of 2), user 1 {9} (0 of 1) -> (0.5 + 0) / 2
+    assert segment_recall(recs, truth, 3, head) == pytest.approx(0.25)
+    # tail truth: user 0 {8} (0 of 1); user 1 has none and is left out
+    assert segment_recall(recs, truth, 3, ~head) == pytest.approx(0.0)
