@@ -2,7 +2,7 @@
 
 Outputs under ``features/ds=<ds>/`` (written to a staging directory and swapped in whole):
 
-* ``users.parquet``  user_idx, user_id (every user with a valid event in the window)
+* ``users.parquet``  user_idx, user_id, country (every user with a valid event in the window)
 * ``items.parquet``  item_idx, item_id, catalog columns, text, active, pop_train, pop_full
 * ``train.npz``      users x items weights from events before the holdout window (CSR, float32)
 * ``full.npz``       users x items weights from all events up to the end of ``ds``
@@ -54,6 +54,17 @@ def load_catalog(con: duckdb.DuckDBPyConnection, validated: Path) -> pd.DataFram
         SELECT * EXCLUDE (filename) FROM _cat
         QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY filename DESC) = 1
         ORDER BY item_id""").df()
+
+
+def user_countries(validated: Path) -> pd.Series:
+    """Latest country per user over the validated users batches (empty when there are none)."""
+    files = sorted((validated / "users").glob("batch-*.parquet")) if (validated / "users").exists() else []
+    frames = [pd.read_parquet(f) for f in files]
+    frames = [f_[["user_id", "country"]] for f_ in frames if "country" in f_]
+    if not frames:
+        return pd.Series(dtype="string")
+    latest = pd.concat(frames, ignore_index=True).dropna(subset=["user_id"]).drop_duplicates("user_id", keep="last")
+    return latest.set_index("user_id")["country"].astype("string")
 
 
 def build_features(cfg: Config, ds: str, run_id: str) -> dict:
@@ -122,6 +133,7 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
                count(*) FILTER (WHERE e.event_type = 'purchase')::INTEGER AS purchases
         FROM ev e JOIN users u USING (user_id) JOIN items i USING (item_id) GROUP BY ALL ORDER BY 3, 1, 2""").to_arrow_table()
     users = con.execute("SELECT * FROM users ORDER BY user_idx").df()
+    users["country"] = user_countries(cfg.validated).reindex(users["user_id"]).to_numpy()
     items = con.execute("""SELECT i.item_idx, i.item_id, c.* EXCLUDE (item_id)
                            FROM items i LEFT JOIN catalog c USING (item_id) ORDER BY i.item_idx""").df()
     con.close()

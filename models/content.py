@@ -30,7 +30,10 @@ class ContentRecommender(Recommender):
             return self
         vec = TfidfVectorizer(min_df=self.min_df, ngram_range=(1, self.ngram_max), max_features=self.max_features,
                               sublinear_tf=True, token_pattern=r"(?u)\b\w[\w-]+\b", dtype=np.float32)
-        self.item_vectors_ = vec.fit_transform(text).tocsr()  # rows are L2-normalised
+        try:
+            self.item_vectors_ = vec.fit_transform(text).tocsr()  # rows are L2-normalised
+        except ValueError:  # every text is too short to hold a token: no content signal at all
+            self.item_vectors_ = sp.csr_matrix((len(text), 1), dtype=np.float32)
         return self
 
     def score(self, users, user_items):

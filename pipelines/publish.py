@@ -3,8 +3,9 @@
 * ``user_recommendations``: surfaces ``for_you`` (repeats allowed) and ``new_for_you`` (items the
   user never interacted with), exactly ``top_n`` rows each for every user with a valid event up to
   ``ds``. The two-stage hybrid ranks first where it beat every single model on its holdout (rank
-  step), then the champion, then popularity, without repeating an item; users with no usable
-  history (an empty row) get popularity. Inactive items are never published.
+  step), then the champion, then what shoppers of the user's country buy, then global popularity,
+  without repeating an item; users with no usable history (an empty row) start from their
+  country's list. Inactive items are never published.
 * ``similar_items``: content (TF-IDF) neighbours for every active item; items whose text matches
   nothing fall back to item-kNN neighbours.
 * ``model_runs``: every candidate's holdout metrics.
@@ -22,7 +23,9 @@ import pyarrow as pa
 
 from features.interactions import load_features
 from models import load_model
-from models.base import NO_ITEM
+import scipy.sparse as sp
+
+from models.base import NO_ITEM, topk
 from pipelines import constants as C
 from pipelines import storage
 from pipelines.config import Config
@@ -76,6 +79,34 @@ def hybrid_choice(cfg: Config, ds: str) -> dict[str, bool]:
     return out
 
 
+def country_popularity(users: pd.DataFrame, full, n: int, exclude, inactive: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Per user, the items most bought (distinct users) by users of the same country, best first.
+
+    Computed as one sparse product (countries x users) @ (users x items); users without a country
+    get no list here (the global popularity list follows in the merge). Returns (ids, scores).
+    """
+    country = users["country"].astype("string").fillna("") if "country" in users else pd.Series([""] * len(users))
+    codes, names = pd.factorize(country)
+    n_users = len(users)
+    member = sp.csr_matrix((np.ones(n_users), (codes, np.arange(n_users))), shape=(len(names), n_users))
+    buyers = (member @ (full > 0).astype(np.float32)).toarray().astype(np.float32)
+    if len(inactive):
+        buyers[:, inactive] = -np.inf
+    buyers[buyers <= 0] = -np.inf
+    # Each user's own country's list; excluded items (new_for_you) are removed per user afterwards.
+    # Room for the user's own items to be removed (capped: global popularity backfills the rest).
+    top, top_scores = topk(buyers, n * 4 if exclude is not None else n)
+    ids, scores = top[codes], top_scores[codes]
+    no_country = (country == "").to_numpy()
+    ids[no_country] = NO_ITEM
+    if exclude is not None and exclude.nnz:
+        rows = np.repeat(np.arange(n_users), ids.shape[1])
+        own = np.asarray(exclude[rows, np.where(ids.ravel() >= 0, ids.ravel(), 0)]).ravel().reshape(ids.shape) > 0
+        ids[own] = NO_ITEM
+    return ids, scores
+
+
 def hybrid_lists(cfg: Config, ds: str, surface: str, n_users: int) -> tuple[np.ndarray, np.ndarray]:
     recs = pd.read_parquet(cfg.models_dir(ds) / "hybrid" / "recommendations.parquet")
     recs = recs[recs["surface"] == surface]
@@ -103,7 +134,10 @@ def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_na
         champ_ids, champ_scores = champion.recommend(users, full, n, exclude=exclude, filter_items=inactive)
         champ_ids[empty_history] = NO_ITEM  # a factor model's guess for an empty row is noise; use popularity
         pop_ids, pop_scores = popularity.recommend(users, full, n, exclude=exclude, filter_items=inactive)
-        lists, names = [(champ_ids, champ_scores), (pop_ids, pop_scores)], [champion_name, "popularity"]
+        # Fallbacks: what shoppers of the user's country buy, then what everyone buys.
+        country_ids, country_scores = country_popularity(f["users"], full, n, exclude, inactive)
+        lists = [(champ_ids, champ_scores), (country_ids, country_scores), (pop_ids, pop_scores)]
+        names = [champion_name, "popular_in_country", "popularity"]
         if use_hybrid[task]:
             lists.insert(0, hybrid_lists(cfg, ds, surface, n_users))
             names.insert(0, "hybrid")
