@@ -25,6 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.text import item_text
+from models.buy_again import smoothed_repeat_rate
 from pipelines import constants as C
 from pipelines import storage
 from pipelines.config import Config
@@ -146,10 +147,7 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
     items["pop_train"] = pop["pop_train"].to_numpy()
     items["pop_full"] = pop["pop_full"].to_numpy()
     for part in ("train", "full"):
-        # Smoothed towards the catalog-wide share, so an item with one buyer is not 0% or 100%.
-        b, r = repeat[f"buyers_{part}"].to_numpy(float), repeat[f"repeat_{part}"].to_numpy(float)
-        prior = r.sum() / max(b.sum(), 1.0)
-        items[f"repeat_rate_{part}"] = (r + 10.0 * prior) / (b + 10.0)
+        items[f"repeat_rate_{part}"] = smoothed_repeat_rate(repeat[f"repeat_{part}"], repeat[f"buyers_{part}"])
 
     def matrix(values) -> sp.csr_matrix:
         v = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0).clip(min=0)

@@ -14,6 +14,14 @@ import scipy.sparse as sp
 from models.base import Recommender
 
 
+def smoothed_repeat_rate(repeat_buyers: np.ndarray, buyers: np.ndarray, smoothing: float = 10.0) -> np.ndarray:
+    """Share of an item's buyers who bought it again, shrunk towards the catalog-wide share so that
+    an item with one buyer is neither 0% nor 100% repeatable."""
+    repeat_buyers, buyers = np.asarray(repeat_buyers, float), np.asarray(buyers, float)
+    prior = repeat_buyers.sum() / max(buyers.sum(), 1.0)
+    return (repeat_buyers + smoothing * prior) / (buyers + smoothing)
+
+
 class BuyAgainRecommender(Recommender):
     name = "buy_again"
 
@@ -35,8 +43,7 @@ class BuyAgainRecommender(Recommender):
             unit = coo.data.min() if coo.nnz else 1.0
             buyers = np.bincount(coo.col, minlength=ui.shape[1]).astype(np.float64)
             repeat = np.bincount(coo.col, weights=(coo.data > unit).astype(float), minlength=ui.shape[1])
-            prior = repeat.sum() / max(buyers.sum(), 1.0)
-            self.repeat_rate_ = ((repeat + self.smoothing * prior) / (buyers + self.smoothing)).astype(np.float32)
+            self.repeat_rate_ = smoothed_repeat_rate(repeat, buyers, self.smoothing).astype(np.float32)
         self.popularity_ = (pop / max(pop.max(), 1.0)).astype(np.float32)
         return self
 

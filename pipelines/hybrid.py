@@ -31,6 +31,7 @@ import scipy.sparse as sp
 
 from features.interactions import load_features
 from models.base import topk
+from models.buy_again import smoothed_repeat_rate
 from pipelines import storage
 from pipelines.config import Config
 from pipelines.metrics import ranking_metrics
@@ -76,9 +77,8 @@ def cutoff(daily: pd.DataFrame, day: int, shape: tuple[int, int], text: np.ndarr
     per_pair = buy_days.tocoo()
     n_buyers = np.bincount(per_pair.col, minlength=shape[1]).astype(float)
     repeat = np.bincount(per_pair.col, weights=(per_pair.data >= 2).astype(float), minlength=shape[1])
-    prior = repeat.sum() / max(n_buyers.sum(), 1.0)
     items = pd.DataFrame({"item_idx": np.arange(shape[1]), "text": text, "popularity": buyers(30),
-                          "repeat_rate": (repeat + 10.0 * prior) / (n_buyers + 10.0), "pop7": buyers(7),
+                          "repeat_rate": smoothed_repeat_rate(repeat, n_buyers), "pop7": buyers(7),
                           "popall": n_buyers})
     ulast = d.groupby("user_idx")["day"].max()
     user_last = np.full(shape[0], 9999.0)

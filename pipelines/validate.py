@@ -341,6 +341,12 @@ def _manifest_path(cfg: Config, date_: str) -> Path:
     return cfg.validated / "events" / f"{C.EVENT_DATE}={date_}" / "_manifest.json"
 
 
+def _is_pending(cfg: Config, part_dir: Path) -> bool:
+    """New, or its landing files changed since the manifest of its last validation was written."""
+    manifest = _manifest_path(cfg, part_dir.name.split("=", 1)[1])
+    return not manifest.exists() or storage.read_json(manifest).get("fingerprint") != _fingerprint(part_dir)
+
+
 def _landing_rows(cfg: Config, date_: str) -> int | None:
     d = cfg.landing / "events" / f"{C.EVENT_DATE}={date_}"
     files = sorted(d.glob("batch-*.parquet")) if d.exists() else []
@@ -382,8 +388,7 @@ def _examples(df: pd.DataFrame, mask: np.ndarray, n: int = 3) -> list[dict]:
 def validate_events(cfg: Config, ds: str, run_id: str, runner: ExpectationRunner,
                     known_items: pd.Index) -> tuple[Outcome, dict]:
     dirs = _partition_dirs(cfg, ds)
-    pending = [d for d in dirs if not _manifest_path(cfg, d.name.split("=", 1)[1]).exists()
-               or storage.read_json(_manifest_path(cfg, d.name.split("=", 1)[1])).get("fingerprint") != _fingerprint(d)]
+    pending = [d for d in dirs if _is_pending(cfg, d)]
     log.info("validate ds=%s: %d landing partitions up to ds, %d pending validation", ds, len(dirs), len(pending))
     out = Outcome("events", partitions=len(pending))
     tables, sources, parts = [], [], []
