@@ -47,9 +47,12 @@ def load(path: Path):
     truth = sp.csr_matrix((np.ones(keep.sum(), np.float32), (fu[keep], fi[keep])), shape=x.shape)
     truth.sum_duplicates()
     truth.data[:] = 1
+    # Trending: purchase lines decayed with a 7-day half-life (the pipeline's default) at the cut-off.
+    age = (pd.Timestamp("2011-11-09") - pd.to_datetime(hist["InvoiceDate"])).dt.total_seconds() / 86400
+    trending = (0.5 ** (age / 7.0)).groupby(hist["item"]).sum().reindex(items).fillna(0.0).to_numpy()
     text = (hist.groupby("item")["Description"].agg(lambda s: s.mode().iat[0] if s.notna().any() else "")
             .reindex(items).fillna("").str.lower())
-    return x, truth, users, items, text
+    return x, truth, users, items, text, trending
 
 
 def tasks(x, truth):
@@ -70,11 +73,12 @@ def main() -> None:
     from models import REGISTRY
     from pipelines.metrics import ranking_metrics
 
-    x, truth, users, items, text = load(Path(args.path))
+    x, truth, users, items, text, trending = load(Path(args.path))
     item_frame = pd.DataFrame({"item_idx": range(len(items)), "text": text.to_numpy(),
-                               "popularity": np.asarray((x > 0).sum(axis=0)).ravel()})
+                               "popularity": np.asarray((x > 0).sum(axis=0)).ravel(), "trending": trending})
     specs = {
         "popularity": REGISTRY["popularity"](),
+        "trending": REGISTRY["trending"](),
         "buy_again": REGISTRY["buy_again"](),
         "itemknn_cosine": REGISTRY["itemknn"](neighbours=100),
         "itemknn_bm25": REGISTRY["itemknn"](neighbours=100, weighting="bm25"),

@@ -2,8 +2,11 @@
 
 Outputs under ``features/ds=<ds>/`` (written to a staging directory and swapped in whole):
 
-* ``users.parquet``  user_idx, user_id, country (every user with a valid event in the window)
-* ``items.parquet``  item_idx, item_id, catalog columns, text, active, pop_train, pop_full
+* ``users.parquet``  user_idx, user_id, country, interests (every user with a valid event in the window,
+  and registered users with stated interests)
+* ``items.parquet``  item_idx, item_id, catalog columns, text, active, pop_train, pop_full,
+  trend_train, trend_full (time-decayed purchases), first_seen (date of the first event, or null),
+  repeat_rate_train, repeat_rate_full
 * ``train.npz``      users x items weights from events before the holdout window (CSR, float32)
 * ``full.npz``       users x items weights from all events up to the end of ``ds``
 * ``holdout.parquet`` user_idx, item_idx: distinct purchases inside the holdout window (the truth)
@@ -57,15 +60,23 @@ def load_catalog(con: duckdb.DuckDBPyConnection, validated: Path) -> pd.DataFram
         ORDER BY item_id""").df()
 
 
-def user_countries(validated: Path) -> pd.Series:
-    """Latest country per user over the validated users batches (empty when there are none)."""
+USER_ATTRIBUTES = ("country", "interests")
+
+
+def user_attributes(validated: Path) -> pd.DataFrame:
+    """Latest value per user of each attribute in USER_ATTRIBUTES over the validated users batches
+    (a later batch overrides an earlier one where it has the column and a value). Indexed by user_id."""
     files = sorted((validated / "users").glob("batch-*.parquet")) if (validated / "users").exists() else []
-    frames = [pd.read_parquet(f) for f in files]
-    frames = [f_[["user_id", "country"]] for f_ in frames if "country" in f_]
-    if not frames:
-        return pd.Series(dtype="string")
-    latest = pd.concat(frames, ignore_index=True).dropna(subset=["user_id"]).drop_duplicates("user_id", keep="last")
-    return latest.set_index("user_id")["country"].astype("string")
+    out = pd.DataFrame(columns=list(USER_ATTRIBUTES), dtype="string")
+    for f_ in files:
+        df = pd.read_parquet(f_)
+        cols = [c for c in USER_ATTRIBUTES if c in df]
+        if "user_id" not in df or not cols:
+            continue
+        df = df.dropna(subset=["user_id"]).drop_duplicates("user_id", keep="last")
+        df = df.set_index(df["user_id"].astype("string"))[cols].astype("string")
+        out = df.combine_first(out) if len(out) else df.reindex(columns=list(USER_ATTRIBUTES))
+    return out.reindex(columns=list(USER_ATTRIBUTES))
 
 
 def build_features(cfg: Config, ds: str, run_id: str) -> dict:
@@ -90,9 +101,14 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
 
     catalog = load_catalog(con, cfg.validated)
     con.register("catalog", catalog)
+    # Users: everyone with an event in the window, plus registered users (users file) with stated
+    # interests but no events yet: a new sign-up who answered the quiz gets content-based lists.
+    attrs = user_attributes(cfg.validated)
+    registered = attrs.index[attrs["interests"].fillna("").str.strip().ne("")].astype(str).to_numpy()
+    con.register("registered", pd.DataFrame({"user_id": pd.Series(registered, dtype=object)}))
     con.execute("""CREATE TEMP TABLE users AS
         SELECT (row_number() OVER (ORDER BY user_id)) - 1 AS user_idx, user_id
-        FROM (SELECT DISTINCT user_id FROM ev)""")
+        FROM (SELECT DISTINCT user_id FROM ev UNION SELECT user_id FROM registered)""")
     con.execute("""CREATE TEMP TABLE items AS
         SELECT (row_number() OVER (ORDER BY item_id)) - 1 AS item_idx, item_id
         FROM (SELECT item_id FROM ev UNION SELECT item_id FROM catalog)""")
@@ -105,6 +121,19 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
               AND e.event_time >= {hs} - INTERVAL {pop_days} DAY) AS pop_train,
           count(DISTINCT e.user_id) FILTER (WHERE e.event_type = 'purchase'
               AND e.event_time >= TIMESTAMPTZ '{end.isoformat()} 00:00:00+00' - INTERVAL {pop_days} DAY) AS pop_full
+        FROM items i LEFT JOIN ev e USING (item_id) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
+    # Trending: purchases weighted by exp(-ln 2 * age / half-life), age in days before each cut-off.
+    hl = float(cfg.trending_half_life_days)
+    trend = con.execute(f"""
+        SELECT i.item_idx,
+          coalesce(sum(exp(-ln(2) * (epoch({hs}) - epoch(e.event_time)) / 86400.0 / {hl}))
+              FILTER (WHERE e.event_type = 'purchase' AND e.event_time < {hs}), 0) AS trend_train,
+          coalesce(sum(exp(-ln(2) * (epoch(TIMESTAMPTZ '{end.isoformat()} 00:00:00+00') - epoch(e.event_time))
+              / 86400.0 / {hl})) FILTER (WHERE e.event_type = 'purchase'), 0) AS trend_full
+        FROM items i LEFT JOIN ev e USING (item_id) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
+    # First day each item was seen (any event): brand-new items reach lists through content similarity.
+    first_seen = con.execute("""
+        SELECT i.item_idx, min(CAST(e.event_time AS DATE)) AS first_seen
         FROM items i LEFT JOIN ev e USING (item_id) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
     # Repeatability: the share of an item's buyers who bought it on two or more days.
     repeat = con.execute(f"""
@@ -134,7 +163,9 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
                count(*) FILTER (WHERE e.event_type = 'purchase')::INTEGER AS purchases
         FROM ev e JOIN users u USING (user_id) JOIN items i USING (item_id) GROUP BY ALL ORDER BY 3, 1, 2""").to_arrow_table()
     users = con.execute("SELECT * FROM users ORDER BY user_idx").df()
-    users["country"] = user_countries(cfg.validated).reindex(users["user_id"]).to_numpy()
+    attrs = attrs.reindex(users["user_id"].astype("string"))
+    for col in USER_ATTRIBUTES:
+        users[col] = attrs[col].to_numpy()
     items = con.execute("""SELECT i.item_idx, i.item_id, c.* EXCLUDE (item_id)
                            FROM items i LEFT JOIN catalog c USING (item_id) ORDER BY i.item_idx""").df()
     con.close()
@@ -146,6 +177,9 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
     items["text"] = item_text(items)
     items["pop_train"] = pop["pop_train"].to_numpy()
     items["pop_full"] = pop["pop_full"].to_numpy()
+    items["trend_train"] = trend["trend_train"].to_numpy(dtype=np.float64)
+    items["trend_full"] = trend["trend_full"].to_numpy(dtype=np.float64)
+    items["first_seen"] = pd.to_datetime(first_seen["first_seen"]).dt.date
     for part in ("train", "full"):
         items[f"repeat_rate_{part}"] = smoothed_repeat_rate(repeat[f"repeat_{part}"], repeat[f"buyers_{part}"])
 

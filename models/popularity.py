@@ -11,13 +11,14 @@ class PopularityRecommender(Recommender):
     """Score = ``items['popularity']`` if given (e.g. distinct recent buyers), else the column sums."""
 
     name = "popularity"
+    column = "popularity"
 
     def __init__(self) -> None:
         pass
 
     def fit(self, user_items: sp.csr_matrix, items=None) -> "PopularityRecommender":
-        if items is not None and "popularity" in items:
-            pop = np.asarray(items["popularity"], dtype=np.float64)
+        if items is not None and self.column in items:
+            pop = np.asarray(items[self.column], dtype=np.float64)
         else:
             pop = np.asarray((user_items > 0).sum(axis=0), dtype=np.float64).ravel()
         # A tiny tie-breaker on total weight keeps the order stable and meaningful.
@@ -44,3 +45,12 @@ class PopularityRecommender(Recommender):
 
     def _set_arrays(self, arrays):
         self.scores_ = arrays["scores_"]
+
+
+class TrendingRecommender(PopularityRecommender):
+    """Time-decayed popularity: score = ``items['trending']``, the item's purchases each weighted by
+    ``0.5 ** (age_days / trending_half_life_days)`` before the cut-off (features step), so what sells
+    this week outranks what sold a month ago. Falls back to the column sums without that column."""
+
+    name = "trending"
+    column = "trending"

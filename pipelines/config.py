@@ -34,6 +34,13 @@ class Config:
     history_days: int = 0
     # Popularity counts purchases in this trailing window.
     popularity_days: int = 30
+    # Trending: purchases decayed with this half-life (days) before the cut-off.
+    trending_half_life_days: float = 7.0
+    # Brand-new items (first seen within new_item_days of ds, or catalog-only) get up to
+    # new_item_slots of the last positions of each personal list, by content similarity to the
+    # user's history (they have no interactions yet, so no collaborative model can place them).
+    new_item_days: int = 14
+    new_item_slots: int = 2
     event_weights: Mapping[str, float] = field(default_factory=_default_weights)
     als_factors: int = 64
     als_regularization: float = 0.05
@@ -59,7 +66,7 @@ class Config:
     # Users scored per block: bounds memory at block x n_items floats.
     score_block_users: int = 4096
     # Candidate models evaluated every night; the best on NDCG@eval_k becomes champion.
-    candidates: tuple[str, ...] = ("popularity", "buy_again", "als", "bpr", "itemknn", "ease", "content")
+    candidates: tuple[str, ...] = ("popularity", "trending", "buy_again", "als", "bpr", "itemknn", "ease", "content")
     # ---- validation gate (docs/validation.md)
     # A run fails when more than this share of its rows is quarantined for data errors.
     max_quarantine_share: float = 0.10

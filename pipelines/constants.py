@@ -22,7 +22,7 @@ EVENT_TYPES = (VIEW, ADD_TO_CART, PURCHASE, RETURN)
 
 # Item catalog and users columns.
 ITEM_COLUMNS = ("item_id", "title", "description", "category", "brand", "price", "in_stock", "active")
-USER_COLUMNS = ("user_id", "country", "signup_date", "consent_personalization", "consent_email")
+USER_COLUMNS = ("user_id", "country", "signup_date", "consent_personalization", "consent_email", "interests")
 
 # Warehouse tables published per ds.
 T_USER_RECS = "user_recommendations"

@@ -1,9 +1,11 @@
 """Evaluate step: temporal holdout of the last ``holdout_days`` days up to ``ds``.
 
 Each candidate (fitted on the events before the window) ranks ``eval_k`` items for every user who
-bought something in the window and has history before it; the truth is the set of distinct items
-the user bought in the window (repeat purchases count: retail customers re-buy). Inactive items
-are never recommended. Metrics per model go to ``eval/ds=<ds>/metrics.parquet``.
+bought something in the window and has history before it (segment ``returning``); the truth is the
+set of distinct items the user bought in the window (repeat purchases count: retail customers
+re-buy). Users whose first event is inside the window (segment ``new``) are scored on the lists
+they would get: popularity, trending and popular-in-their-country. Inactive items are never
+recommended. Metrics per model and segment go to ``eval/ds=<ds>/metrics.parquet``.
 """
 from __future__ import annotations
 
@@ -26,15 +28,43 @@ from pipelines.train import SEARCH_SPACE, active_candidates, items_for_fit, make
 log = logging.getLogger(__name__)
 
 
-def evaluation_users(f: dict) -> tuple[np.ndarray, sp.csr_matrix]:
-    """Users with a holdout purchase and with training history; their truth rows."""
+def evaluation_users(f: dict, returning: bool = True) -> tuple[np.ndarray, sp.csr_matrix]:
+    """Users with a holdout purchase and their truth rows: returning users (with training history)
+    or, with ``returning=False``, new users (whose first event falls inside the holdout window)."""
     train, hold = f["train"], f["holdout"]
     truth = sp.csr_matrix((np.ones(len(hold), dtype=np.float32), (hold["user_idx"], hold["item_idx"])),
                           shape=train.shape)
     has_history = np.diff(train.indptr) > 0
     has_truth = np.diff(truth.indptr) > 0
-    users = np.flatnonzero(has_history & has_truth)
+    users = np.flatnonzero((has_history if returning else ~has_history) & has_truth)
     return users, truth[users]
+
+
+COLD_START = ("popularity", "trending", "popular_in_country")
+
+
+def cold_start_metrics(cfg: Config, ds: str, f: dict, inactive: np.ndarray, n_catalog: int) -> dict:
+    """The new-user segment: the non-personalised lists a user without history gets, scored on the
+    purchases of users whose first event is inside the holdout window."""
+    from pipelines.publish import country_popularity
+    from pipelines.train import items_for_fit
+
+    users, truth = evaluation_users(f, returning=False)
+    if not len(users):
+        return {}
+    items = items_for_fit(f["items"], "pop_train")
+    out = {}
+    for name in COLD_START:
+        if name == "popular_in_country":
+            ids, _ = country_popularity(f["users"], f["train"], cfg.eval_k, None, inactive)
+            recs = ids[users]
+        else:
+            recs, _ = make_model(name, cfg).fit(f["train"], items).recommend(users, f["train"], cfg.eval_k,
+                                                                          filter_items=inactive)
+        out[name] = ranking_metrics(recs, truth, cfg.eval_k, n_catalog)
+        log.info("evaluate ds=%s: new users %-18s ndcg@%d=%.4f (%d users)", ds, name, cfg.eval_k,
+                 out[name][f"ndcg_at_{cfg.eval_k}"], len(users))
+    return out
 
 
 def beyond_accuracy(cfg: Config, ds: str, f: dict):
@@ -78,16 +108,21 @@ def evaluate(cfg: Config, ds: str, run_id: str) -> dict:
                  cfg.eval_k, m[f"precision_at_{cfg.eval_k}"], m[f"coverage_at_{cfg.eval_k}"], m["users"])
     key = f"ndcg_at_{cfg.eval_k}"
     trials, params = search(cfg, ds, f, users, truth, inactive, n_catalog, summary, candidates)
-    rows = [{"model": name, "metric": k, "value": float(v)} for name, m in summary.items() for k, v in m.items()]
+    cold = cold_start_metrics(cfg, ds, f, inactive, n_catalog)
+    rows = [{"model": name, "segment": "returning", "metric": k, "value": float(v)}
+            for name, m in summary.items() for k, v in m.items()]
+    rows += [{"model": name, "segment": "new", "metric": k, "value": float(v)}
+             for name, m in cold.items() for k, v in m.items()]
     table = pd.DataFrame(rows)
     storage.atomic_write_parquet(pa.Table.from_pandas(table, preserve_index=False),
                                  cfg.eval_dir(ds) / "metrics.parquet")
     # Ties go to the earlier candidate in the config (simpler models are listed first).
     best = max(candidates, key=lambda n: (summary[n][key], -candidates.index(n)))
     result = {"ds": ds, "run_id": run_id, "eval_users": int(len(users)), "best_model": best,
-              "best_ndcg": summary[best][key], "metrics": summary, "params": params, "search": trials}
+              "best_ndcg": summary[best][key], "metrics": summary, "params": params, "search": trials,
+              "new_users": cold}
     storage.write_json(result, cfg.eval_dir(ds) / "summary.json")
-    return {k: v for k, v in result.items() if k not in ("metrics", "search")}
+    return {k: v for k, v in result.items() if k not in ("metrics", "search", "new_users")}
 
 
 def search(cfg: Config, ds: str, f: dict, users, truth, inactive, n_catalog: int, summary: dict,

@@ -4,7 +4,7 @@ Stage 1: buy-again, item-kNN (BM25), EASE and ALS each propose their top ``ranke
 per user. Stage 2: a gradient-boosted classifier (scikit-learn ``HistGradientBoostingClassifier``)
 scores every (user, candidate) pair from features: each generator's score and rank, the user's
 weight, purchase days and days since the last interaction with the item, the user's activity and
-recency, the item's popularity (7 and 30 days, all time), trend and repeat rate.
+recency, the item's popularity (7 and 30 days, all time), trend, time-decayed purchases and repeat rate.
 
 Windows (``H = ranker_window_days``, days counted in UTC, ``T3`` = the day after ``ds``):
 
@@ -51,12 +51,13 @@ class Cutoff:
     x: sp.csr_matrix          # summed interaction weights, clipped at 0
     buy_days: sp.csr_matrix   # distinct purchase days per user and item
     since: sp.csr_matrix      # days since the last interaction (1 = the day before the cut-off)
-    items: pd.DataFrame       # item_idx, text, popularity (30 days), repeat_rate, pop7, popall
+    items: pd.DataFrame       # item_idx, text, popularity (30 days), repeat_rate, pop7, popall, trending
     user_last: np.ndarray     # days since the user's last interaction
     user_days: np.ndarray     # distinct active days of the user
 
 
-def cutoff(daily: pd.DataFrame, day: int, shape: tuple[int, int], text: np.ndarray) -> Cutoff:
+def cutoff(daily: pd.DataFrame, day: int, shape: tuple[int, int], text: np.ndarray,
+           trending_half_life: float = 7.0) -> Cutoff:
     d = daily[daily["day"] < day]
     u, i = d["user_idx"].to_numpy(), d["item_idx"].to_numpy()
     x = sp.csr_matrix((d["w"].to_numpy(np.float32), (u, i)), shape=shape)
@@ -74,12 +75,15 @@ def cutoff(daily: pd.DataFrame, day: int, shape: tuple[int, int], text: np.ndarr
         b = bought if days is None else bought[bought["day"] >= day - days]
         return np.bincount(b.drop_duplicates(["user_idx", "item_idx"])["item_idx"], minlength=shape[1]).astype(float)
 
+    hl = float(trending_half_life)
+    decayed = np.bincount(bought["item_idx"], weights=bought["purchases"].to_numpy(float)
+                          * 0.5 ** ((day - 1 - bought["day"].to_numpy(float)) / hl), minlength=shape[1])
     per_pair = buy_days.tocoo()
     n_buyers = np.bincount(per_pair.col, minlength=shape[1]).astype(float)
     repeat = np.bincount(per_pair.col, weights=(per_pair.data >= 2).astype(float), minlength=shape[1])
     items = pd.DataFrame({"item_idx": np.arange(shape[1]), "text": text, "popularity": buyers(30),
                           "repeat_rate": smoothed_repeat_rate(repeat, n_buyers), "pop7": buyers(7),
-                          "popall": n_buyers})
+                          "popall": n_buyers, "trending": decayed})
     ulast = d.groupby("user_idx")["day"].max()
     user_last = np.full(shape[0], 9999.0)
     user_last[ulast.index.to_numpy()] = day - ulast.to_numpy()
@@ -154,6 +158,7 @@ def candidate_frame(cfg: Config, c: Cutoff, gens: Generators, users: np.ndarray,
         feats["pop30"], feats["pop7"], feats["popall"] = pop30[i], pop7[i], c.items["popall"].to_numpy()[i]
         feats["trend"] = (pop7[i] + 1.0) / (pop30[i] / 4.0 + 1.0)
         feats["repeat_rate"] = c.items["repeat_rate"].to_numpy()[i]
+        feats["trending"] = c.items["trending"].to_numpy()[i]
         out_u.append(uu)
         out_i.append(i)
         frames.append(pd.DataFrame(feats))
@@ -190,6 +195,18 @@ class Ranker:
             self.fitted = True
         return self
 
+    def save(self, path) -> None:
+        """An MLflow scikit-learn model directory (the select step logs it with the night's run)."""
+        import shutil
+
+        import mlflow.sklearn
+
+        if path.exists():
+            shutil.rmtree(path)
+        if self.fitted:
+            mlflow.sklearn.save_model(self.model, str(path), serialization_format="cloudpickle",
+                                      pip_requirements=[])
+
     def score(self, x: pd.DataFrame) -> np.ndarray:
         if not len(x):
             return np.empty(0, np.float32)
@@ -207,7 +224,7 @@ class HybridRun:
 
     def at(self, day: int) -> tuple[Cutoff, Generators]:
         if day not in self._cut:
-            c = cutoff(self.daily, day, self.shape, self.text)
+            c = cutoff(self.daily, day, self.shape, self.text, self.cfg.trending_half_life_days)
             self._cut[day] = (c, Generators(self.cfg, c))
         return self._cut[day]
 
@@ -253,8 +270,8 @@ def rank(cfg: Config, ds: str, run_id: str) -> dict:
         uu, ii, x = candidate_frame(cfg, c2, gens2, users, new_only, inactive)
         ids, _ = top_n(uu, ii, ranker.score(x), shape[0], cfg.eval_k)
         lists = {"hybrid": ids[users]}
-        pop = make_model("popularity", cfg).fit(c2.x, c2.items)
-        for name, model in {**gens2.models, "popularity": pop}.items():
+        baselines = {b: make_model(b, cfg).fit(c2.x, c2.items) for b in ("popularity", "trending")}
+        for name, model in {**gens2.models, **baselines}.items():
             lists[name], _ = model.recommend(users, c2.x, cfg.eval_k, exclude=c2.x if new_only else None,
                                              filter_items=inactive)
         for name, l in lists.items():
@@ -267,6 +284,7 @@ def rank(cfg: Config, ds: str, run_id: str) -> dict:
                      and r["metric"] == f"ndcg_at_{cfg.eval_k}"), len(users))
         # ---- publishing at T3, for every user with history
         ranker = run.train(t3, new_only)
+        ranker.save(cfg.models_dir(ds) / "hybrid" / f"ranker_{task}")
         c3, gens3 = run.at(t3)
         users = np.flatnonzero(np.diff(c3.x.indptr) > 0)
         uu, ii, x = candidate_frame(cfg, c3, gens3, users, new_only, inactive)

@@ -8,7 +8,10 @@
   country's list. Inactive items are never published.
 * ``similar_items``: content (TF-IDF) neighbours for every active item; items whose text matches
   nothing fall back to item-kNN neighbours.
-* ``model_runs``: every candidate's holdout metrics.
+* ``model_runs``: every candidate's holdout metrics (returning and new users), and the hybrid
+  against its generators on the ranker's window.
+
+Then the run report (pipelines/report.py) is written and attached to the night's MLflow run.
 
 All three tables of a ds become visible in DuckDB in one transaction (storage.publish_tables).
 """
@@ -107,6 +110,38 @@ def country_popularity(users: pd.DataFrame, full, n: int, exclude, inactive: np.
     return ids, scores
 
 
+def content_lists(profiles: sp.csr_matrix, item_vectors: sp.csr_matrix, cand: np.ndarray, n: int,
+                  exclude: sp.csr_matrix | None, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per profile row, the n items of ``cand`` with the highest positive cosine to the profile
+    (TF-IDF space of the content model), leaving out the row's items in ``exclude``. Returns global
+    item ids and scores, (rows, n); -1 where fewer items match. Scored in row blocks."""
+    rows = profiles.shape[0]
+    ids = np.full((rows, n), NO_ITEM, dtype=np.int64)
+    vals = np.full((rows, n), -np.inf, dtype=np.float32)
+    if not len(cand) or not rows:
+        return ids, vals
+    vt = item_vectors[cand].T.tocsc()
+    for start in range(0, rows, block):
+        p = profiles[start:start + block]
+        s = np.asarray((p @ vt).toarray(), dtype=np.float32)
+        s[s <= 0] = -np.inf
+        if exclude is not None:
+            own = exclude[start:start + block][:, cand].tocoo()
+            s[own.row, own.col] = -np.inf
+        local, v = topk(s, n)
+        ids[start:start + block] = np.where(local >= 0, cand[np.maximum(local, 0)], NO_ITEM)
+        vals[start:start + block] = v
+    return ids, vals
+
+
+def new_items(cfg: Config, ds: str, items: pd.DataFrame) -> np.ndarray:
+    """Active items first seen within ``new_item_days`` up to ds, or never seen in any event."""
+    first = pd.to_datetime(items["first_seen"]) if "first_seen" in items else pd.Series(pd.NaT, index=items.index)
+    since = pd.Timestamp(ds) - pd.Timedelta(days=cfg.new_item_days - 1)
+    fresh = (first.isna() | (first >= since)).to_numpy(bool)
+    return np.flatnonzero(fresh & items["active"].to_numpy(dtype=bool))
+
+
 def hybrid_lists(cfg: Config, ds: str, surface: str, n_users: int) -> tuple[np.ndarray, np.ndarray]:
     recs = pd.read_parquet(cfg.models_dir(ds) / "hybrid" / "recommendations.parquet")
     recs = recs[recs["surface"] == surface]
@@ -123,12 +158,25 @@ def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_na
     inactive = np.flatnonzero(~items["active"].to_numpy(dtype=bool))
     champion = load_model(cfg.models_dir(ds) / "champion")
     popularity = load_model(cfg.models_dir(ds) / "popularity")
+    content = load_model(cfg.models_dir(ds) / "content")
     n_users, n = full.shape[0], cfg.top_n
     users = np.arange(n_users)
     empty_history = np.diff(full.indptr) == 0
     use_hybrid = hybrid_choice(cfg, ds)
     user_ids = f["users"]["user_id"].to_numpy()
     item_ids = items["item_id"].to_numpy()
+    vectors = content.item_vectors()
+    # Content profiles: the TF-IDF of the items a user interacted with; a user without history but
+    # with stated interests (quiz answers, preferred categories) gets the TF-IDF of that text.
+    profiles = (full @ vectors).tocsr()
+    interests = f["users"]["interests"] if "interests" in f["users"] else pd.Series([None] * n_users)
+    stated = empty_history & interests.fillna("").astype(str).str.strip().ne("").to_numpy()
+    if stated.any():
+        profiles = sp.vstack([profiles[~stated], content.text_vectors(interests[stated].tolist())]).tocsr()
+        order = np.concatenate([np.flatnonzero(~stated), np.flatnonzero(stated)])
+        profiles = profiles[np.argsort(order, kind="stable")]
+    fresh = new_items(cfg, ds, items)
+    slots = min(cfg.new_item_slots, n)
     frames = []
     for surface, task, exclude in ((C.SURFACE_FOR_YOU, "all", None), ("new_for_you", "new", full)):
         champ_ids, champ_scores = champion.recommend(users, full, n, exclude=exclude, filter_items=inactive)
@@ -136,12 +184,30 @@ def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_na
         pop_ids, pop_scores = popularity.recommend(users, full, n, exclude=exclude, filter_items=inactive)
         # Fallbacks: what shoppers of the user's country buy, then what everyone buys.
         country_ids, country_scores = country_popularity(f["users"], full, n, exclude, inactive)
-        lists = [(champ_ids, champ_scores), (country_ids, country_scores), (pop_ids, pop_scores)]
-        names = [champion_name, "popular_in_country", "popularity"]
+        interest_ids, interest_scores = np.full((n_users, n), NO_ITEM), np.full((n_users, n), -np.inf)
+        if stated.any():
+            active = np.flatnonzero(items["active"].to_numpy(dtype=bool))
+            interest_ids[stated], interest_scores[stated] = content_lists(
+                profiles[stated], vectors, active, n, None, cfg.score_block_users)
+        lists = [(champ_ids, champ_scores), (interest_ids, interest_scores), (country_ids, country_scores),
+                 (pop_ids, pop_scores)]
+        names = [champion_name, "content_interests", "popular_in_country", "popularity"]
         if use_hybrid[task]:
             lists.insert(0, hybrid_lists(cfg, ds, surface, n_users))
             names.insert(0, "hybrid")
-        merged, source, score = merge_many(lists, n)
+        if slots and len(fresh):
+            # Brand-new items take the last `slots` positions, when similar enough to the profile
+            # (no collaborative model can place an item nobody has bought yet).
+            head, head_src, head_score = merge_many(lists, n - slots)
+            new_ids, new_scores = content_lists(profiles, vectors, fresh, slots, full, cfg.score_block_users)
+            merged, source, score = merge_many([(head, head_score), (new_ids, new_scores)] + lists, n)
+            # Slot j taken from list 0 is head slot j (merge_many compacts its output to the front).
+            from_head = np.pad(head_src, ((0, 0), (0, slots)), constant_values=-1)
+            source = np.where(source == 0, from_head, np.where(source == 1, len(names), source - 2))
+            source[merged < 0] = -1
+            names = names + ["content_new_item"]
+        else:
+            merged, source, score = merge_many(lists, n)
         keep = merged.ravel() >= 0
         short = int((merged < 0).any(axis=1).sum())
         if short:
@@ -185,7 +251,17 @@ def model_runs(cfg: Config, ds: str, run_id: str) -> pa.Table:
     m = pd.read_parquet(cfg.eval_dir(ds) / "metrics.parquet")
     m.insert(0, "run_id", run_id)
     m.insert(0, "ds", date.fromisoformat(ds))
-    return pa.Table.from_pandas(m[["ds", "run_id", "model", "metric", "value"]], preserve_index=False)
+    if "segment" not in m:
+        m["segment"] = "returning"
+    m["task"], m["protocol"] = "all", "holdout"
+    hybrid_path = cfg.eval_dir(ds) / "hybrid_metrics.parquet"
+    if hybrid_path.exists():
+        # The rank step's own protocol (window of ranker_window_days): hybrid vs its generators.
+        h = pd.read_parquet(hybrid_path)
+        h = h.assign(ds=date.fromisoformat(ds), run_id=run_id, segment="returning", protocol="ranker_window")
+        m = pd.concat([m, h], ignore_index=True)
+    cols = ["ds", "run_id", "protocol", "model", "segment", "task", "metric", "value"]
+    return pa.Table.from_pandas(m[cols], preserve_index=False)
 
 
 def publish(cfg: Config, ds: str, run_id: str) -> dict:
@@ -198,13 +274,18 @@ def publish(cfg: Config, ds: str, run_id: str) -> dict:
     }
     counts = storage.publish_tables(cfg.duckdb_path, cfg.warehouse / "parquet", ds, tables)
     log.info("publish ds=%s: %s -> %s", ds, counts, cfg.duckdb_path)
+    from pipelines.report import build_report
+
+    report = build_report(cfg, ds, run_id, f, tables[C.T_USER_RECS].select(["surface", "item_id", "model"]).to_pandas())
     try:
         from pipelines import tracking
 
         mlflow = tracking.setup(cfg)
-        with mlflow.start_run(run_id=selected["mlflow_run_id"]):
+        with mlflow.start_run(run_id=selected["mlflow_run_id"]) as run:
             mlflow.log_metrics({f"published.{k}": v for k, v in counts.items()})
+            mlflow.log_artifact(str(report), "report")
+            mlflow.set_tag("report", f"{run.info.artifact_uri}/report/report.html")
             mlflow.set_tag("published", "true")
     except Exception as exc:  # the tables are already published; a tracking hiccup must not undo that
         log.warning("publish ds=%s: could not log counts to MLflow: %s", ds, exc)
-    return {"ds": ds, "run_id": run_id, "rows": counts, "duckdb": str(cfg.duckdb_path)}
+    return {"ds": ds, "run_id": run_id, "rows": counts, "duckdb": str(cfg.duckdb_path), "report": str(report)}

@@ -130,6 +130,15 @@ def select(cfg: Config, ds: str, run_id: str, airflow_run_id: str | None = None)
                 mlflow.log_metrics({f"{task}.{model}.ndcg_at_{cfg.eval_k}": v
                                     for task, by in hybrid["ndcg"].items() for model, v in by.items()})
                 mlflow.log_artifact(str(cfg.eval_dir(ds) / "hybrid_metrics.parquet"), "evaluation")
+                # The two learned rankers (scikit-learn models, one per task) behind for_you / new_for_you.
+                for task in ("all", "new"):
+                    rdir = cfg.models_dir(ds) / "hybrid" / f"ranker_{task}"
+                    if (rdir / "MLmodel").exists():
+                        mlflow.log_artifacts(str(rdir), f"ranker_{task}")
+                from pipelines.publish import hybrid_choice
+
+                for task, used in hybrid_choice(cfg, ds).items():
+                    mlflow.set_tag(f"serves_{task}", "hybrid" if used else "champion")
         mlflow.log_artifact(str(cfg.eval_dir(ds) / "summary.json"), "evaluation")
         mlflow.log_artifact(str(cfg.eval_dir(ds) / "metrics.parquet"), "evaluation")
         mlflow.log_artifact(str(cfg.features_dir(ds) / "meta.json"), "features")

@@ -140,6 +140,11 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
         for name, table in tables.items():
             con.register("_incoming", table)
             con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS SELECT * FROM _incoming LIMIT 0')
+            # A column added by a newer release: added to the table (older ds rows read NULL).
+            have = {r[0] for r in con.execute(f'DESCRIBE "{name}"').fetchall()}
+            for col, typ, *_ in con.execute("DESCRIBE _incoming").fetchall():
+                if col not in have:
+                    con.execute(f'ALTER TABLE "{name}" ADD COLUMN "{col}" {typ}')
             con.execute(f'DELETE FROM "{name}" WHERE ds = ?::DATE', [ds])
             con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM _incoming')
             con.unregister("_incoming")

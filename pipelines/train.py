@@ -57,6 +57,8 @@ def items_for_fit(items, popularity_column: str):
     out = items[["item_idx", "text"]].copy()
     out["popularity"] = items[popularity_column].to_numpy(dtype=np.float64)
     part = "train" if popularity_column.endswith("train") else "full"
+    if f"trend_{part}" in items:
+        out["trending"] = items[f"trend_{part}"].to_numpy(dtype=np.float64)
     if f"repeat_rate_{part}" in items:
         out["repeat_rate"] = items[f"repeat_rate_{part}"].to_numpy(dtype=np.float64)
     return out

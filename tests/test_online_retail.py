@@ -68,6 +68,6 @@ def test_import_and_run_publish_twenty_per_customer(online_retail_path, tmp_path
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert sorted(r.data.tags["run_id"] for r in parents) == ["or-1", "or-2"]  # one parent run per night
     children = [r for r in runs if "candidate" in r.data.tags]
-    assert len(children) == 2 * (7 + 1)  # a nested run per candidate and the hybrid, each night
+    assert len(children) == 2 * (8 + 1)  # a nested run per candidate (8) and the hybrid, each night
     champion = client.get_model_version_by_alias("recsys_recommender", "champion")
     assert champion.tags["ds"] == DS and str(champion.version) == "2"

@@ -59,6 +59,19 @@ def test_matrices_truth_and_popularity_match_hand_computed(landed):
     assert f["items"]["pop_full"].tolist() == [2, 1, 1, 0]
     assert f["items"]["active"].tolist() == [True, True, True, False]
     assert "cat_kitchen" in f["items"]["text"][0] and "red mug" in f["items"]["text"][0]
+    # Trending, half-life 7 days: each purchase weighs 0.5 ** (age in days / 7) at the cut-off.
+    # Train cut-off 2024-03-09 00:00: i1 bought 03-02 10:00 (6.5833 days) and 03-05 10:00 (3.5833 days).
+    hl = 7.0
+    age = lambda cut, t: (pd.Timestamp(cut) - pd.Timestamp(t)).total_seconds() / 86400
+    i1_train = 0.5 ** (age("2024-03-09", "2024-03-02 10:00") / hl) + 0.5 ** (age("2024-03-09", "2024-03-05 10:00") / hl)
+    np.testing.assert_allclose(f["items"]["trend_train"], [i1_train, 0, 0, 0], rtol=1e-9)
+    # Full cut-off 2024-03-11 00:00: also i2 (03-09 10:00) and i3 (03-10 11:00).
+    i1_full = sum(0.5 ** (age("2024-03-11", t) / hl) for t in ("2024-03-02 10:00", "2024-03-05 10:00"))
+    np.testing.assert_allclose(f["items"]["trend_full"], [i1_full, 0.5 ** (age("2024-03-11", "2024-03-09 10:00") / hl),
+                                                          0.5 ** (age("2024-03-11", "2024-03-10 11:00") / hl), 0],
+                               rtol=1e-9)
+    assert [str(d) if d is not None and d == d else None for d in f["items"]["first_seen"]] == \
+        ["2024-03-01", "2024-03-03", "2024-03-10", None]  # i4 is catalog-only
 
 
 def test_features_without_validated_events_fail_clearly(cfg):

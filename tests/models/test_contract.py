@@ -128,7 +128,7 @@ def test_ease_matches_the_closed_form():
 
 
 def test_registry_names_match_classes():
-    assert sorted(REGISTRY) == ["als", "bpr", "buy_again", "content", "ease", "itemknn", "popularity"]
+    assert sorted(REGISTRY) == ["als", "bpr", "buy_again", "content", "ease", "itemknn", "popularity", "trending"]
     assert all(cls.name == name for name, cls in REGISTRY.items())
 
 
@@ -139,3 +139,32 @@ def test_topk_orders_best_first_with_index_tiebreak_and_pads():
     assert vals[0].tolist() == pytest.approx([0.9, 0.9, 0.5])
     ids, _ = topk(s, 6)  # more than the catalog: padded with -1
     assert ids.shape == (2, 6) and ids[0].tolist() == [1, 3, 2, 0, -1, -1]
+
+
+def test_trending_ranks_by_decayed_purchases_not_by_raw_counts():
+    from models.popularity import TrendingRecommender
+
+    x = sp.csr_matrix(np.ones((3, 3), dtype=np.float32))
+    items = pd.DataFrame({"item_idx": range(3), "popularity": [9.0, 5.0, 1.0], "trending": [0.2, 3.0, 1.5]})
+    ids, _ = TrendingRecommender().fit(x, items).recommend(np.array([0]), x, 3)
+    assert ids[0].tolist() == [1, 2, 0]
+    ids, _ = PopularityRecommender().fit(x, items).recommend(np.array([0]), x, 3)
+    assert ids[0].tolist() == [0, 1, 2]
+
+
+def test_content_text_vectors_match_scikit_learn_tfidf(tmp_path):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from models import load_model
+    from models.content import TOKEN_PATTERN
+
+    text = ["red wool scarf", "blue cotton shirt", "red ceramic mug", "garden lantern solar"]
+    model = ContentRecommender().fit(sp.csr_matrix((1, 4)), pd.DataFrame({"text": text}))
+    ref = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=TOKEN_PATTERN).fit(text)
+    queries = ["Red red scarf", "solar garden lantern please", "nothing known", ""]
+    expected = ref.transform(queries).toarray()
+    loaded = load_model(model.save(tmp_path / "content"))
+    np.testing.assert_allclose(loaded.text_vectors(queries).toarray(), expected, rtol=1e-5, atol=1e-6)
+    # The first query is closest to the scarf, the second to the lantern.
+    sims = (loaded.text_vectors(queries) @ loaded.item_vectors().T).toarray()
+    assert sims[0].argmax() == 0 and sims[1].argmax() == 3 and not sims[2].any()

@@ -92,8 +92,16 @@ def test_similar_items_and_model_runs(demo_run):
     assert "i000000" not in set(sim["item_id"]) | set(sim["similar_item_id"])
     assert (sim["item_id"] != sim["similar_item_id"]).all()
     assert sim.groupby("item_id")["rank"].max().max() == cfg.similar_items_n
-    runs = warehouse(cfg, "SELECT * FROM model_runs WHERE ds = ?::DATE", DS)
+    everything = warehouse(cfg, "SELECT * FROM model_runs WHERE ds = ?::DATE", DS)
+    runs = everything[(everything["protocol"] == "holdout") & (everything["segment"] == "returning")]
     assert set(runs["model"]) == set(cfg.candidates)
+    ranker = everything[everything["protocol"] == "ranker_window"]
+    assert set(ranker["task"]) == {"all", "new"} and "hybrid" in set(ranker["model"])
+    new_users = everything[everything["segment"] == "new"]
+    assert set(new_users["model"]) == {"popularity", "trending", "popular_in_country"}
+    # The report of the run exists and names tonight's champion.
+    report = (cfg.home / "reports" / f"ds={DS}" / "report.html").read_text()
+    assert first["select"]["champion"] in report and "Popularity bias" in report
     ndcg = runs[runs["metric"] == "ndcg_at_10"].set_index("model")["value"]
     assert ndcg.idxmax() == first["select"]["champion"] == first["evaluate"]["best_model"]
     assert ndcg.max() == pytest.approx(first["evaluate"]["best_ndcg"])
