@@ -8,7 +8,7 @@ DS     ?= $(shell date -u -d yesterday +%F)
 PORT   ?= 8080
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run test airflow mlflow bench-validate bench-quality clean
+.PHONY: install run test airflow mlflow bench-validate bench-quality bench-serving clean
 
 # The stamp is rebuilt whenever the pinned requirements or the package metadata change.
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -42,6 +42,9 @@ mlflow: install
 DATA ?= $(CURDIR)/../shared/data/online_retail.parquet
 bench-quality: install
 	$(BIN)/python benchmarks/bench_quality.py $(DATA) --write-docs
+
+bench-serving: install
+	$(BIN)/python benchmarks/bench_serving.py $(DATA)
 
 bench-validate: install
 	$(BIN)/python benchmarks/bench_validate.py

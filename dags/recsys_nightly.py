@@ -27,7 +27,7 @@ from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 
 # Heavy imports (pandas, implicit, mlflow, great_expectations) happen inside the tasks only:
 # the scheduler parses this file every few seconds. Same order as pipelines.run.STEPS (tested).
-STEPS = ("validate", "features", "train", "evaluate", "rank", "select", "publish")
+STEPS = ("validate", "features", "train", "evaluate", "rank", "select", "surfaces", "publish")
 
 
 def _step_task(step: str):

@@ -2,11 +2,12 @@
 
 Outputs under ``features/ds=<ds>/`` (written to a staging directory and swapped in whole):
 
-* ``users.parquet``  user_idx, user_id, country, interests (every user with a valid event in the window,
+* ``users.parquet``  user_idx, user_id, country, interests, personalized (every user with a valid event in the window,
   and registered users with stated interests)
 * ``items.parquet``  item_idx, item_id, catalog columns, text, active, pop_train, pop_full,
   trend_train, trend_full (time-decayed purchases), first_seen (date of the first event, or null),
-  repeat_rate_train, repeat_rate_full
+  repeat_rate_train, repeat_rate_full, category_key (catalog category or a derived one:
+  features.text.item_categories)
 * ``train.npz``      users x items weights from events before the holdout window (CSR, float32)
 * ``full.npz``       users x items weights from all events up to the end of ``ds``
 * ``holdout.parquet`` user_idx, item_idx: distinct purchases inside the holdout window (the truth)
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from features.text import item_text
+from features.text import item_categories, item_text
 from models.buy_again import smoothed_repeat_rate
 from pipelines import constants as C
 from pipelines import storage
@@ -48,16 +49,20 @@ def _window(cfg: Config, ds: str) -> tuple[date, date, date | None]:
 
 
 def load_catalog(con: duckdb.DuckDBPyConnection, validated: Path) -> pd.DataFrame:
-    """Latest row per item over all validated catalog batches (file names sort in import order)."""
-    files = sorted((validated / "items").glob("batch-*.parquet")) if (validated / "items").exists() else []
+    """Latest value per item and column over all validated catalog batches (file names sort in
+    import order). A batch may carry only some columns (``recsys import-catalog`` with item_id and
+    in_stock, say): columns it lacks, or leaves empty, keep their earlier values."""
+    files = storage.in_import_order((validated / "items").glob("batch-*.parquet")) if (validated / "items").exists() else []
     if not files:
         return pd.DataFrame(columns=["item_id"])
     con.execute("CREATE OR REPLACE TEMP TABLE _cat AS SELECT * FROM read_parquet(?, union_by_name=true, filename=true)",
                 [[str(f) for f in files]])
-    return con.execute("""
-        SELECT * EXCLUDE (filename) FROM _cat
-        QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY filename DESC) = 1
-        ORDER BY item_id""").df()
+    con.register("_order", pd.DataFrame({"filename": [str(f) for f in files], "_ord": range(len(files))}))
+    cols = [r[0] for r in con.execute("DESCRIBE _cat").fetchall() if r[0] not in ("item_id", "filename")]
+    # The later batch wins (validation keeps one row per item within a batch).
+    picks = ", ".join(f'arg_max("{c}", _ord) FILTER (WHERE "{c}" IS NOT NULL) AS "{c}"' for c in cols)
+    return con.execute(f"""SELECT item_id{', ' + picks if picks else ''} FROM _cat JOIN _order USING (filename)
+                           GROUP BY item_id ORDER BY item_id""").df()
 
 
 USER_ATTRIBUTES = ("country", "interests")
@@ -66,7 +71,7 @@ USER_ATTRIBUTES = ("country", "interests")
 def user_attributes(validated: Path) -> pd.DataFrame:
     """Latest value per user of each attribute in USER_ATTRIBUTES over the validated users batches
     (a later batch overrides an earlier one where it has the column and a value). Indexed by user_id."""
-    files = sorted((validated / "users").glob("batch-*.parquet")) if (validated / "users").exists() else []
+    files = storage.in_import_order((validated / "users").glob("batch-*.parquet")) if (validated / "users").exists() else []
     out = pd.DataFrame(columns=list(USER_ATTRIBUTES), dtype="string")
     for f_ in files:
         df = pd.read_parquet(f_)
@@ -105,10 +110,25 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
     # interests but no events yet: a new sign-up who answered the quiz gets content-based lists.
     attrs = user_attributes(cfg.validated)
     registered = attrs.index[attrs["interests"].fillna("").str.strip().ne("")].astype(str).to_numpy()
+    # Forgotten users (recsys forget) never come back, even if an old feed is landed again.
+    from pipelines.privacy import drop_forgotten
+
+    if (cfg.home / "privacy" / "forgotten.parquet").exists():
+        ids = con.execute("SELECT DISTINCT user_id FROM ev").df()
+        con.register("gone", ids[~ids["user_id"].isin(drop_forgotten(cfg, ids)["user_id"])])
+        con.execute("DELETE FROM ev WHERE user_id IN (SELECT user_id FROM gone)")
+        registered = drop_forgotten(cfg, pd.DataFrame({"user_id": registered}))["user_id"].to_numpy()
     con.register("registered", pd.DataFrame({"user_id": pd.Series(registered, dtype=object)}))
     con.execute("""CREATE TEMP TABLE users AS
         SELECT (row_number() OVER (ORDER BY user_id)) - 1 AS user_idx, user_id
         FROM (SELECT DISTINCT user_id FROM ev UNION SELECT user_id FROM registered)""")
+    # Users who opted out of personalisation keep their place (they get non-personalised lists) but
+    # none of their events reaches a model, a pair table or a popularity count (docs/privacy.md).
+    from pipelines.privacy import opted_out
+
+    no_personal = sorted(opted_out(cfg, "consent_personalization"))
+    con.register("optout", pd.DataFrame({"user_id": pd.Series(no_personal, dtype=object)}))
+    con.execute("DELETE FROM ev WHERE user_id IN (SELECT user_id FROM optout)")
     con.execute("""CREATE TEMP TABLE items AS
         SELECT (row_number() OVER (ORDER BY item_id)) - 1 AS item_idx, item_id
         FROM (SELECT item_id FROM ev UNION SELECT item_id FROM catalog)""")
@@ -166,6 +186,7 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
     attrs = attrs.reindex(users["user_id"].astype("string"))
     for col in USER_ATTRIBUTES:
         users[col] = attrs[col].to_numpy()
+    users["personalized"] = ~users["user_id"].isin(set(no_personal)).to_numpy()
     items = con.execute("""SELECT i.item_idx, i.item_id, c.* EXCLUDE (item_id)
                            FROM items i LEFT JOIN catalog c USING (item_id) ORDER BY i.item_idx""").df()
     con.close()
@@ -175,6 +196,7 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
         items["active"] = True
     items["active"] = items["active"].astype("boolean").fillna(True).astype(bool)
     items["text"] = item_text(items)
+    items["category_key"] = item_categories(items, cfg.seed)
     items["pop_train"] = pop["pop_train"].to_numpy()
     items["pop_full"] = pop["pop_full"].to_numpy()
     items["trend_train"] = trend["trend_train"].to_numpy(dtype=np.float64)
@@ -207,7 +229,8 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
             "window_start": start.isoformat() if start else None, "events": int(n_events), "users": n_users,
             "items": n_items, "active_items": int(items["active"].sum()), "train_nnz": int(train.nnz),
             "full_nnz": int(full.nnz), "holdout_pairs": len(truth),
-            "holdout_users": int(truth["user_idx"].nunique()) if len(truth) else 0}
+            "holdout_users": int(truth["user_idx"].nunique()) if len(truth) else 0,
+            "personalization_opt_outs": int((~users["personalized"]).sum())}
     storage.write_json(meta, stage / "meta.json")
     storage.replace_dir(stage, final)
     log.info("features ds=%s: %d events -> %d users x %d items, train nnz %d, full nnz %d, holdout %d pairs",

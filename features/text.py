@@ -34,3 +34,42 @@ def item_text(items: pd.DataFrame) -> pd.Series:
     for p in parts[1:]:
         text = text + " " + pd.Series(p, index=items.index).astype(str)
     return text.str.lower().str.strip()
+
+
+def item_categories(items: pd.DataFrame, seed: int = 42, min_share: float = 0.5) -> pd.Series:
+    """The category each item is grouped under, for category caps, discovery, complete-the-look
+    and category affinity.
+
+    The catalog's ``category`` when at least ``min_share`` of the items have one (items without
+    one get ``uncategorised``). Otherwise (a catalog of titles only, like Online Retail) categories
+    are derived: items are clustered by their TF-IDF text (MiniBatchKMeans, about sqrt(items / 2)
+    clusters, at most 200) and each cluster is named after its strongest term, e.g. ``~bag_12``
+    (the ``~`` marks a derived name). Deterministic for a given seed.
+    """
+    if "category" in items:
+        cat = items["category"].astype("string").str.strip()
+        if cat.notna().mean() >= min_share and (cat != "").mean() >= min_share:
+            return cat.fillna("uncategorised").replace("", "uncategorised").astype(str)
+    text = items["text"] if "text" in items else item_text(items)
+    text = text.fillna("").astype(str)
+    # Words only: price bands and prefixed tokens would group by price rather than by kind of product.
+    words = text.str.replace(r"\b(price|cat|bra)_\S*", " ", regex=True)
+    has_text = words.str.contains(r"[a-z]{3,}", regex=True).to_numpy()
+    out = np.full(len(items), "uncategorised", dtype=object)
+    n = int(has_text.sum())
+    if n < 4:
+        return pd.Series(out, index=items.index)
+    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(token_pattern=r"(?u)\b[a-z][a-z]{2,}\b", sublinear_tf=True, min_df=2 if n > 50 else 1)
+    try:
+        x = vec.fit_transform(words[has_text])
+    except ValueError:
+        return pd.Series(out, index=items.index)
+    k = int(min(200, max(2, round(np.sqrt(n / 2)))))
+    km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=4096).fit(x)
+    terms = vec.get_feature_names_out()
+    names = np.array([f"~{terms[int(np.argmax(c))]}_{i}" for i, c in enumerate(km.cluster_centers_)], dtype=object)
+    out[has_text] = names[km.labels_]
+    return pd.Series(out, index=items.index)

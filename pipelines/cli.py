@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from pipelines.config import load_config
+from pipelines.constants import STEPS
 
 log = logging.getLogger("recsys")
 REPO = Path(__file__).resolve().parent.parent
@@ -77,6 +78,67 @@ def cmd_import_online_retail(args, cfg):
     from pipelines.importers import import_online_retail
 
     print(import_online_retail(cfg, args.path).summary())
+
+
+def cmd_import_catalog(args, cfg):
+    from pipelines.importers import import_catalog
+
+    print(import_catalog(cfg, args.path).summary())
+    print("catalog update landed: the next run applies it to every table (or rerun: recsys run --ds D)")
+
+
+def cmd_import_users(args, cfg):
+    from pipelines.importers import import_users
+
+    print(import_users(cfg, args.path).summary())
+
+
+def _print(df) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 60):
+        print(df.to_string(index=False) if len(df) else "(no rows)")
+
+
+def cmd_cart_recs(args, cfg):
+    from pipelines.serving import cart_recs
+
+    _print(cart_recs(cfg, args.items, n=args.n))
+
+
+def cmd_rerank(args, cfg):
+    from pipelines.serving import rerank
+
+    _print(rerank(cfg, args.user, args.items))
+
+
+def cmd_export(args, cfg):
+    from pipelines.serving import export_email
+
+    n = export_email(cfg, args.ds, Path(args.out))
+    print(f"wrote {n} customers to {args.out}")
+
+
+def cmd_consent(args, cfg):
+    from pipelines.privacy import consent_flags, record_consent
+
+    to_bool = {"on": True, "off": False, None: None}
+    record_consent(cfg, args.user, to_bool[args.personalization], to_bool[args.email])
+    flags = consent_flags(cfg)
+    row = flags[flags["user_id"] == str(args.user)].iloc[0]
+    print(f"user {args.user}: personalization {'on' if row['consent_personalization'] else 'off'}, "
+          f"email {'on' if row['consent_email'] else 'off'} (applies from the next run; "
+          "`recsys export email` applies it at once)")
+
+
+def cmd_forget(args, cfg):
+    from pipelines.privacy import forget
+
+    audit = forget(cfg, args.user)
+    print(f"forgot the user: request {audit['request_id']}: {audit['parquet_rows_removed']} rows in "
+          f"{audit['parquet_files_rewritten']} Parquet files, {audit['warehouse_rows_removed']} warehouse rows, "
+          f"{audit['matrices_rewritten']} matrices, {audit['exports_rewritten']} exports, "
+          f"{audit['text_files_scrubbed']} text files; recorded in table privacy_requests")
 
 
 def cmd_run(args, cfg):
@@ -198,10 +260,46 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("path")
     o.set_defaults(func=cmd_import_online_retail)
 
+    c = sub.add_parser("import-catalog", help="land a catalog update: item_id plus in_stock, active, margin, "
+                       "promotion, repeatable, price, title, ... (CSV or Parquet)")
+    c.add_argument("path")
+    c.set_defaults(func=cmd_import_catalog)
+
+    u = sub.add_parser("import-users", help="land a users file: user_id plus country, consent_personalization, "
+                       "consent_email, interests, signup_date (CSV or Parquet)")
+    u.add_argument("path")
+    u.set_defaults(func=cmd_import_users)
+
+    cr = sub.add_parser("cart-recs", help="the best additions to a cart, from the published pair table")
+    cr.add_argument("items", nargs="+", metavar="ITEM")
+    cr.add_argument("-n", type=int, default=10)
+    cr.set_defaults(func=cmd_cart_recs)
+
+    rr = sub.add_parser("rerank", help="order search results (item ids) for a user")
+    rr.add_argument("user", metavar="USER")
+    rr.add_argument("items", nargs="+", metavar="ITEM")
+    rr.set_defaults(func=cmd_rerank)
+
+    ex = sub.add_parser("export", help="write a list marketing pulls: `export email --ds D --out FILE.csv`")
+    ex.add_argument("what", choices=["email"])
+    ex.add_argument("--ds", required=True)
+    ex.add_argument("--out", required=True)
+    ex.set_defaults(func=cmd_export)
+
+    co = sub.add_parser("consent", help="record a user's consent: --personalization on|off --email on|off")
+    co.add_argument("user", metavar="USER")
+    co.add_argument("--personalization", choices=["on", "off"])
+    co.add_argument("--email", choices=["on", "off"])
+    co.set_defaults(func=cmd_consent)
+
+    fg = sub.add_parser("forget", help="remove a user from every zone, table, Parquet file and export")
+    fg.add_argument("user", metavar="USER")
+    fg.set_defaults(func=cmd_forget)
+
     r = sub.add_parser("run", help="run the nightly steps in-process for one ds")
     r.add_argument("--ds", required=True, help="logical date YYYY-MM-DD: uses events up to the end of that day (UTC)")
     r.add_argument("--run-id")
-    r.add_argument("--step", choices=("validate", "features", "train", "evaluate", "rank", "select", "publish"),
+    r.add_argument("--step", choices=STEPS,
                    help="run one step only")
     r.set_defaults(func=cmd_run)
 

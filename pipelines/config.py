@@ -63,6 +63,28 @@ class Config:
     # EASE holds an items x items dense matrix: skipped above this catalog size.
     ease_max_items: int = 20_000
     similar_items_n: int = 20
+    # similar_items: weight of the content cosine against the item-kNN (co-interaction) cosine.
+    similar_content_weight: float = 0.5
+    # ---- surfaces (pipelines/surfaces.py, docs/tables.md)
+    # Pairs bought together: baskets of more items than this (wholesale orders) are left out; a pair
+    # needs at least fbt_min_pair_count baskets (minimum support) and a lift above fbt_min_lift.
+    fbt_max_basket_items: int = 50
+    fbt_min_pair_count: int = 3
+    fbt_min_lift: float = 1.0
+    fbt_n: int = 20
+    cart_pairs_n: int = 50
+    # Post-purchase email: "others bought next" = bought within next_purchase_days after the item.
+    next_purchase_days: int = 30
+    email_candidates: int = 50
+    email_n: int = 10
+    # Trending: this week's buyers against the weekly average of the trending_weeks before.
+    trending_weeks: int = 4
+    trending_min_buyers: int = 2
+    # Length of the best-seller and trending lists per country, and of each user's category affinity.
+    fallback_n: int = 50
+    affinity_n: int = 10
+    # Business rules file (YAML, docs/rules.md); empty = the built-in defaults (pipelines/rules.yaml).
+    rules_file: str = ""
     # Users scored per block: bounds memory at block x n_items floats.
     score_block_users: int = 4096
     # Candidate models evaluated every night; the best on NDCG@eval_k becomes champion.

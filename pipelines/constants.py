@@ -33,3 +33,6 @@ PUBLISHED_TABLES = (T_USER_RECS, T_SIMILAR, T_MODEL_RUNS)
 SURFACE_FOR_YOU = "for_you"
 
 DAG_ID = "recsys_nightly"
+
+# The nightly steps, in order (pipelines.run and the DAG, tested to agree).
+STEPS = ("validate", "features", "train", "evaluate", "rank", "select", "surfaces", "publish")

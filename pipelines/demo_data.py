@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CATEGORIES = np.array(["home", "kitchen", "garden", "toys", "stationery", "fashion", "beauty", "grocery"])
 CONSUMABLE = {"beauty", "grocery"}
+DURABLE = {"home", "garden", "toys", "fashion"}
 # Complement pairs: kitchen <-> grocery, fashion <-> beauty, home <-> garden, toys <-> stationery.
 COMPLEMENT_CATEGORY = {0: 2, 2: 0, 1: 7, 7: 1, 3: 4, 4: 3, 5: 6, 6: 5}
 NOUNS = {
@@ -189,6 +190,12 @@ def generate(seed: int = 42, users: int = 2000, items: int = 400, days: int = 60
         "price": base_price,
         "in_stock": rng.random(items) > 0.05,
         "active": True,
+        # Merchandising columns the rules layer reads (docs/rules.md): margin share, promotions, and
+        # repeatability where the retailer knows it (consumables yes, durables no, the rest learned).
+        "margin": np.round(rng.uniform(0.1, 0.6, items), 2),
+        "promotion": rng.random(items) < 0.05,
+        "repeatable": pd.array([True if c in CONSUMABLE else (False if c in DURABLE else None) for c in cat_names],
+                               dtype="boolean"),
         "release_date": [start + timedelta(days=int(d)) for d in item_release],
     })
     users_df = pd.DataFrame({

@@ -204,6 +204,9 @@ class Ranker:
         if path.exists():
             shutil.rmtree(path)
         if self.fitted:
+            # The ranker is our own object, loaded only by this project: cloudpickle is fine here, and
+            # MLflow's general warning about pickles would only add noise to every night's log.
+            logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
             mlflow.sklearn.save_model(self.model, str(path), serialization_format="cloudpickle",
                                       pip_requirements=[])
 

@@ -47,6 +47,10 @@ def land_frames(cfg: Config, batch_id: str, events: pd.DataFrame, items: pd.Data
           users: pd.DataFrame | None) -> ImportResult:
     if storage.landing_batch_exists(cfg.landing, "events", batch_id):
         return ImportResult(batch_id, 0, 0, 0, 0, skipped=True)
+    from pipelines.privacy import drop_forgotten
+
+    events = drop_forgotten(cfg, events)
+    users = drop_forgotten(cfg, users) if users is not None else None
     table = events_to_arrow(events)
     parts = storage.write_landing_events(cfg.landing, table, batch_id)
     if items is not None and len(items):
@@ -266,3 +270,95 @@ def import_online_retail(cfg: Config, path: str | Path) -> ImportResult:
              .drop(columns="n").reset_index(drop=True))
     batch_id = "online-retail-" + storage.file_digest(path)
     return land_frames(cfg, batch_id, events, items, users)
+
+
+TRUE_WORDS = ("true", "1", "yes", "y", "t", "on")
+FALSE_WORDS = ("false", "0", "no", "n", "f", "off")
+
+
+def parse_bool(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(booleans with NA for empty cells, mask of cells that are neither empty nor a true/false word)."""
+    s = values.astype("string").str.strip().str.lower()
+    val = pd.Series(pd.NA, index=values.index, dtype="boolean")
+    val[s.isin(TRUE_WORDS).fillna(False).to_numpy(bool)] = True
+    val[s.isin(FALSE_WORDS).fillna(False).to_numpy(bool)] = False
+    return val, s.notna() & (s != "") & val.isna()
+
+
+def _read_reference(path: str | Path, key: str, known: Sequence[str]) -> tuple[Path, pd.DataFrame]:
+    """A catalog or users file with its key column and only known columns, or a clear error."""
+    path = Path(path)
+    if not path.exists():
+        raise ImportError_(f"{path}: file not found")
+    df = _read_any(path)
+    if key not in df:
+        raise ImportError_(f"{path}: rule missing_column: column {key!r} is required; the file has {list(df.columns)}")
+    unknown = [c for c in df.columns if c not in known and c != key]
+    if unknown:
+        raise ImportError_(f"{path}: unknown column(s) {unknown}; known: {key}, {sorted(c for c in known if c != key)}")
+    return path, df
+
+
+CATALOG_UPDATE_COLUMNS = {"in_stock": "bool", "active": "bool", "promotion": "bool", "repeatable": "bool",
+                          "margin": "float", "price": "float", "title": "str", "description": "str",
+                          "category": "str", "brand": "str"}
+
+
+def import_catalog(cfg: Config, path: str | Path) -> ImportResult:
+    """Land a catalog update (CSV or Parquet): ``item_id`` plus any of in_stock, active, promotion,
+    repeatable (true/false), margin (share of price, 0..1), price, title, description, category,
+    brand. Columns left out keep their earlier values (features.interactions.load_catalog)."""
+    path, df = _read_reference(path, "item_id", list(CATALOG_UPDATE_COLUMNS))
+    out = pd.DataFrame({"item_id": df["item_id"].astype("string").str.strip()})
+    for col in df.columns.drop("item_id"):
+        kind = CATALOG_UPDATE_COLUMNS[col]
+        raw = df[col]
+        if kind == "bool":
+            val, bad = parse_bool(raw)
+        elif kind == "float":
+            val = pd.to_numeric(raw, errors="coerce")
+            bad = raw.notna() & val.isna()
+            if col == "margin":
+                bad |= val.notna() & ~val.between(0, 1)
+        else:
+            val, bad = raw.astype("string"), pd.Series(False, index=raw.index)
+        if bad.any():
+            rows = (np.flatnonzero(bad.to_numpy())[:5] + 2).tolist()  # 1-based, after the header line
+            raise ImportError_(f"{path}: column {col!r}: rule invalid_{kind}"
+                               f"{' (0..1)' if col == 'margin' else ''}: {int(bad.sum())} bad value(s), e.g. "
+                               f"{raw[bad].head(5).tolist()} on line(s) {rows}; nothing written")
+        out[col] = val
+    if out["item_id"].isna().any():
+        raise ImportError_(f"{path}: column 'item_id': rule null_item_id: {int(out['item_id'].isna().sum())} empty id(s)")
+    batch_id = "catalog-" + storage.file_digest(path)
+    if storage.landing_batch_exists(cfg.landing, "items", batch_id):
+        return ImportResult(batch_id, 0, 0, 0, 0, skipped=True)
+    storage.write_landing_table(cfg.landing, "items", pa.Table.from_pandas(out, preserve_index=False), batch_id)
+    return ImportResult(batch_id, 0, 0, len(out), 0)
+
+
+def import_users(cfg: Config, path: str | Path) -> ImportResult:
+    """Land a users file (CSV or Parquet): ``user_id`` plus any of country, signup_date,
+    consent_personalization, consent_email (true/false), interests. Later files win per user and
+    column; consent flags take effect at the next run (docs/privacy.md)."""
+    path, df = _read_reference(path, "user_id", C.USER_COLUMNS)
+    out = df.copy()
+    out["user_id"] = out["user_id"].astype("string").str.strip()
+    for col in ("consent_personalization", "consent_email"):
+        if col in out:
+            val, bad = parse_bool(out[col])
+            if bad.any():
+                raise ImportError_(f"{path}: column {col!r}: rule invalid_bool: {int(bad.sum())} bad value(s), e.g. "
+                                   f"{out.loc[bad, col].head(5).tolist()}; nothing written")
+            out[col] = val
+    for col in ("country", "interests"):
+        if col in out:
+            out[col] = out[col].astype("string")
+    from pipelines.privacy import drop_forgotten
+
+    out = drop_forgotten(cfg, out)
+    batch_id = "users-" + storage.file_digest(path)
+    if storage.landing_batch_exists(cfg.landing, "users", batch_id):
+        return ImportResult(batch_id, 0, 0, 0, 0, skipped=True)
+    storage.write_landing_table(cfg.landing, "users", pa.Table.from_pandas(out, preserve_index=False), batch_id)
+    return ImportResult(batch_id, 0, 0, 0, len(out))

@@ -152,99 +152,198 @@ def hybrid_lists(cfg: Config, ds: str, surface: str, n_users: int) -> tuple[np.n
     return ids, scores
 
 
+def _long(ids: np.ndarray, src: np.ndarray | str, names: list[str] | None = None) -> pd.DataFrame:
+    """(users, k) ids (-1 = empty) -> long rows user_idx, item_idx, source in list order."""
+    rows = np.repeat(np.arange(ids.shape[0]), ids.shape[1])
+    keep = ids.ravel() >= 0
+    source = np.asarray(names + [""])[src.ravel()[keep]] if names is not None else src
+    return pd.DataFrame({"user_idx": rows[keep], "item_idx": ids.ravel()[keep], "source": source})
+
+
+def purchase_matrix(cfg: Config, ds: str, shape: tuple[int, int]) -> sp.csr_matrix:
+    """Users x items: distinct days with a purchase, up to ds (from the features step's daily table)."""
+    import pyarrow.parquet as pq
+
+    d = pq.read_table(cfg.features_dir(ds) / "daily.parquet", columns=["user_idx", "item_idx", "purchases"]).to_pandas()
+    d = d[d["purchases"] > 0]
+    m = sp.csr_matrix((np.ones(len(d), np.float32), (d["user_idx"], d["item_idx"])), shape=shape)
+    m.sum_duplicates()
+    return m
+
+
 def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_name: str) -> pa.Table:
-    """``for_you`` (repeats allowed) and ``new_for_you`` (never-bought items only) for every user."""
-    full, items = f["full"], f["items"]
-    inactive = np.flatnonzero(~items["active"].to_numpy(dtype=bool))
+    """``for_you``, ``new_for_you`` and ``buy_again`` for every user, through the rules layer."""
+    from pipelines.rules import item_flags, load_rules, rerank_personal
+    from pipelines.surfaces import load_surface
+    from pipelines.train import items_for_fit, make_model
+
+    rules = load_rules(cfg)
+    full, items, users_df = f["full"], f["items"], f["users"]
+    flags = item_flags(items, rules)
+    unavailable = np.flatnonzero(~flags["available"].to_numpy())
     champion = load_model(cfg.models_dir(ds) / "champion")
     popularity = load_model(cfg.models_dir(ds) / "popularity")
     content = load_model(cfg.models_dir(ds) / "content")
     n_users, n = full.shape[0], cfg.top_n
+    width = 2 * n  # candidates per user before the rules drop and re-order some
     users = np.arange(n_users)
     empty_history = np.diff(full.indptr) == 0
     use_hybrid = hybrid_choice(cfg, ds)
-    user_ids = f["users"]["user_id"].to_numpy()
+    user_ids = users_df["user_id"].to_numpy()
     item_ids = items["item_id"].to_numpy()
+    item_index = {str(k): i for i, k in enumerate(item_ids)}
+    bought = purchase_matrix(cfg, ds, full.shape)
+    cat_codes, _ = pd.factorize(items["category_key"].astype(str)) if "category_key" in items else \
+        (np.zeros(len(items), np.int64), None)
+    n_cats = int(cat_codes.max()) + 1 if len(cat_codes) else 1
+    onehot = sp.csr_matrix((np.ones(len(cat_codes), np.float32), (np.arange(len(cat_codes)), cat_codes)),
+                           shape=(len(cat_codes), n_cats))
+    user_categories = (full @ onehot).tocsr()
+    country = users_df["country"].astype("string").fillna("") if "country" in users_df else pd.Series([""] * n_users)
     vectors = content.item_vectors()
     # Content profiles: the TF-IDF of the items a user interacted with; a user without history but
     # with stated interests (quiz answers, preferred categories) gets the TF-IDF of that text.
     profiles = (full @ vectors).tocsr()
-    interests = f["users"]["interests"] if "interests" in f["users"] else pd.Series([None] * n_users)
-    stated = empty_history & interests.fillna("").astype(str).str.strip().ne("").to_numpy()
+    interests = users_df["interests"] if "interests" in users_df else pd.Series([None] * n_users)
+    personalized = users_df["personalized"].to_numpy(bool) if "personalized" in users_df else np.ones(n_users, bool)
+    stated = empty_history & personalized & interests.fillna("").astype(str).str.strip().ne("").to_numpy()
     if stated.any():
         profiles = sp.vstack([profiles[~stated], content.text_vectors(interests[stated].tolist())]).tocsr()
         order = np.concatenate([np.flatnonzero(~stated), np.flatnonzero(stated)])
         profiles = profiles[np.argsort(order, kind="stable")]
-    fresh = new_items(cfg, ds, items)
-    slots = min(cfg.new_item_slots, n)
+    fresh_items = new_items(cfg, ds, items)
+    fresh_items = fresh_items[flags["available"].to_numpy()[fresh_items]]
+    slots = min(cfg.new_item_slots, n) if len(fresh_items) else 0
+    best = load_surface(cfg, ds, "best_sellers")
+    best = best.assign(item_idx=best["item_id"].map(item_index)).dropna(subset=["item_idx"])
+    best["item_idx"] = best["item_idx"].astype(np.int64)
+    overall = best[best["country"] == "ALL"].sort_values("rank")["item_idx"].to_numpy()
     frames = []
     for surface, task, exclude in ((C.SURFACE_FOR_YOU, "all", None), ("new_for_you", "new", full)):
-        champ_ids, champ_scores = champion.recommend(users, full, n, exclude=exclude, filter_items=inactive)
-        champ_ids[empty_history] = NO_ITEM  # a factor model's guess for an empty row is noise; use popularity
-        pop_ids, pop_scores = popularity.recommend(users, full, n, exclude=exclude, filter_items=inactive)
+        champ_ids, champ_scores = champion.recommend(users, full, width, exclude=exclude, filter_items=unavailable)
+        champ_ids[empty_history] = NO_ITEM  # a factor model's guess for an empty row is noise
+        pop_ids, pop_scores = popularity.recommend(users, full, width, exclude=exclude, filter_items=unavailable)
         # Fallbacks: what shoppers of the user's country buy, then what everyone buys.
-        country_ids, country_scores = country_popularity(f["users"], full, n, exclude, inactive)
-        interest_ids, interest_scores = np.full((n_users, n), NO_ITEM), np.full((n_users, n), -np.inf)
+        country_ids, country_scores = country_popularity(users_df, full, width, exclude, unavailable)
+        interest_ids, interest_scores = np.full((n_users, width), NO_ITEM), np.full((n_users, width), -np.inf)
         if stated.any():
-            active = np.flatnonzero(items["active"].to_numpy(dtype=bool))
             interest_ids[stated], interest_scores[stated] = content_lists(
-                profiles[stated], vectors, active, n, None, cfg.score_block_users)
+                profiles[stated], vectors, np.flatnonzero(flags["available"].to_numpy()), width, None,
+                cfg.score_block_users)
         lists = [(champ_ids, champ_scores), (interest_ids, interest_scores), (country_ids, country_scores),
                  (pop_ids, pop_scores)]
         names = [champion_name, "content_interests", "popular_in_country", "popularity"]
         if use_hybrid[task]:
             lists.insert(0, hybrid_lists(cfg, ds, surface, n_users))
             names.insert(0, "hybrid")
-        if slots and len(fresh):
-            # Brand-new items take the last `slots` positions, when similar enough to the profile
-            # (no collaborative model can place an item nobody has bought yet).
-            head, head_src, head_score = merge_many(lists, n - slots)
-            new_ids, new_scores = content_lists(profiles, vectors, fresh, slots, full, cfg.score_block_users)
-            merged, source, score = merge_many([(head, head_score), (new_ids, new_scores)] + lists, n)
-            # Slot j taken from list 0 is head slot j (merge_many compacts its output to the front).
-            from_head = np.pad(head_src, ((0, 0), (0, slots)), constant_values=-1)
-            source = np.where(source == 0, from_head, np.where(source == 1, len(names), source - 2))
-            source[merged < 0] = -1
-            names = names + ["content_new_item"]
-        else:
-            merged, source, score = merge_many(lists, n)
-        keep = merged.ravel() >= 0
-        short = int((merged < 0).any(axis=1).sum())
-        if short:
-            log.warning("publish ds=%s: %d users get fewer than %d %s items (catalog too small)", ds, short, n, surface)
-        frames.append(pd.DataFrame({
-            "ds": date.fromisoformat(ds), "run_id": run_id, "surface": surface,
-            "user_id": np.repeat(user_ids, n)[keep],
-            "rank": np.tile(np.arange(1, n + 1, dtype=np.int32), n_users)[keep],
-            "item_id": item_ids[merged.ravel()[keep]],
-            "score": score.ravel()[keep],
-            "model": np.asarray(names + [""])[source.ravel()[keep]],
-        }))
-    return pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
-
-
-def similar_items(cfg: Config, ds: str, run_id: str, f: dict) -> pa.Table:
-    items = f["items"]
-    active = np.flatnonzero(items["active"].to_numpy(dtype=bool))
-    inactive = np.flatnonzero(~items["active"].to_numpy(dtype=bool))
-    n = cfg.similar_items_n
-    content = load_model(cfg.models_dir(ds) / "content")
-    knn = load_model(cfg.models_dir(ds) / "itemknn")
-    c_ids, c_scores = content.similar_items(active, n, filter_items=inactive)
-    k_ids, k_scores = knn.similar_items(active, n, filter_items=inactive)
-    merged, source, score = merge_many([(c_ids, c_scores), (k_ids, k_scores)], n)
-    keep = merged.ravel() >= 0
-    item_ids = items["item_id"].to_numpy()
+        merged, source, _ = merge_many(lists, width)
+        cands = _long(merged, source, names)
+        fresh = pd.DataFrame(columns=["user_idx", "item_idx", "source"])
+        if slots:
+            new_ids, _ = content_lists(profiles, vectors, fresh_items, slots, full, cfg.score_block_users)
+            fresh = _long(new_ids, "content_new_item")
+        # Backfill: best sellers of the user's country, then overall.
+        by_country = best[best["country"] != "ALL"][["country", "item_idx"]]
+        back = pd.DataFrame({"user_idx": users, "country": country.to_numpy()}).merge(by_country, on="country")
+        back = pd.concat([back.assign(source="popular_in_country"),
+                          pd.DataFrame({"user_idx": np.repeat(users, len(overall[:n])),
+                                        "item_idx": np.tile(overall[:n], n_users), "source": "popularity"})],
+                         ignore_index=True)
+        back = back.sort_values("user_idx", kind="stable")[["user_idx", "item_idx", "source"]]
+        out = rerank_personal(
+            cands, surface=surface, rules=rules, flags=flags, category=cat_codes, bought=bought,
+            user_categories=user_categories, top_n=n, fresh=fresh, fresh_slots=slots, discovery_pool=overall,
+            backfill=back, item_index=item_index, exclude_owned=exclude)
+        frames.append(out.assign(surface=surface))
+    # buy_again: the user's own repeatable purchases, by count, recency-free repeatability (no backfill).
+    ba = make_model("buy_again", cfg).fit(full, items_for_fit(items, "pop_full"))
+    ba_ids, _ = ba.recommend(users, bought, n, filter_items=unavailable)
+    cands = _long(ba_ids, "buy_again")
+    own = np.asarray(bought[cands["user_idx"].to_numpy(), cands["item_idx"].to_numpy()]).ravel() > 0
+    cands = cands[own & flags["repeatable"].to_numpy()[cands["item_idx"].to_numpy()]]
+    cands = cands.assign(rank=cands.groupby("user_idx").cumcount() + 1, utility=0.0, surface="buy_again")
+    frames.append(cands)
+    out = pd.concat(frames, ignore_index=True)
+    u, i = out["user_idx"].to_numpy(), out["item_idx"].to_numpy()
+    owned = np.asarray(bought[u, i]).ravel() > 0
+    src = out["source"].to_numpy().astype(object)
+    reason = np.where(owned, "you buy this regularly", "picked for you").astype(object)
+    reason[src == "content_interests"] = "matches your interests"
+    in_country = src == "popular_in_country"
+    reason[in_country] = "popular in " + country.to_numpy()[u[in_country]].astype(str)
+    reason[src == "popularity"] = "best seller"
+    reason[src == "content_new_item"] = "new arrival"
+    reason[src == "discovery"] = "discovery: outside your usual categories"
+    reason[src == "pinned"] = "featured"
     table = pd.DataFrame({
-        "ds": date.fromisoformat(ds),
-        "run_id": run_id,
-        "item_id": np.repeat(item_ids[active], n)[keep],
-        "rank": np.tile(np.arange(1, n + 1, dtype=np.int32), len(active))[keep],
-        "similar_item_id": item_ids[merged.ravel()[keep]],
-        "score": score.ravel()[keep].astype(np.float32),
-        "model": np.where(source.ravel() == 0, "content", "itemknn")[keep],
-    })
+        "ds": date.fromisoformat(ds), "run_id": run_id, "surface": out["surface"].to_numpy(),
+        "user_id": user_ids[u], "rank": out["rank"].to_numpy(np.int32), "item_id": item_ids[i],
+        "score": out["utility"].to_numpy(np.float32), "model": src.astype(str), "reason": reason.astype(str)})
+    short = table[table["surface"] != "buy_again"].groupby(["surface", "user_id"]).size()
+    if (short < min(rules.min_items, n)).any():
+        log.warning("publish ds=%s: %d lists shorter than min_items %d (catalog too small)", ds,
+                    int((short < min(rules.min_items, n)).sum()), rules.min_items)
     return pa.Table.from_pandas(table, preserve_index=False)
+
+
+def similar_items(cfg: Config, ds: str, run_id: str, f: dict, available: np.ndarray) -> pa.Table:
+    """Product page "similar items": content (TF-IDF) and collaborative (item-kNN co-interaction)
+    cosines blended, ``similar_content_weight`` x content + (1 - it) x item-kNN, over the union of
+    both models' top 2n neighbours; available items only."""
+    items = f["items"]
+    anchors = np.flatnonzero(available)
+    unavailable = np.flatnonzero(~available)
+    n = cfg.similar_items_n
+    w = cfg.similar_content_weight
+    parts = []
+    for name, weight in (("content", w), ("itemknn", 1.0 - w)):
+        model = load_model(cfg.models_dir(ds) / name)
+        ids, scores = model.similar_items(anchors, 2 * n, filter_items=unavailable)
+        keep = ids.ravel() >= 0
+        parts.append(pd.DataFrame({"a": np.repeat(anchors, ids.shape[1])[keep], "b": ids.ravel()[keep],
+                                   name: scores.ravel()[keep].astype(np.float64)}))
+    both = parts[0].merge(parts[1], on=["a", "b"], how="outer").fillna({"content": 0.0, "itemknn": 0.0})
+    both["score"] = w * both["content"] + (1.0 - w) * both["itemknn"]
+    both = both[both["score"] > 0].sort_values(["a", "score", "b"], ascending=[True, False, True])
+    both["rank"] = both.groupby("a").cumcount() + 1
+    both = both[both["rank"] <= n]
+    item_ids = items["item_id"].to_numpy()
+    model = np.where((both["content"] > 0) & (both["itemknn"] > 0), "content+itemknn",
+                     np.where(both["content"] > 0, "content", "itemknn"))
+    table = pd.DataFrame({
+        "ds": date.fromisoformat(ds), "run_id": run_id,
+        "item_id": item_ids[both["a"].to_numpy()], "rank": both["rank"].to_numpy(np.int32),
+        "similar_item_id": item_ids[both["b"].to_numpy()], "score": both["score"].to_numpy(np.float32),
+        "content_score": both["content"].to_numpy(np.float32), "itemknn_score": both["itemknn"].to_numpy(np.float32),
+        "model": model})
+    return pa.Table.from_pandas(table, preserve_index=False)
+
+
+def surface_tables(cfg: Config, ds: str, run_id: str, f: dict, available: np.ndarray) -> dict[str, pa.Table]:
+    """The surfaces step's tables, stamped with ds and run_id; unavailable items filtered out (the
+    catalog may have changed since the surfaces step ran, e.g. a rerun of publish after import-catalog)."""
+    from pipelines.surfaces import load_surface
+
+    ok_items = set(f["items"]["item_id"].to_numpy()[available])
+    item_cols = {"frequently_bought_together": ("item_id", "other_item_id"),
+                 "complete_the_look": ("item_id", "other_item_id"),
+                 "cart_cross_sell": ("item_id", "add_item_id"),
+                 "trending": ("item_id",), "best_sellers": ("item_id",)}
+    out = {}
+    for name in ("frequently_bought_together", "complete_the_look", "cart_cross_sell", "trending", "best_sellers",
+                 "post_purchase_email", "user_category_affinity"):
+        df = load_surface(cfg, ds, name)
+        for col in item_cols.get(name, ()):
+            df = df[df[col].isin(ok_items)]
+        if name == "post_purchase_email":
+            df = df.assign(recommended_items=[[i for i in items if i in ok_items] for items in df["recommended_items"]])
+        if "rank" in df and name in item_cols:
+            key = "country" if name in ("trending", "best_sellers") else "item_id"
+            df = df.assign(rank=(df.groupby(key).cumcount() + 1).astype(np.int32))
+        df.insert(0, "run_id", run_id)
+        df.insert(0, "ds", date.fromisoformat(ds))
+        out[name] = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+    return out
 
 
 def model_runs(cfg: Config, ds: str, run_id: str) -> pa.Table:
@@ -267,10 +366,14 @@ def model_runs(cfg: Config, ds: str, run_id: str) -> pa.Table:
 def publish(cfg: Config, ds: str, run_id: str) -> dict:
     selected = storage.read_json(cfg.models_dir(ds) / "selected.json")
     f = load_features(cfg, ds)
+    from pipelines.rules import item_flags, load_rules
+
+    available = item_flags(f["items"], load_rules(cfg))["available"].to_numpy()
     tables = {
         C.T_USER_RECS: user_recommendations(cfg, ds, run_id, f, selected["champion"]),
-        C.T_SIMILAR: similar_items(cfg, ds, run_id, f),
+        C.T_SIMILAR: similar_items(cfg, ds, run_id, f, available),
         C.T_MODEL_RUNS: model_runs(cfg, ds, run_id),
+        **surface_tables(cfg, ds, run_id, f, available),
     }
     counts = storage.publish_tables(cfg.duckdb_path, cfg.warehouse / "parquet", ds, tables)
     log.info("publish ds=%s: %s -> %s", ds, counts, cfg.duckdb_path)

@@ -15,12 +15,13 @@ from pipelines.evaluate import evaluate
 from pipelines.hybrid import rank
 from pipelines.publish import publish
 from pipelines.select import select
+from pipelines.surfaces import surfaces
 from pipelines.train import train
 from pipelines.validate import validate
 
 log = logging.getLogger(__name__)
 
-STEPS = ("validate", "features", "train", "evaluate", "rank", "select", "publish")
+from pipelines.constants import STEPS
 
 
 def check_ds(ds: str) -> str:
@@ -44,6 +45,8 @@ def run_step(name: str, cfg: Config, ds: str, run_id: str, airflow_run_id: str |
         return rank(cfg, ds, run_id)
     if name == "select":
         return select(cfg, ds, run_id, airflow_run_id)
+    if name == "surfaces":
+        return surfaces(cfg, ds, run_id)
     if name == "publish":
         return publish(cfg, ds, run_id)
     raise ValueError(f"unknown step {name!r}; steps: {STEPS}")

@@ -102,14 +102,28 @@ def write_landing_events(landing: Path, events: pa.Table, batch_id: str) -> list
 
 
 def write_landing_table(landing: Path, dataset: str, table: pa.Table, batch_id: str) -> Path:
-    path = landing / dataset / f"batch-{batch_id}.parquet"
+    """Catalog and users batches: named ``batch-<UTC time>-<batch id>.parquet`` so that a later
+    batch (a catalog update) sorts after an earlier one and wins (``in_import_order``)."""
+    from datetime import datetime, timezone
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    path = landing / dataset / f"batch-{stamp}-{batch_id}.parquet"
     if path.exists():
         raise FileExistsError(f"landing file {path} already exists; landing files are immutable")
     return atomic_write_parquet(table, path)
 
 
+def in_import_order(files) -> list[Path]:
+    """Reference batches oldest first: time-stamped names in time order, after the batches of
+    releases that did not stamp their names (which are older)."""
+    import re
+
+    stamped = re.compile(r"^batch-\d{8}T\d{12}-")
+    return sorted(files, key=lambda f: (bool(stamped.match(Path(f).name)), Path(f).name))
+
+
 def landing_files(landing: Path, dataset: str) -> list[Path]:
-    return sorted((landing / dataset).glob("batch-*.parquet")) if (landing / dataset).exists() else []
+    return in_import_order((landing / dataset).glob("batch-*.parquet")) if (landing / dataset).exists() else []
 
 
 # ---------------------------------------------------------------- warehouse

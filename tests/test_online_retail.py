@@ -19,10 +19,26 @@ def expected_users(path) -> tuple[set, set]:
     return set(ids[ok]), set(ids[ok & ~is_return])
 
 
-def test_import_and_run_publish_twenty_per_customer(online_retail_path, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def or_run(tmp_path_factory):
+    from tests.conftest import ONLINE_RETAIL
+
+    import os
+
+    if not ONLINE_RETAIL.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have the Online Retail file at {ONLINE_RETAIL}")
+        pytest.skip(f"Online Retail file not found at {ONLINE_RETAIL} (set RECSYS_ONLINE_RETAIL)")
+    tmp_path = tmp_path_factory.mktemp("or")
     home = str(tmp_path / "var")
-    assert main(["--home", home, "import-online-retail", str(online_retail_path)]) == 0
+    assert main(["--home", home, "import-online-retail", str(ONLINE_RETAIL)]) == 0
     assert main(["--home", home, "run", "--ds", DS, "--run-id", "or-1"]) == 0
+    return tmp_path
+
+
+def test_import_and_run_publish_twenty_per_customer(or_run, online_retail_path):
+    tmp_path = or_run
+    home = str(tmp_path / "var")
     db = tmp_path / "var" / "warehouse" / "recsys.duckdb"
     con = duckdb.connect(str(db), read_only=True)
     per_user = con.execute("SELECT user_id, count(*) AS n, count(DISTINCT item_id) AS d FROM user_recommendations "
@@ -71,3 +87,80 @@ def test_import_and_run_publish_twenty_per_customer(online_retail_path, tmp_path
     assert len(children) == 2 * (8 + 1)  # a nested run per candidate (8) and the hybrid, each night
     champion = client.get_model_version_by_alias("recsys_recommender", "champion")
     assert champion.tags["ds"] == DS and str(champion.version) == "2"
+
+
+def clean_purchases(path) -> pd.DataFrame:
+    """Purchase lines the gate lets through before 2011-11-09, by plain pandas, on product codes only."""
+    raw = pd.read_parquet(path)
+    raw = raw[raw["CustomerID"].notna() & (raw["InvoiceDate"] < "2011-11-09")]
+    raw = raw[~raw["InvoiceNo"].astype(str).str.startswith("C") & raw["Quantity"].between(1, 100_000)
+              & (raw["UnitPrice"] >= 0)]
+    code = raw["StockCode"].astype(str).str.strip().str.upper()
+    return pd.DataFrame({"user_id": raw["CustomerID"].astype("int64").astype(str), "item_id": code,
+                         "order_id": raw["InvoiceNo"].astype(str).str.strip(), "day": raw["InvoiceDate"].dt.date})
+
+
+def test_every_surface_table_and_its_invariants(or_run, online_retail_path):
+    from features.interactions import load_features
+    from pipelines.config import load_config
+    from pipelines.rules import item_flags, load_rules
+
+    cfg = load_config(environ={}, home=or_run / "var")
+    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    q = lambda sql: con.execute(sql).df()
+    tables = ("user_recommendations", "similar_items", "frequently_bought_together", "complete_the_look",
+              "cart_cross_sell", "post_purchase_email", "trending", "best_sellers", "user_category_affinity")
+    data = {t: q(f"SELECT * FROM {t} WHERE ds = DATE '{DS}'") for t in tables}
+    con.close()
+    for t, df in data.items():
+        assert len(df), t
+    items = load_features(cfg, DS)["items"]
+    flags = item_flags(items, load_rules(cfg))
+    unavailable = set(items.loc[~flags["available"].to_numpy(), "item_id"])
+    assert {"POST", "M", "DOT"} <= unavailable
+    for t, cols in {"user_recommendations": ["item_id"], "similar_items": ["item_id", "similar_item_id"],
+                    "frequently_bought_together": ["item_id", "other_item_id"],
+                    "complete_the_look": ["item_id", "other_item_id"], "cart_cross_sell": ["item_id", "add_item_id"],
+                    "trending": ["item_id"], "best_sellers": ["item_id"]}.items():
+        for c in cols:
+            assert not set(data[t][c]) & unavailable, (t, c)
+    # No empty list, no already-bought non-repeatable item (bought pairs from the raw file).
+    recs = data["user_recommendations"]
+    per_user = recs[recs.surface != "buy_again"].groupby(["surface", "user_id"]).size()
+    assert (per_user == 20).all() and per_user.loc["for_you"].size == per_user.loc["new_for_you"].size > 4000
+    p = clean_purchases(online_retail_path)
+    bought = set(zip(p["user_id"], p["item_id"]))
+    non_repeatable = set(items.loc[~flags["repeatable"].to_numpy(), "item_id"])
+    assert non_repeatable
+    for surface in ("for_you", "buy_again"):
+        r = recs[recs.surface == surface]
+        assert not {x for x in set(zip(r["user_id"], r["item_id"])) & bought if x[1] in non_repeatable}, surface
+    new = recs[recs.surface == "new_for_you"]
+    assert not set(zip(new["user_id"], new["item_id"])) & bought
+    # Pairs: symmetric where they should be, and one pair's lift worked out from the raw file.
+    fbt = data["frequently_bought_together"]
+    mirror = fbt.merge(fbt, left_on=["item_id", "other_item_id"], right_on=["other_item_id", "item_id"])
+    assert len(mirror) > 1000
+    assert (mirror["pair_count_x"] == mirror["pair_count_y"]).all()
+    assert ((mirror["lift_x"] - mirror["lift_y"]).abs() < 1e-9).all()
+    baskets = p[~p["item_id"].isin(unavailable)][["order_id", "item_id"]].drop_duplicates()
+    size = baskets.groupby("order_id").size()
+    baskets = baskets[baskets["order_id"].map(size) <= cfg.fbt_max_basket_items]
+    n = baskets["order_id"].nunique()
+    top = fbt.sort_values(["pair_count", "item_id", "other_item_id"], ascending=[False, True, True]).iloc[0]
+    a = set(baskets.loc[baskets.item_id == top["item_id"], "order_id"])
+    b = set(baskets.loc[baskets.item_id == top["other_item_id"], "order_id"])
+    assert top["pair_count"] == len(a & b)
+    assert top["lift"] == pytest.approx(len(a & b) * n / (len(a) * len(b)))
+    assert top["confidence"] == pytest.approx(len(a & b) / len(a))
+    ctl = data["complete_the_look"]
+    assert (ctl["category"] != ctl["other_category"]).all()
+    # Post-purchase email: exactly the customers who bought on ds, never an item they had bought.
+    email = data["post_purchase_email"]
+    on_ds = p[p["day"] == pd.Timestamp(DS).date()]
+    assert set(email["user_id"]) == set(on_ds["user_id"])
+    owned = p.groupby("user_id")["item_id"].agg(set)
+    assert all(not set(r.recommended_items) & owned[r.user_id] for r in email.itertuples())
+    # The two commands answer from these tables.
+    assert main(["--home", str(cfg.home), "-q", "cart-recs", top["item_id"]]) == 0
+    assert main(["--home", str(cfg.home), "-q", "rerank", recs["user_id"].iloc[0], top["item_id"], "85123A"]) == 0

@@ -99,7 +99,7 @@ def test_scheduler_runs_dag_triggered_through_rest_api(tmp_path):
         tis = requests.get(f"{base}/api/v2/dags/recsys_nightly/dagRuns/e2e_test/taskInstances", headers=h,
                            timeout=10).json()["task_instances"]
         assert {t["task_id"]: t["state"] for t in tis} == {t: "success" for t in
-                                                           ("validate", "features", "train", "evaluate", "rank", "select", "publish")}
+                                                           ("validate", "features", "train", "evaluate", "rank", "select", "surfaces", "publish")}
         ui = requests.get(f"{base}/", timeout=10)
         assert ui.ok and "<html" in ui.text.lower()
     finally:

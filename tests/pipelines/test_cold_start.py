@@ -40,9 +40,13 @@ def test_empty_history_users_get_their_countrys_favourites(tmp_path):
 
 
 def test_new_items_reach_lists_by_content_and_quiz_answers_give_a_new_user_a_content_list(tmp_path):
+    # Two kinds of items only: the default category cap (half a list) would hold the new item back.
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("diversity:\n  max_category_share: 1.0\n")
     cfg = dataclasses.replace(load_config(environ={}, home=tmp_path / "var"), top_n=4, eval_k=3,
                               candidates=("popularity", "buy_again"), search_budget_seconds=0,
-                              similar_items_n=2, max_quarantine_share=1.0, new_item_slots=1, new_item_days=3)
+                              similar_items_n=2, max_quarantine_share=1.0, new_item_slots=1, new_item_days=3,
+                              rules_file=str(rules))
     rows = []
     # Gardeners buy garden tools, cooks buy kitchen items, over three weeks (items seen long ago).
     for d in range(1, 21):

@@ -82,3 +82,51 @@ def test_online_retail_adapter(cfg, tmp_path):
     assert bool(items.loc["85123A", "active"]) and not bool(items.loc["POST", "active"])
     users = read_landed(cfg, "users").set_index("user_id")
     assert users.loc["12583", "country"] == "France"
+
+
+def test_catalog_update_errors_name_file_column_rule_and_lines_and_write_nothing(tmp_path):
+    from pipelines.config import load_config
+    from pipelines.importers import ImportError_, import_catalog, import_users
+
+    cfg = load_config(environ={}, home=tmp_path / "var")
+    bad = tmp_path / "stock.csv"
+    bad.write_text("item_id,in_stock,margin\nA,true,0.2\nB,maybe,0.3\nC,false,1.7\n")
+    with pytest.raises(ImportError_) as e:
+        import_catalog(cfg, bad)
+    msg = str(e.value)
+    assert str(bad) in msg and "'in_stock'" in msg and "invalid_bool" in msg and "'maybe'" in msg and "[3]" in msg
+    bad.write_text("item_id,in_stock,margin\nA,true,0.2\nC,false,1.7\n")
+    with pytest.raises(ImportError_, match=r"'margin': rule invalid_float \(0\.\.1\).*1\.7.*\[3\]"):
+        import_catalog(cfg, bad)
+    bad.write_text("item_id,stock_level\nA,3\n")
+    with pytest.raises(ImportError_, match="unknown column.*stock_level"):
+        import_catalog(cfg, bad)
+    users = tmp_path / "users.csv"
+    users.write_text("user_id,consent_email\nu1,sometimes\n")
+    with pytest.raises(ImportError_, match="'consent_email': rule invalid_bool"):
+        import_users(cfg, users)
+    assert not (cfg.landing / "items").exists() and not (cfg.landing / "users").exists()
+
+
+def test_a_partial_catalog_update_keeps_the_other_columns(tmp_path):
+    import duckdb
+
+    from features.interactions import load_catalog
+    from pipelines.config import load_config
+    from pipelines.importers import import_catalog
+    from pipelines.validate import validate
+
+    cfg = load_config(environ={}, home=tmp_path / "var")
+    first = tmp_path / "cat.csv"
+    first.write_text("item_id,title,in_stock,margin\nA,Red mug,true,0.2\nB,Blue mug,true,0.3\n")
+    second = tmp_path / "stock.csv"
+    second.write_text("item_id,in_stock\nB,false\n")
+    import_catalog(cfg, first)
+    import_catalog(cfg, second)
+    from pipelines.validate import ExpectationRunner, validate_reference
+
+    runner = ExpectationRunner(tmp_path / "docs", "r1", "2024-01-01", cfg)
+    validate_reference(cfg, "items", runner)
+    cat = load_catalog(duckdb.connect(), cfg.validated).set_index("item_id")
+    assert cat.loc["B", "title"] == "Blue mug" and bool(cat.loc["B", "in_stock"]) is False
+    assert bool(cat.loc["A", "in_stock"]) is True and cat.loc["A", "margin"] == 0.2

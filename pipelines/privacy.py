@@ -1,0 +1,335 @@
+"""Privacy controls: consent flags and the right to be forgotten (docs/privacy.md).
+
+Consent comes from two places, the later one winning per user and flag:
+
+* the users file (columns ``consent_personalization``, ``consent_email``), landed and validated
+  with the other user attributes;
+* ``recsys consent USER --personalization off|on --email off|on``, appended to
+  ``$RECSYS_HOME/privacy/consent/`` (one small Parquet file per change, timestamped).
+
+A missing flag means consent (the retailer collects consent before sending data). Everything
+downstream reads ``consent_flags``: the features step drops the events of users who opted out of
+personalisation from training (they still get non-personalised lists), and the post-purchase email
+leaves out users who opted out of email.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.config import Config
+
+log = logging.getLogger(__name__)
+
+FLAGS = ("consent_personalization", "consent_email")
+
+
+def consent_dir(cfg: Config) -> Path:
+    return cfg.home / "privacy" / "consent"
+
+
+def _as_bool(values: pd.Series) -> pd.Series:
+    from pipelines.importers import parse_bool
+
+    return parse_bool(values)[0]
+
+
+def record_consent(cfg: Config, user_id: str, personalization: bool | None, email: bool | None) -> Path:
+    if personalization is None and email is None:
+        raise ValueError("consent: give --personalization and/or --email (on or off)")
+    now = datetime.now(timezone.utc)
+    row = {"user_id": [str(user_id)], "consent_personalization": [personalization], "consent_email": [email],
+           "recorded_at": [now]}
+    path = consent_dir(cfg) / f"consent-{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(pa.Table.from_pandas(pd.DataFrame(row), preserve_index=False), tmp)
+    tmp.rename(path)
+    return path
+
+
+def consent_flags(cfg: Config) -> pd.DataFrame:
+    """Per user who ever stated a flag: ``consent_personalization`` and ``consent_email`` (booleans,
+    True where never stated). Users files first (in landing order), then the CLI log (in time order)."""
+    frames = []
+    users_dir = cfg.validated / "users"
+    from pipelines.storage import in_import_order
+
+    for f in in_import_order(users_dir.glob("batch-*.parquet")) if users_dir.exists() else []:
+        cols = [c for c in FLAGS if c in pq.read_schema(f).names]
+        if cols:
+            frames.append(pd.read_parquet(f, columns=["user_id", *cols]))
+    for f in sorted(consent_dir(cfg).glob("consent-*.parquet")) if consent_dir(cfg).exists() else []:
+        frames.append(pd.read_parquet(f, columns=["user_id", *FLAGS]))
+    if not frames:
+        return pd.DataFrame({"user_id": pd.Series(dtype=str), **{k: pd.Series(dtype=bool) for k in FLAGS}})
+    stated = []
+    for order, df in enumerate(frames):
+        df = df.dropna(subset=["user_id"])
+        for flag in FLAGS:
+            if flag in df:
+                stated.append(pd.DataFrame({"user_id": df["user_id"].astype(str).to_numpy(), "flag": flag,
+                                            "value": _as_bool(df[flag]).to_numpy(), "order": order,
+                                            "row": range(len(df))}))
+    long = pd.concat(stated, ignore_index=True).dropna(subset=["value"]) if stated else pd.DataFrame(
+        columns=["user_id", "flag", "value", "order", "row"])
+    # The last statement per user and flag wins: files in order, rows in file order.
+    last = long.sort_values(["order", "row"], kind="stable").drop_duplicates(["user_id", "flag"], keep="last")
+    wide = last.pivot(index="user_id", columns="flag", values="value").reindex(columns=list(FLAGS))
+    wide = wide.astype("boolean").fillna(True).astype(bool).reset_index()
+    wide.columns.name = None
+    return wide.astype({"user_id": str})
+
+
+def opted_out(cfg: Config, flag: str) -> set[str]:
+    flags = consent_flags(cfg)
+    return set(flags.loc[~flags[flag], "user_id"])
+
+
+# ------------------------------------------------------------------ the right to be forgotten
+BINARY_SUFFIXES = {".parquet", ".npz", ".npy", ".duckdb", ".db", ".wal", ".pkl", ".png", ".jpg", ".gz", ".zip",
+                   ".sqlite", ".joblib", ".ubj", ".bin"}
+
+
+def _salt(cfg: Config) -> str:
+    import secrets
+
+    path = cfg.home / "privacy" / "salt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_hex(16))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return path.read_text().strip()
+
+
+def user_hash(cfg: Config, user_id: str) -> str:
+    import hashlib
+
+    return hashlib.sha256((_salt(cfg) + str(user_id)).encode()).hexdigest()
+
+
+def forgotten_hashes(cfg: Config) -> set[str]:
+    path = cfg.home / "privacy" / "forgotten.parquet"
+    return set(pd.read_parquet(path)["user_hash"]) if path.exists() else set()
+
+
+def drop_forgotten(cfg: Config, df: pd.DataFrame, column: str = "user_id") -> pd.DataFrame:
+    """Rows of forgotten users removed (imports call this, so a re-sent feed cannot bring them back)."""
+    hashes = forgotten_hashes(cfg)
+    if not hashes or column not in df or df.empty:
+        return df
+    import hashlib
+
+    salt = _salt(cfg)
+    ids = df[column].astype("string")
+    uniq = ids.dropna().unique()
+    gone = {u for u in uniq if hashlib.sha256((salt + str(u)).encode()).hexdigest() in hashes}
+    return df[~ids.isin(gone).fillna(False).to_numpy(bool)] if gone else df
+
+
+def _rewrite_parquet(path: Path, user_id: str, aligned: dict) -> int:
+    """Remove the user from one Parquet file; returns the rows removed (or blanked)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    schema = pq.read_schema(path)
+    if "user_id" not in schema.names:
+        return 0
+    table = pq.read_table(path)
+    col = table.column("user_id")
+    hit = pc.fill_null(pc.equal(pc.cast(col, pa.string()), user_id), False)
+    n = int(pc.sum(hit).as_py() or 0)
+    if not n:
+        return 0
+    if "user_idx" in schema.names:
+        # An index-aligned users table (features, MLflow model artifacts): blank the id, keep the row,
+        # and remember the index so the matrices beside it lose the user's interactions.
+        idx = np.asarray(table.column("user_idx").to_numpy())[np.asarray(hit.to_numpy(zero_copy_only=False), bool)]
+        aligned.setdefault(path.parent, set()).update(int(i) for i in idx)
+        new_col = pc.if_else(hit, pa.scalar(None, col.type), col)
+        table = table.set_column(schema.get_field_index("user_id"), "user_id", new_col)
+    else:
+        table = table.filter(pc.invert(hit))
+    tmp = path.with_name(f".{path.name}.forget")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+    return n
+
+
+def _zero_rows(directory: Path, rows: set[int]) -> int:
+    """Zero the user rows in every users x items matrix and drop them from index-keyed tables."""
+    import numpy as np
+    import pyarrow.compute as pc
+    import scipy.sparse as sp
+
+    touched = 0
+    for f in directory.glob("*.npz"):
+        try:
+            m = sp.load_npz(f).tocsr()
+        except Exception:  # not a sparse matrix file (a model's arrays)
+            continue
+        if m.shape[0] <= max(rows):
+            continue
+        keep = np.ones(m.shape[0], np.float32)
+        keep[list(rows)] = 0
+        m = (sp.diags(keep) @ m).tocsr()
+        m.eliminate_zeros()
+        tmp = f.with_name(f".{f.stem}.forget.npz")
+        sp.save_npz(tmp, m)
+        tmp.replace(f)
+        touched += 1
+    for f in directory.glob("*.parquet"):
+        schema = pq.read_schema(f)
+        if "user_idx" in schema.names and "user_id" not in schema.names:
+            t = pq.read_table(f)
+            t = t.filter(pc.invert(pc.is_in(t.column("user_idx"), pa.array(sorted(rows), t.schema.field("user_idx").type))))
+            tmp = f.with_name(f".{f.name}.forget")
+            pq.write_table(t, tmp)
+            tmp.replace(f)
+            touched += 1
+    return touched
+
+
+def _scrub_duckdb(cfg: Config, user_id: str) -> int:
+    """Delete the user's rows from every table with a user_id column, then rewrite the database file
+    (COPY FROM DATABASE into a fresh file, swapped in) so no deleted bytes stay on disk."""
+    import duckdb
+
+    db = cfg.duckdb_path
+    if not db.exists():
+        return 0
+    removed = 0
+    con = duckdb.connect(str(db))
+    try:
+        tables = [r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.columns WHERE column_name = 'user_id' AND table_schema = 'main' "
+            "AND table_name IN (SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE')"
+        ).fetchall()]
+        con.execute("BEGIN TRANSACTION")
+        for t in tables:
+            removed += con.execute(f'SELECT count(*) FROM "{t}" WHERE CAST(user_id AS VARCHAR) = ?', [user_id]).fetchall()[0][0]
+            con.execute(f'DELETE FROM "{t}" WHERE CAST(user_id AS VARCHAR) = ?', [user_id])
+        con.execute("COMMIT")
+        fresh = db.with_name(f".{db.name}.forget")
+        fresh.unlink(missing_ok=True)
+        con.execute(f"ATTACH '{fresh}' AS fresh")
+        con.execute(f"COPY FROM DATABASE {con.execute('SELECT current_database()').fetchall()[0][0]} TO fresh")
+        con.execute("DETACH fresh")
+    finally:
+        con.close()
+    fresh.replace(db)
+    Path(str(db) + ".wal").unlink(missing_ok=True)
+    return removed
+
+
+def _scrub_text(path: Path, user_id: str) -> int:
+    import re
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError):
+        return 0
+    if user_id not in text:
+        return 0
+    pattern = re.compile(rf"(?<![\w-]){re.escape(user_id)}(?![\w-])")
+    new, n = pattern.subn("[forgotten]", text)
+    if n:
+        tmp = path.with_name(f".{path.name}.forget")
+        tmp.write_text(new, encoding="utf-8")
+        tmp.replace(path)
+    return n
+
+
+def _scrub_csv_export(path: Path, user_id: str) -> int:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or "user_id" not in rows[0]:
+        return _scrub_text(path, user_id)
+    k = rows[0].index("user_id")
+    kept = [rows[0]] + [r for r in rows[1:] if len(r) <= k or r[k] != user_id]
+    if len(kept) == len(rows):
+        return 0
+    tmp = path.with_name(f".{path.name}.forget")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(kept)
+    tmp.replace(path)
+    return len(rows) - len(kept)
+
+
+def forget(cfg: Config, user_id: str) -> dict:
+    """Remove a user from everything the pipeline keeps under the data root and from the exports it
+    wrote (``exports/manifest.jsonl``), record a salted hash so no later import brings them back,
+    and record the request, without the user id, in the ``privacy_requests`` table."""
+    import json
+
+    import duckdb
+
+    user_id = str(user_id).strip()
+    if not user_id:
+        raise ValueError("forget: give a user id")
+    started = datetime.now(timezone.utc)
+    # 1. The suppression list first: a run starting meanwhile already drops the user.
+    path = cfg.home / "privacy" / "forgotten.parquet"
+    known = pd.read_parquet(path) if path.exists() else pd.DataFrame({"user_hash": pd.Series(dtype=str)})
+    h = user_hash(cfg, user_id)
+    if h not in set(known["user_hash"]):
+        known = pd.concat([known, pd.DataFrame({"user_hash": [h]})], ignore_index=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        pq.write_table(pa.Table.from_pandas(known, preserve_index=False), tmp)
+        tmp.replace(path)
+    # 2. Every Parquet file (landing, validated, quarantine, features, surfaces, warehouse copies,
+    #    consent log, MLflow artifacts), then the matrices beside index-aligned users tables.
+    aligned: dict[Path, set[int]] = {}
+    files = rows = 0
+    for f in sorted(cfg.home.rglob("*.parquet")):
+        if f.name.startswith("."):
+            continue
+        n = _rewrite_parquet(f, user_id, aligned)
+        files += bool(n)
+        rows += n
+    matrices = sum(_zero_rows(d, idx) for d, idx in aligned.items())
+    # 3. The warehouse.
+    db_rows = _scrub_duckdb(cfg, user_id)
+    # 4. Exports the pipeline wrote (listed in the manifest), inside or outside the data root.
+    from pipelines.serving import export_manifest
+
+    exports = 0
+    manifest = export_manifest(cfg)
+    if manifest.exists():
+        for line in manifest.read_text().splitlines():
+            p = Path(json.loads(line)["path"])
+            if p.exists():
+                exports += bool(_scrub_csv_export(p, user_id))
+    # 5. Text files (reports, validation examples, Data Docs, logs): the id replaced by "[forgotten]".
+    texts = 0
+    for f in sorted(cfg.home.rglob("*")):
+        if f.is_file() and f.suffix.lower() not in BINARY_SUFFIXES and f != manifest and f.stat().st_size < 200_000_000:
+            texts += bool(_scrub_text(f, user_id))
+    done = datetime.now(timezone.utc)
+    audit = {"request_id": uuid.uuid4().hex, "kind": "forget", "requested_at": started, "completed_at": done,
+             "parquet_files_rewritten": files, "parquet_rows_removed": rows, "matrices_rewritten": matrices,
+             "warehouse_rows_removed": db_rows, "exports_rewritten": exports, "text_files_scrubbed": texts}
+    from pipelines import storage
+
+    con = storage.connect_warehouse(cfg.duckdb_path)
+    try:
+        con.execute("""CREATE TABLE IF NOT EXISTS privacy_requests (request_id VARCHAR, kind VARCHAR,
+            requested_at TIMESTAMPTZ, completed_at TIMESTAMPTZ, parquet_files_rewritten BIGINT,
+            parquet_rows_removed BIGINT, matrices_rewritten BIGINT, warehouse_rows_removed BIGINT,
+            exports_rewritten BIGINT, text_files_scrubbed BIGINT)""")
+        con.execute("INSERT INTO privacy_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", list(audit.values()))
+    finally:
+        con.close()
+    log.info("forget: %s", {k: v for k, v in audit.items() if k not in ("requested_at", "completed_at")})
+    return audit
