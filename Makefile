@@ -8,7 +8,7 @@ DS     ?= $(shell date -u -d yesterday +%F)
 PORT   ?= 8080
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run test airflow mlflow bench-validate bench-quality bench-serving clean
+.PHONY: install postgres-server run test airflow mlflow bench-validate bench-quality bench-serving clean
 
 # The stamp is rebuilt whenever the pinned requirements or the package metadata change.
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -25,8 +25,16 @@ run: install
 	$(BIN)/recsys airflow-test --ds $(DS)
 	$(BIN)/recsys show
 
-test: install
+test: install postgres-server
 	$(BIN)/python -m pytest -q tests
+
+# The tests start a real PostgreSQL server (the serving copy) from Debian's package; install it
+# when the machine has none (needs root, as on CI).
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl > /dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql package for the serving-copy tests"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: PostgreSQL server missing; run: sudo apt-get install -y postgresql" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql > /dev/null; }
 
 airflow: install
 	$(BIN)/recsys airflow db migrate > /dev/null

@@ -83,6 +83,9 @@ class Config:
     # Length of the best-seller and trending lists per country, and of each user's category affinity.
     fallback_n: int = 50
     affinity_n: int = 10
+    # PostgreSQL serving copy of the latest tables (RECSYS_SERVING_URL), e.g.
+    # postgresql://recsys@db.internal:5432/recsys; empty = off (docs/tables.md, "Serving copy").
+    serving_url: str = ""
     # Business rules file (YAML, docs/rules.md); empty = the built-in defaults (pipelines/rules.yaml).
     rules_file: str = ""
     # Users scored per block: bounds memory at block x n_items floats.

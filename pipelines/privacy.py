@@ -316,10 +316,17 @@ def forget(cfg: Config, user_id: str) -> dict:
     for f in sorted(cfg.home.rglob("*")):
         if f.is_file() and f.suffix.lower() not in BINARY_SUFFIXES and f != manifest and f.stat().st_size < 200_000_000:
             texts += bool(_scrub_text(f, user_id))
+    # 6. The PostgreSQL serving copy, when configured.
+    serving = 0
+    if cfg.serving_url:
+        from pipelines.serving_pg import forget_postgres
+
+        serving = forget_postgres(cfg.serving_url, user_id)
     done = datetime.now(timezone.utc)
     audit = {"request_id": uuid.uuid4().hex, "kind": "forget", "requested_at": started, "completed_at": done,
              "parquet_files_rewritten": files, "parquet_rows_removed": rows, "matrices_rewritten": matrices,
-             "warehouse_rows_removed": db_rows, "exports_rewritten": exports, "text_files_scrubbed": texts}
+             "warehouse_rows_removed": db_rows, "exports_rewritten": exports, "text_files_scrubbed": texts,
+             "serving_rows_removed": serving}
     from pipelines import storage
 
     con = storage.connect_warehouse(cfg.duckdb_path)
@@ -327,8 +334,9 @@ def forget(cfg: Config, user_id: str) -> dict:
         con.execute("""CREATE TABLE IF NOT EXISTS privacy_requests (request_id VARCHAR, kind VARCHAR,
             requested_at TIMESTAMPTZ, completed_at TIMESTAMPTZ, parquet_files_rewritten BIGINT,
             parquet_rows_removed BIGINT, matrices_rewritten BIGINT, warehouse_rows_removed BIGINT,
-            exports_rewritten BIGINT, text_files_scrubbed BIGINT)""")
-        con.execute("INSERT INTO privacy_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", list(audit.values()))
+            exports_rewritten BIGINT, text_files_scrubbed BIGINT, serving_rows_removed BIGINT)""")
+        con.execute(f"INSERT INTO privacy_requests ({', '.join(audit)}) VALUES ({', '.join('?' * len(audit))})",
+                    list(audit.values()))
     finally:
         con.close()
     log.info("forget: %s", {k: v for k, v in audit.items() if k not in ("requested_at", "completed_at")})

@@ -218,6 +218,13 @@ def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_na
     best = best.assign(item_idx=best["item_id"].map(item_index)).dropna(subset=["item_idx"])
     best["item_idx"] = best["item_idx"].astype(np.int64)
     overall = best[best["country"] == "ALL"].sort_values("rank")["item_idx"].to_numpy()
+    # Items a list must never show: for_you, what the user returned in full (bought, net weight 0);
+    # new_for_you, everything the user interacted with or ever bought (returned purchases included).
+    kept = bought.multiply(full > 0).tocsr()
+    returned = (bought - kept).tocsr()
+    returned.eliminate_zeros()
+    touched = ((full > 0).astype(np.float32) + (bought > 0).astype(np.float32)).tocsr()
+    never = {"all": returned, "new": touched}
     frames = []
     for surface, task, exclude in ((C.SURFACE_FOR_YOU, "all", None), ("new_for_you", "new", full)):
         champ_ids, champ_scores = champion.recommend(users, full, width, exclude=exclude, filter_items=unavailable)
@@ -253,7 +260,7 @@ def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_na
         out = rerank_personal(
             cands, surface=surface, rules=rules, flags=flags, category=cat_codes, bought=bought,
             user_categories=user_categories, top_n=n, fresh=fresh, fresh_slots=slots, discovery_pool=overall,
-            backfill=back, item_index=item_index, exclude_owned=exclude)
+            backfill=back, item_index=item_index, exclude_owned=never[task])
         frames.append(out.assign(surface=surface))
     # buy_again: the user's own repeatable purchases, by count, recency-free repeatability (no backfill).
     ba = make_model("buy_again", cfg).fit(full, items_for_fit(items, "pop_full"))
@@ -363,6 +370,25 @@ def model_runs(cfg: Config, ds: str, run_id: str) -> pa.Table:
     return pa.Table.from_pandas(m[cols], preserve_index=False)
 
 
+def publish_serving_copy(cfg: Config, ds: str, run_id: str, tables: dict[str, pa.Table]) -> str:
+    """The PostgreSQL copy (pipelines/serving_pg.py) when ``serving_url`` is set, for the newest ds
+    only: a rerun or backfill of an older date leaves the copy on the newest one."""
+    if not cfg.serving_url:
+        return "off"
+    con = storage.connect_warehouse(cfg.duckdb_path, read_only=True)
+    try:
+        newest = str(con.execute(f'SELECT max(ds) FROM "{C.T_USER_RECS}"').fetchall()[0][0])
+    finally:
+        con.close()
+    if newest != ds:
+        log.info("publish ds=%s: serving copy left on the newest ds %s", ds, newest)
+        return f"kept {newest}"
+    from pipelines.serving_pg import publish_postgres
+
+    publish_postgres(cfg.serving_url, ds, run_id, tables)
+    return "published"
+
+
 def publish(cfg: Config, ds: str, run_id: str) -> dict:
     selected = storage.read_json(cfg.models_dir(ds) / "selected.json")
     f = load_features(cfg, ds)
@@ -377,6 +403,7 @@ def publish(cfg: Config, ds: str, run_id: str) -> dict:
     }
     counts = storage.publish_tables(cfg.duckdb_path, cfg.warehouse / "parquet", ds, tables)
     log.info("publish ds=%s: %s -> %s", ds, counts, cfg.duckdb_path)
+    serving = publish_serving_copy(cfg, ds, run_id, tables)
     from pipelines.report import build_report
 
     report = build_report(cfg, ds, run_id, f, tables[C.T_USER_RECS].select(["surface", "item_id", "model"]).to_pandas())
@@ -391,4 +418,5 @@ def publish(cfg: Config, ds: str, run_id: str) -> dict:
             mlflow.set_tag("published", "true")
     except Exception as exc:  # the tables are already published; a tracking hiccup must not undo that
         log.warning("publish ds=%s: could not log counts to MLflow: %s", ds, exc)
-    return {"ds": ds, "run_id": run_id, "rows": counts, "duckdb": str(cfg.duckdb_path), "report": str(report)}
+    return {"ds": ds, "run_id": run_id, "rows": counts, "duckdb": str(cfg.duckdb_path), "report": str(report),
+            "serving_copy": serving}

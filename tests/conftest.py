@@ -47,3 +47,15 @@ def events_frame(rows: list[tuple]) -> pd.DataFrame:
     df["event_time"] = pd.to_datetime(df["event_time"]).dt.tz_localize("UTC")
     df["session_id"] = None
     return df
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server (Debian's package), started for the session."""
+    from tests.pg_server import PostgresServer
+
+    server = PostgresServer()
+    try:
+        yield server.url
+    finally:
+        server.stop()
