@@ -123,6 +123,30 @@ def assign(exp: Experiment, user_ids) -> pd.DataFrame:
     return pd.DataFrame({"experiment_id": exp.id, "user_id": user_ids, "variant": names[idx], "bucket": b})
 
 
+def active_assignments(cfg: Config, ds: str, user_ids) -> list[tuple[Experiment, pd.DataFrame]]:
+    """(experiment, assignment aligned with ``user_ids``) for every experiment running on ds."""
+    out = []
+    for exp in load_experiments(cfg).experiments:
+        if exp.active(ds):
+            a = assign(exp, user_ids)
+            log.info("experiment %s on ds=%s: %s", exp.id, ds, a["variant"].value_counts().to_dict())
+            out.append((exp, a))
+    return out
+
+
+def assignments_table(ds: str, run_id: str, experiments: list[tuple[Experiment, pd.DataFrame]]):
+    """The ``ab_assignments`` rows of ds: experiment, user, variant, bucket (schema kept when empty)."""
+    import pyarrow as pa
+
+    frames = [a.assign(lists=a["variant"].map({v.name: v.lists for v in exp.variants})) for exp, a in experiments]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        {"experiment_id": pd.Series(dtype=str), "user_id": pd.Series(dtype=str), "variant": pd.Series(dtype=str),
+         "bucket": pd.Series(dtype=float), "lists": pd.Series(dtype=str)})
+    df.insert(0, "run_id", run_id)
+    df.insert(0, "ds", date.fromisoformat(ds))
+    return pa.Table.from_pandas(df, preserve_index=False)
+
+
 # ------------------------------------------------------------------ power
 def _solve_n(effect: float, alpha: float, power: float, ratio: float = 1.0) -> float:
     """Users in the first arm for a two-sided z-test of a standardised effect (as statsmodels'

@@ -141,6 +141,47 @@ def cmd_forget(args, cfg):
           f"{audit['text_files_scrubbed']} text files; recorded in table privacy_requests")
 
 
+def cmd_import_outcomes(args, cfg):
+    from pipelines.ab_report import import_outcomes
+
+    n = import_outcomes(cfg, args.path)
+    print(f"landed {n} outcome events" if n else "this file was imported before; nothing written")
+
+
+def cmd_ab(args, cfg):
+    from pipelines import ab
+    from pipelines.ab_report import ab_report, plan_text
+
+    if args.ab_command == "plan":
+        if args.baseline_rate is not None:
+            plan = ab.plan_proportions(args.baseline_rate, args.mde, args.alpha, args.power, args.arms, args.daily_users)
+        elif args.mean is not None and args.sd is not None:
+            plan = ab.plan_means(args.mean, args.sd, args.mde, args.alpha, args.power, args.arms, args.daily_users)
+        else:
+            raise ValueError("ab plan: give --baseline-rate (a conversion rate) or --mean and --sd (revenue per visitor)")
+        print(plan_text(plan))
+    elif args.ab_command == "report":
+        res = ab_report(cfg, args.ds, args.run_id or f"cli__{args.ds}__ab")
+        print(f"experiments {res['experiments']}: {res['rows']} rows in ab_results; report {res['report']}"
+              + (f"; SAMPLE RATIO MISMATCH in {res['srm_flags']}" if res["srm_flags"] else ""))
+    elif args.ab_command == "simulate":
+        from pipelines.ab_sim import simulate
+
+        exp = {e.id: e for e in ab.load_experiments(cfg).experiments}.get(args.experiment)
+        if exp is None:
+            raise ValueError(f"ab simulate: no experiment {args.experiment!r} in the experiments file")
+        # The true lift goes to every arm that gets lists; "none" arms (holdouts) keep the control's rates.
+        treated = [v.name for v in exp.variants if v.name != exp.control_variant and v.lists != "none"]
+        items = sorted(cfg.home.glob("features/ds=*/items.parquet"))
+        catalog = __import__("pandas").read_parquet(items[-1], columns=["item_id"])["item_id"].to_numpy(object) \
+            if items else None
+        _, events = simulate(exp, args.users, args.seed, lift={v: args.lift for v in treated}, days=args.days,
+                             items=catalog)
+        events.to_csv(args.out, index=False)
+        print(f"wrote {len(events)} simulated outcome events for {args.users} users (true lift {args.lift:+.1%}) "
+              f"to {args.out}")
+
+
 def cmd_run(args, cfg):
     from pipelines.run import run_all, run_step
 
@@ -295,6 +336,33 @@ def build_parser() -> argparse.ArgumentParser:
     fg = sub.add_parser("forget", help="remove a user from every zone, table, Parquet file and export")
     fg.add_argument("user", metavar="USER")
     fg.set_defaults(func=cmd_forget)
+
+    io_ = sub.add_parser("import-outcomes", help="land outcome events (impression, click, add_to_cart, purchase)")
+    io_.add_argument("path")
+    io_.set_defaults(func=cmd_import_outcomes)
+
+    ab = sub.add_parser("ab", help="A/B testing: plan (power analysis), report, simulate (docs/ab-testing.md)")
+    abs_ = ab.add_subparsers(dest="ab_command", required=True)
+    pl = abs_.add_parser("plan", help="users per arm and days for the smallest lift worth detecting")
+    pl.add_argument("--baseline-rate", type=float, help="conversion rate of control, e.g. 0.02")
+    pl.add_argument("--mean", type=float, help="mean of a continuous metric (revenue per visitor)")
+    pl.add_argument("--sd", type=float, help="its standard deviation per visitor")
+    pl.add_argument("--mde", type=float, required=True, help="smallest relative lift worth detecting, e.g. 0.05")
+    pl.add_argument("--alpha", type=float, default=0.05)
+    pl.add_argument("--power", type=float, default=0.8)
+    pl.add_argument("--arms", type=int, default=2)
+    pl.add_argument("--daily-users", type=int)
+    rp = abs_.add_parser("report", help="compute ab_results and the report for one ds (what recsys_ab_report runs)")
+    rp.add_argument("--ds", required=True)
+    rp.add_argument("--run-id")
+    sm = abs_.add_parser("simulate", help="write simulated outcome events with a known true lift (CSV)")
+    sm.add_argument("--experiment", required=True)
+    sm.add_argument("--users", type=int, default=20000)
+    sm.add_argument("--lift", type=float, default=0.05)
+    sm.add_argument("--days", type=int, default=14)
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--out", required=True)
+    ab.set_defaults(func=cmd_ab)
 
     r = sub.add_parser("run", help="run the nightly steps in-process for one ds")
     r.add_argument("--ds", required=True, help="logical date YYYY-MM-DD: uses events up to the end of that day (UTC)")

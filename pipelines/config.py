@@ -86,6 +86,8 @@ class Config:
     # PostgreSQL serving copy of the latest tables (RECSYS_SERVING_URL), e.g.
     # postgresql://recsys@db.internal:5432/recsys; empty = off (docs/tables.md, "Serving copy").
     serving_url: str = ""
+    # A/B experiments (YAML, docs/ab-testing.md); empty = none.
+    experiments_file: str = ""
     # Business rules file (YAML, docs/rules.md); empty = the built-in defaults (pipelines/rules.yaml).
     rules_file: str = ""
     # Users scored per block: bounds memory at block x n_items floats.

@@ -160,6 +160,13 @@ def _long(ids: np.ndarray, src: np.ndarray | str, names: list[str] | None = None
     return pd.DataFrame({"user_idx": rows[keep], "item_idx": ids.ravel()[keep], "source": source})
 
 
+def recommendation_ids(ds: str, keys: pd.DataFrame) -> np.ndarray:
+    """A stable id per published recommendation (ds + a 64-bit hash of surface, user, rank and item),
+    carried by every table and export so outcome events can be attributed (docs/ab-testing.md)."""
+    h = pd.util.hash_pandas_object(keys.astype(str), index=False, hash_key="recsys-reco-0001").to_numpy()
+    return np.char.add(ds.replace("-", "") + "-", np.char.zfill(np.char.mod("%x", h), 16)).astype(object)
+
+
 def purchase_matrix(cfg: Config, ds: str, shape: tuple[int, int]) -> sp.csr_matrix:
     """Users x items: distinct days with a purchase, up to ds (from the features step's daily table)."""
     import pyarrow.parquet as pq
@@ -171,7 +178,8 @@ def purchase_matrix(cfg: Config, ds: str, shape: tuple[int, int]) -> sp.csr_matr
     return m
 
 
-def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_name: str) -> pa.Table:
+def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_name: str,
+                         experiments: list | None = None) -> pa.Table:
     """``for_you``, ``new_for_you`` and ``buy_again`` for every user, through the rules layer."""
     from pipelines.rules import item_flags, load_rules, rerank_personal
     from pipelines.surfaces import load_surface
@@ -225,43 +233,60 @@ def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_na
     returned.eliminate_zeros()
     touched = ((full > 0).astype(np.float32) + (bought > 0).astype(np.float32)).tocsr()
     never = {"all": returned, "new": touched}
-    frames = []
-    for surface, task, exclude in ((C.SURFACE_FOR_YOU, "all", None), ("new_for_you", "new", full)):
-        champ_ids, champ_scores = champion.recommend(users, full, width, exclude=exclude, filter_items=unavailable)
-        champ_ids[empty_history] = NO_ITEM  # a factor model's guess for an empty row is noise
-        pop_ids, pop_scores = popularity.recommend(users, full, width, exclude=exclude, filter_items=unavailable)
-        # Fallbacks: what shoppers of the user's country buy, then what everyone buys.
-        country_ids, country_scores = country_popularity(users_df, full, width, exclude, unavailable)
-        interest_ids, interest_scores = np.full((n_users, width), NO_ITEM), np.full((n_users, width), -np.inf)
-        if stated.any():
-            interest_ids[stated], interest_scores[stated] = content_lists(
-                profiles[stated], vectors, np.flatnonzero(flags["available"].to_numpy()), width, None,
-                cfg.score_block_users)
-        lists = [(champ_ids, champ_scores), (interest_ids, interest_scores), (country_ids, country_scores),
-                 (pop_ids, pop_scores)]
-        names = [champion_name, "content_interests", "popular_in_country", "popularity"]
-        if use_hybrid[task]:
-            lists.insert(0, hybrid_lists(cfg, ds, surface, n_users))
-            names.insert(0, "hybrid")
-        merged, source, _ = merge_many(lists, width)
-        cands = _long(merged, source, names)
-        fresh = pd.DataFrame(columns=["user_idx", "item_idx", "source"])
-        if slots:
-            new_ids, _ = content_lists(profiles, vectors, fresh_items, slots, full, cfg.score_block_users)
-            fresh = _long(new_ids, "content_new_item")
-        # Backfill: best sellers of the user's country, then overall.
-        by_country = best[best["country"] != "ALL"][["country", "item_idx"]]
-        back = pd.DataFrame({"user_idx": users, "country": country.to_numpy()}).merge(by_country, on="country")
-        back = pd.concat([back.assign(source="popular_in_country"),
-                          pd.DataFrame({"user_idx": np.repeat(users, len(overall[:n])),
-                                        "item_idx": np.tile(overall[:n], n_users), "source": "popularity"})],
-                         ignore_index=True)
-        back = back.sort_values("user_idx", kind="stable")[["user_idx", "item_idx", "source"]]
-        out = rerank_personal(
-            cands, surface=surface, rules=rules, flags=flags, category=cat_codes, bought=bought,
-            user_categories=user_categories, top_n=n, fresh=fresh, fresh_slots=slots, discovery_pool=overall,
-            backfill=back, item_index=item_index, exclude_owned=never[task])
-        frames.append(out.assign(surface=surface))
+    # One set of lists per kind an active experiment needs ("current" always): docs/ab-testing.md.
+    experiments = experiments or []
+    kinds = ["current"] + sorted({v.lists for exp, _ in experiments for v in exp.variants} - {"current", "none"})
+    selected = storage.read_json(cfg.models_dir(ds) / "selected.json")
+    chall_dir = cfg.models_dir(ds) / "challenger"
+    sources = {"current": (champion, champion_name, True), "champion": (champion, champion_name, False),
+               "challenger": (load_model(chall_dir) if (chall_dir / "params.json").exists() else champion,
+                              selected.get("challenger", champion_name), False),
+               "popularity": (None, "popularity", False)}
+    per_kind = {}
+    for kind in kinds:
+        model, model_name, allow_hybrid = sources[kind]
+        frames = []
+        for surface, task, exclude in ((C.SURFACE_FOR_YOU, "all", None), ("new_for_you", "new", full)):
+            if model is not None:
+                champ_ids, champ_scores = model.recommend(users, full, width, exclude=exclude, filter_items=unavailable)
+                champ_ids[empty_history] = NO_ITEM  # a factor model's guess for an empty row is noise
+            else:  # the non-personalised arm: best sellers only
+                champ_ids, champ_scores = np.full((n_users, width), NO_ITEM), np.full((n_users, width), -np.inf)
+            pop_ids, pop_scores = popularity.recommend(users, full, width, exclude=exclude, filter_items=unavailable)
+            # Fallbacks: what shoppers of the user's country buy, then what everyone buys.
+            country_ids, country_scores = country_popularity(users_df, full, width, exclude, unavailable)
+            interest_ids, interest_scores = np.full((n_users, width), NO_ITEM), np.full((n_users, width), -np.inf)
+            if stated.any() and model is not None:
+                interest_ids[stated], interest_scores[stated] = content_lists(
+                    profiles[stated], vectors, np.flatnonzero(flags["available"].to_numpy()), width, None,
+                    cfg.score_block_users)
+            lists = [(champ_ids, champ_scores), (interest_ids, interest_scores), (country_ids, country_scores),
+                     (pop_ids, pop_scores)]
+            names = [model_name, "content_interests", "popular_in_country", "popularity"]
+            if allow_hybrid and use_hybrid[task]:
+                lists.insert(0, hybrid_lists(cfg, ds, surface, n_users))
+                names.insert(0, "hybrid")
+            merged, source, _ = merge_many(lists, width)
+            cands = _long(merged, source, names)
+            fresh = pd.DataFrame(columns=["user_idx", "item_idx", "source"])
+            if slots and model is not None:
+                new_ids, _ = content_lists(profiles, vectors, fresh_items, slots, full, cfg.score_block_users)
+                fresh = _long(new_ids, "content_new_item")
+            # Backfill: best sellers of the user's country, then overall.
+            by_country = best[best["country"] != "ALL"][["country", "item_idx"]]
+            back = pd.DataFrame({"user_idx": users, "country": country.to_numpy()}).merge(by_country, on="country")
+            back = pd.concat([back.assign(source="popular_in_country"),
+                              pd.DataFrame({"user_idx": np.repeat(users, len(overall[:n])),
+                                            "item_idx": np.tile(overall[:n], n_users), "source": "popularity"})],
+                             ignore_index=True)
+            back = back.sort_values("user_idx", kind="stable")[["user_idx", "item_idx", "source"]]
+            out = rerank_personal(
+                cands, surface=surface, rules=rules, flags=flags, category=cat_codes, bought=bought,
+                user_categories=user_categories, top_n=n, fresh=fresh, fresh_slots=slots if model is not None else 0,
+                discovery_pool=overall, backfill=back, item_index=item_index, exclude_owned=never[task])
+            frames.append(out.assign(surface=surface))
+        per_kind[kind] = pd.concat(frames, ignore_index=True)
+    frames = [per_kind["current"]]
     # buy_again: the user's own repeatable purchases, by count, recency-free repeatability (no backfill).
     ba = make_model("buy_again", cfg).fit(full, items_for_fit(items, "pop_full"))
     ba_ids, _ = ba.recommend(users, bought, n, filter_items=unavailable)
@@ -271,6 +296,24 @@ def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_na
     cands = cands.assign(rank=cands.groupby("user_idx").cumcount() + 1, utility=0.0, surface="buy_again")
     frames.append(cands)
     out = pd.concat(frames, ignore_index=True)
+    out["experiment_id"], out["variant"] = None, None
+    for exp, assigned in experiments:
+        # Users of each variant get that variant's lists on the experiment's surfaces.
+        variant_of = assigned["variant"].to_numpy()
+        on = out["surface"].isin(exp.surfaces).to_numpy()
+        keep = ~on
+        parts = [out[keep]]
+        for v in exp.variants:
+            members = variant_of == v.name
+            if v.lists == "none":
+                continue
+            src = out if v.lists == "current" else per_kind[v.lists].assign(experiment_id=None, variant=None)
+            if v.lists != "current":
+                src = pd.concat([src, out[out["surface"] == "buy_again"]], ignore_index=True)
+            rows = src[src["surface"].isin(exp.surfaces).to_numpy() & members[src["user_idx"].to_numpy()]]
+            parts.append(rows.assign(experiment_id=exp.id, variant=v.name))
+        out = pd.concat(parts, ignore_index=True)
+    out = out.sort_values(["surface", "user_idx", "rank"], kind="stable").reset_index(drop=True)
     u, i = out["user_idx"].to_numpy(), out["item_idx"].to_numpy()
     owned = np.asarray(bought[u, i]).ravel() > 0
     src = out["source"].to_numpy().astype(object)
@@ -285,7 +328,9 @@ def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_na
     table = pd.DataFrame({
         "ds": date.fromisoformat(ds), "run_id": run_id, "surface": out["surface"].to_numpy(),
         "user_id": user_ids[u], "rank": out["rank"].to_numpy(np.int32), "item_id": item_ids[i],
-        "score": out["utility"].to_numpy(np.float32), "model": src.astype(str), "reason": reason.astype(str)})
+        "score": out["utility"].to_numpy(np.float32), "model": src.astype(str), "reason": reason.astype(str),
+        "experiment_id": out["experiment_id"].astype("string").to_numpy(), "variant": out["variant"].astype("string").to_numpy()})
+    table.insert(0, "recommendation_id", recommendation_ids(ds, table[["surface", "user_id", "rank", "item_id"]]))
     short = table[table["surface"] != "buy_again"].groupby(["surface", "user_id"]).size()
     if (short < min(rules.min_items, n)).any():
         log.warning("publish ds=%s: %d lists shorter than min_items %d (catalog too small)", ds,
@@ -326,6 +371,23 @@ def similar_items(cfg: Config, ds: str, run_id: str, f: dict, available: np.ndar
     return pa.Table.from_pandas(table, preserve_index=False)
 
 
+def email_rows(ds: str, df: pd.DataFrame, ok_items: set) -> pd.DataFrame:
+    """The email list with items no longer available taken out of each customer's lists (items,
+    reasons and scores together) and a recommendation id per item."""
+    if df.empty:
+        return df.assign(recommendation_ids=[[] for _ in range(len(df))])
+    long = df[["user_id", "recommended_items", "reasons", "scores"]].explode(["recommended_items", "reasons", "scores"])
+    long = long[long["recommended_items"].isin(ok_items)]
+    long["rank"] = long.groupby("user_id").cumcount() + 1
+    long["recommendation_ids"] = recommendation_ids(
+        ds, long.assign(surface="post_purchase_email")[["surface", "user_id", "rank", "recommended_items"]])
+    lists = long.groupby("user_id", sort=False).agg(
+        recommended_items=("recommended_items", list), reasons=("reasons", list),
+        scores=("scores", lambda v: [float(x) for x in v]), recommendation_ids=("recommendation_ids", list))
+    out = df[["user_id", "purchased_items"]].merge(lists, left_on="user_id", right_index=True, how="inner")
+    return out.reset_index(drop=True)
+
+
 def surface_tables(cfg: Config, ds: str, run_id: str, f: dict, available: np.ndarray) -> dict[str, pa.Table]:
     """The surfaces step's tables, stamped with ds and run_id; unavailable items filtered out (the
     catalog may have changed since the surfaces step ran, e.g. a rerun of publish after import-catalog)."""
@@ -343,7 +405,7 @@ def surface_tables(cfg: Config, ds: str, run_id: str, f: dict, available: np.nda
         for col in item_cols.get(name, ()):
             df = df[df[col].isin(ok_items)]
         if name == "post_purchase_email":
-            df = df.assign(recommended_items=[[i for i in items if i in ok_items] for items in df["recommended_items"]])
+            df = email_rows(ds, df, ok_items)
         if "rank" in df and name in item_cols:
             key = "country" if name in ("trending", "best_sellers") else "item_id"
             df = df.assign(rank=(df.groupby(key).cumcount() + 1).astype(np.int32))
@@ -395,11 +457,15 @@ def publish(cfg: Config, ds: str, run_id: str) -> dict:
     from pipelines.rules import item_flags, load_rules
 
     available = item_flags(f["items"], load_rules(cfg))["available"].to_numpy()
+    from pipelines.ab import active_assignments, assignments_table
+
+    experiments = active_assignments(cfg, ds, f["users"]["user_id"].to_numpy())
     tables = {
-        C.T_USER_RECS: user_recommendations(cfg, ds, run_id, f, selected["champion"]),
+        C.T_USER_RECS: user_recommendations(cfg, ds, run_id, f, selected["champion"], experiments),
         C.T_SIMILAR: similar_items(cfg, ds, run_id, f, available),
         C.T_MODEL_RUNS: model_runs(cfg, ds, run_id),
         **surface_tables(cfg, ds, run_id, f, available),
+        "ab_assignments": assignments_table(ds, run_id, experiments),
     }
     counts = storage.publish_tables(cfg.duckdb_path, cfg.warehouse / "parquet", ds, tables)
     log.info("publish ds=%s: %s -> %s", ds, counts, cfg.duckdb_path)

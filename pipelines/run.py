@@ -45,6 +45,10 @@ def run_step(name: str, cfg: Config, ds: str, run_id: str, airflow_run_id: str |
         return rank(cfg, ds, run_id)
     if name == "select":
         return select(cfg, ds, run_id, airflow_run_id)
+    if name == "ab_report":  # the recsys_ab_report DAG's one task, not a nightly step
+        from pipelines.ab_report import ab_report
+
+        return ab_report(cfg, ds, run_id)
     if name == "surfaces":
         return surfaces(cfg, ds, run_id)
     if name == "publish":

@@ -120,7 +120,8 @@ def export_manifest(cfg: Config) -> Path:
 
 def export_email(cfg: Config, ds: str, out: Path) -> int:
     """The post-purchase email list of ``ds`` as CSV: user_id, purchased_items (``|``-separated),
-    then item_1..item_N and reason_1..reason_N. Users who opted out of email since the run are left
+    then item_1..item_N, reason_1..reason_N and recommendation_id_1..recommendation_id_N (for
+    attributing clicks and purchases: docs/ab-testing.md). Users who opted out of email since the run are left
     out too. The file's path is recorded in ``exports/manifest.jsonl`` (``recsys forget`` scrubs
     every export listed there). Written atomically."""
     from pipelines.privacy import opted_out
@@ -141,11 +142,13 @@ def export_email(cfg: Config, ds: str, out: Path) -> int:
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["ds", "user_id", "purchased_items"] + [f"item_{k}" for k in range(1, n + 1)]
-                   + [f"reason_{k}" for k in range(1, n + 1)])
+                   + [f"reason_{k}" for k in range(1, n + 1)] + [f"recommendation_id_{k}" for k in range(1, n + 1)])
+        ids_col = "recommendation_ids" in df
         for row in df.itertuples(index=False):
             recs, reasons = list(row.recommended_items), list(row.reasons)
+            ids = list(row.recommendation_ids) if ids_col else []
             w.writerow([ds, row.user_id, "|".join(row.purchased_items)] + recs + [""] * (n - len(recs))
-                       + reasons + [""] * (n - len(reasons)))
+                       + reasons + [""] * (n - len(reasons)) + ids + [""] * (n - len(ids)))
     tmp.replace(out)
     manifest = export_manifest(cfg)
     manifest.parent.mkdir(parents=True, exist_ok=True)

@@ -141,6 +141,9 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
     rerun replaces that ds only. Parquet: ``<root>/<table>/ds=<ds>/part-0.parquet`` swapped in by
     rename after the DuckDB commit.
     """
+    # A column that is all null on this ds (no experiment running, say) still gets a real type.
+    tables = {name: t.cast(pa.schema([pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f
+                                      for f in t.schema])) for name, t in tables.items()}
     staged: dict[str, Path] = {}
     for name, table in tables.items():
         final = parquet_root / name / f"ds={ds}" / "part-0.parquet"

@@ -18,7 +18,14 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert list(dagbag.dags) == ["recsys_nightly"]
+    assert sorted(dagbag.dags) == ["recsys_ab_report", "recsys_nightly"]
+
+
+def test_ab_report_dag_settings(dagbag):
+    dag = dagbag.dags["recsys_ab_report"]
+    assert dag.task_ids == ["ab_report"] and set(dag.tags) == {"recsys", "ab-testing"}
+    assert dag.catchup is False and dag.timetable.expression == "0 5 * * *"
+    assert "ab_results" in dag.doc_md
 
 
 def test_dag_settings(dagbag):
@@ -36,8 +43,9 @@ def test_dag_settings(dagbag):
         assert dag.get_task(up).downstream_task_ids == {down}
 
 
-def test_dag_file_has_no_heavy_top_level_imports():
-    tree = ast.parse(DAG_FILE.read_text())
+@pytest.mark.parametrize("dag_file", ["recsys_nightly.py", "recsys_ab_report.py"])
+def test_dag_file_has_no_heavy_top_level_imports(dag_file):
+    tree = ast.parse((REPO / "dags" / dag_file).read_text())
     top = set()
     for node in tree.body:
         if isinstance(node, ast.Import):

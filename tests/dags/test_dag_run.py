@@ -48,9 +48,35 @@ def test_dag_test_runs_every_task(tmp_path):
     assert len(rows) == demo_users(cfg) and (rows["n"] == 20).all()
 
 
+EXPERIMENT = """
+experiments:
+  - id: e2e-exp
+    start: 2024-06-20
+    end: 2024-07-20
+    variants:
+      - {name: control, share: 0.5, lists: current}
+      - {name: treatment, share: 0.5, lists: champion}
+roi: {daily_visitors: 1000, period_days: 30, cost: 100}
+"""
+
+
 @pytest.mark.slow
 def test_scheduler_runs_dag_triggered_through_rest_api(tmp_path):
     cfg, env = demo_home(tmp_path / "var")
+    # An experiment running on DS and simulated outcome events for it: recsys_ab_report runs after the nightly.
+    import dataclasses
+
+    from pipelines.ab import load_experiments
+    from pipelines.ab_report import import_outcomes
+    from pipelines.ab_sim import simulate
+
+    (tmp_path / "experiments.yaml").write_text(EXPERIMENT)
+    env["RECSYS_EXPERIMENTS_FILE"] = str(tmp_path / "experiments.yaml")
+    cfg = dataclasses.replace(cfg, experiments_file=str(tmp_path / "experiments.yaml"))
+    exp = load_experiments(cfg).experiments[0]
+    _, events = simulate(exp, 3000, seed=1, lift={"treatment": 0.05}, days=11)
+    events.to_csv(tmp_path / "outcomes.csv", index=False)
+    assert import_outcomes(cfg, tmp_path / "outcomes.csv") == len(events)
     port = free_port()
     env.update({"AIRFLOW__API__PORT": str(port), "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
@@ -84,22 +110,28 @@ def test_scheduler_runs_dag_triggered_through_rest_api(tmp_path):
                                                                     headers=h, timeout=10)).ok and r.json(), 180)
         assert "recsys_nightly" in details["doc_md"] and set(details["tags"][i]["name"] for i in range(2)) == \
             {"recsys", "nightly"}
-        assert requests.patch(f"{base}/api/v2/dags/recsys_nightly", json={"is_paused": False}, headers=h,
-                              timeout=10).ok
-        r = requests.post(f"{base}/api/v2/dags/recsys_nightly/dagRuns", headers=h, timeout=10,
-                          json={"dag_run_id": "e2e_test", "logical_date": f"{DS}T00:00:00Z"})
-        assert r.ok, r.text
+        def run_dag(dag_id: str, run_id: str, timeout: int) -> str:
+            """Unpause, trigger for DS through the REST API, wait for the run's final state."""
+            assert requests.patch(f"{base}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=h,
+                                  timeout=10).ok
+            r = requests.post(f"{base}/api/v2/dags/{dag_id}/dagRuns", headers=h, timeout=10,
+                              json={"dag_run_id": run_id, "logical_date": f"{DS}T00:00:00Z"})
+            assert r.ok, r.text
 
-        def finished():
-            state = requests.get(f"{base}/api/v2/dags/recsys_nightly/dagRuns/e2e_test", headers=h,
-                                 timeout=10).json()["state"]
-            return state if state in ("success", "failed") else None
+            def finished():
+                state = requests.get(f"{base}/api/v2/dags/{dag_id}/dagRuns/{run_id}", headers=h,
+                                     timeout=10).json()["state"]
+                return state if state in ("success", "failed") else None
 
-        assert wait_for("the DAG run", finished, 900) == "success"
+            return wait_for(f"the {dag_id} run", finished, timeout)
+
+        assert run_dag("recsys_nightly", "e2e_test", 900) == "success"
         tis = requests.get(f"{base}/api/v2/dags/recsys_nightly/dagRuns/e2e_test/taskInstances", headers=h,
                            timeout=10).json()["task_instances"]
         assert {t["task_id"]: t["state"] for t in tis} == {t: "success" for t in
                                                            ("validate", "features", "train", "evaluate", "rank", "select", "surfaces", "publish")}
+        # The A/B report DAG, for the same date, after the nightly.
+        assert run_dag("recsys_ab_report", "e2e_ab", 300) == "success"
         ui = requests.get(f"{base}/", timeout=10)
         assert ui.ok and "<html" in ui.text.lower()
     finally:
@@ -110,4 +142,12 @@ def test_scheduler_runs_dag_triggered_through_rest_api(tmp_path):
     con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
     assert con.execute("SELECT DISTINCT run_id FROM user_recommendations WHERE ds = ?::DATE", [DS]).fetchall() \
         == [("e2e_test",)]
+    # Lists carry the experiment, and the report DAG wrote its table and page.
+    arms = dict(con.execute("SELECT variant, count(DISTINCT user_id) FROM user_recommendations WHERE ds = ?::DATE "
+                            "AND surface = 'for_you' GROUP BY 1", [DS]).fetchall())
+    assert set(arms) == {"control", "treatment"}
+    ab = con.execute("SELECT * FROM ab_results WHERE ds = ?::DATE AND as_of = ?::DATE", [DS, DS]).df()
     con.close()
+    assert set(ab["metric"]) >= {"conversion", "revenue_per_visitor", "ctr"} and (ab["run_id"] == "e2e_ab").all()
+    assert ab["visitors_control"].iloc[0] + ab["visitors_variant"].iloc[0] == 3000
+    assert (cfg.home / "reports" / "ab" / f"ds={DS}" / "report.html").exists()

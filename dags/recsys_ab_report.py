@@ -1,0 +1,50 @@
+"""
+### recsys_ab_report
+
+The nightly A/B report, after `recsys_nightly` has published the day's lists. For every experiment
+in the experiments file (config `experiments_file`, docs/ab-testing.md) that has started by `ds`:
+per arm CTR on recommendations, add-to-cart rate, conversion, revenue per visitor, average order
+value and cross-category purchase rate; the relative lift against control with its 95% interval and
+p-value, cumulative day by day; a sample-ratio-mismatch check; the return on investment.
+
+| task | writes |
+|---|---|
+| `ab_report` | table `ab_results` (DuckDB and Parquet), `reports/ab/ds=<ds>/report.html` |
+
+Outcome events arrive through `recsys import-outcomes FILE`. Trigger with the `ds` param to rebuild a
+past date. Owner: data engineering / analytics.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+
+
+@dag(
+    dag_id="recsys_ab_report",
+    # 05:00 UTC, three hours after recsys_nightly, for the previous day (data intervals).
+    schedule=CronDataIntervalTimetable("0 5 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2000, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "data-engineering", "retries": int(os.environ.get("RECSYS_TASK_RETRIES", "2")),
+                  "retry_delay": timedelta(minutes=5)},
+    tags=["recsys", "ab-testing"],
+    doc_md=__doc__,
+    params={"ds": Param(None, type=["null", "string"], format="date",
+                        description="Report on this date instead of the run's logical date (YYYY-MM-DD)")},
+)
+def recsys_ab_report():
+    @task(task_id="ab_report")
+    def ab_report(**context) -> dict:
+        from pipelines.airflow_tasks import run_task
+
+        return run_task("ab_report", context)
+
+    ab_report()
+
+
+recsys_ab_report()
