@@ -8,7 +8,7 @@ DS     ?= $(shell date -u -d yesterday +%F)
 PORT   ?= 8080
 MLFLOW_PORT ?= 5000
 
-.PHONY: install postgres-server run test airflow mlflow bench-validate bench-quality bench-serving clean
+.PHONY: install postgres-server run test airflow mlflow bench-validate bench-quality bench-serving bench-scale clean
 
 # The stamp is rebuilt whenever the pinned requirements or the package metadata change.
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -50,6 +50,10 @@ mlflow: install
 DATA ?= $(CURDIR)/../shared/data/online_retail.parquet
 bench-quality: install
 	$(BIN)/python benchmarks/bench_quality.py $(DATA) --write-docs
+
+# Ten million demo events: generation, the ALS floor, block scoring; PIPELINE=1 adds the nightly run.
+bench-scale: install
+	$(BIN)/python benchmarks/bench_scale.py $(if $(PIPELINE),--pipeline,)
 
 bench-serving: install
 	$(BIN)/python benchmarks/bench_serving.py $(DATA)

@@ -56,11 +56,19 @@ def airflow_secrets(cfg) -> dict[str, str]:
 
 
 def cmd_demo_data(args, cfg):
-    from pipelines.importers import import_demo
+    if args.scale:
+        from pipelines.demo_scale import generate_scale
 
-    res = import_demo(cfg, seed=args.seed, users=args.users, items=args.items, days=args.days,
-                      end_date=args.end_date or _yesterday())
-    print(res.summary())
+        res = generate_scale(cfg, users=args.users or 1_000_000, items=args.items or 100_000,
+                             events=args.events, days=args.days or 30, end_date=args.end_date or _yesterday(),
+                             seed=args.seed)
+        print(res)
+    else:
+        from pipelines.importers import import_demo
+
+        res = import_demo(cfg, seed=args.seed, users=args.users or 2000, items=args.items or 400,
+                          days=args.days or 90, end_date=args.end_date or _yesterday())
+        print(res.summary())
     print(f"landing zone: {cfg.landing}")
 
 
@@ -277,9 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo-data", help="generate deterministic demo data into the landing zone")
     d.add_argument("--seed", type=int, default=42)
-    d.add_argument("--users", type=int, default=2000)
-    d.add_argument("--items", type=int, default=400)
-    d.add_argument("--days", type=int, default=90)
+    d.add_argument("--users", type=int, help="default 2000 (1,000,000 with --scale)")
+    d.add_argument("--items", type=int, help="default 400 (100,000 with --scale)")
+    d.add_argument("--days", type=int, help="default 90 (30 with --scale)")
+    d.add_argument("--scale", action="store_true",
+                   help="the scale data set: power-law users and items, generated day by day (pipelines/demo_scale.py)")
+    d.add_argument("--events", type=int, default=10_000_000, help="with --scale: events in all (default 10,000,000)")
     d.add_argument("--end-date", help="last day of data, YYYY-MM-DD (default: yesterday, UTC)")
     d.set_defaults(func=cmd_demo_data)
 

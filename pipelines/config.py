@@ -113,6 +113,8 @@ class Config:
     gate_margin: float = 0.01
     gate_coverage_tolerance: float = 0.10
     mlflow_experiment: str = "recsys_nightly"
+    # An MLflow tracking server (e.g. http://mlflow:5000) instead of the SQLite store under the data root.
+    mlflow_tracking_uri: str = ""
     registered_model: str = "recsys_recommender"
 
     # ---- derived paths (one place for the layout under the data root) ----
@@ -151,7 +153,7 @@ class Config:
 
     @property
     def mlflow_uri(self) -> str:
-        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
     @property
     def airflow_dir(self) -> Path:

@@ -27,8 +27,10 @@ def setup(cfg: Config):
     mlflow.set_registry_uri(cfg.mlflow_uri)
     exp = mlflow.get_experiment_by_name(cfg.mlflow_experiment)
     if exp is None:
+        # Local store: artifacts beside it under the data root; a tracking server keeps its own.
+        local = not cfg.mlflow_tracking_uri
         mlflow.create_experiment(cfg.mlflow_experiment,
-                                 artifact_location=(cfg.mlflow_dir / "artifacts").as_uri())
+                                 artifact_location=(cfg.mlflow_dir / "artifacts").as_uri() if local else None)
     mlflow.set_experiment(cfg.mlflow_experiment)
     return mlflow
 

@@ -168,3 +168,19 @@ def test_content_text_vectors_match_scikit_learn_tfidf(tmp_path):
     # The first query is closest to the scarf, the second to the lantern.
     sims = (loaded.text_vectors(queries) @ loaded.item_vectors().T).toarray()
     assert sims[0].argmax() == 0 and sims[1].argmax() == 3 and not sims[2].any()
+
+
+def test_block_topk_equals_brute_force_with_rule_masks():
+    from models.scoring import block_topk
+
+    rng = np.random.default_rng(0)
+    users, items = rng.normal(size=(50, 8)).astype(np.float32), rng.normal(size=(300, 8)).astype(np.float32)
+    exclude = sp.random(50, 300, density=0.05, format="csr", random_state=1)
+    filt = np.array([3, 7, 11])
+    ids, scores = block_topk(users, items, np.arange(50), 10, exclude=exclude, filter_items=filt, block=16)
+    s = users @ items.T
+    s[:, filt] = -np.inf
+    s[exclude.nonzero()] = -np.inf
+    expected = np.argsort(-s, axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(ids, expected)
+    np.testing.assert_allclose(scores, np.take_along_axis(s, expected, axis=1), rtol=1e-5)

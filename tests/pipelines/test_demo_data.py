@@ -43,3 +43,32 @@ def test_patterns_funnel_arrivals_repeats_and_dirt():
     dirty = ev["user_id"].isna() | ~ev["event_type"].isin(["view", "add_to_cart", "purchase", "return"]) \
         | (ev["price"] < 0) | (ev["quantity"] < 1)
     assert 0.001 < dirty.mean() < 0.01
+
+
+def test_scale_generator_writes_one_partition_a_day_with_the_asked_counts_deterministically(tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipelines.config import load_config
+    from pipelines.demo_scale import generate_scale
+
+    tables = []
+    for root in ("a", "b"):
+        cfg = load_config(environ={}, home=tmp_path / root)
+        out = generate_scale(cfg, users=500, items=120, events=9_001, days=3, end_date="2026-11-27", seed=3)
+        assert out["events"] == 9_001
+        parts = sorted((cfg.landing / "events").glob("event_date=*/*.parquet"))
+        assert [p.parent.name for p in parts] == ["event_date=2026-11-25", "event_date=2026-11-26",
+                                                  "event_date=2026-11-27"]
+        ev = pa_concat([pq.read_table(p) for p in parts])
+        assert ev.num_rows == 9_001 and set(ev.column("event_type").to_pylist()) == {"view", "add_to_cart", "purchase"}
+        assert len(set(ev.column("user_id").to_pylist())) <= 500 and len(set(ev.column("item_id").to_pylist())) <= 120
+        tables.append(ev)
+        again = generate_scale(cfg, users=500, items=120, events=9_001, days=3, end_date="2026-11-27", seed=3)
+        assert again.get("skipped")  # the same batch lands once
+    assert tables[0].equals(tables[1])
+
+
+def pa_concat(tables):
+    import pyarrow as pa
+
+    return pa.concat_tables(tables)

@@ -1,0 +1,121 @@
+"""Scale benchmark: ten million demo events, the ALS floor, and block scoring with rules.
+
+Usage: python benchmarks/bench_scale.py [--home DATA_ROOT] [--users N --items N --events N --days N]
+                                        [--pipeline]
+
+1. ``recsys demo-data --scale`` data (generated day by day; skipped when the data root has it);
+2. the floor: implicit ALS (64 factors, 15 iterations) fitted on the user x item weights, then
+   implicit's batched ``recommend`` (top 10, already-bought items filtered) for every user;
+3. block scoring (models/scoring.py) on the same factors: top 20 per user with the rule masks
+   (unavailable items for everyone, already-bought items per user) inside the fused top-K;
+4. with ``--pipeline``: every nightly step in order, its time and the peak resident memory so far,
+   and the ratio of the whole run to the floor.
+
+Prints every figure; nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--home")
+    ap.add_argument("--users", type=int, default=1_000_000)
+    ap.add_argument("--items", type=int, default=100_000)
+    ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--ds", default="2026-11-27")
+    ap.add_argument("--pipeline", action="store_true", help="also run the nightly steps")
+    args = ap.parse_args()
+    sys.path.insert(0, str(REPO))
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    import duckdb
+    import numpy as np
+    import scipy.sparse as sp
+    from threadpoolctl import threadpool_limits
+
+    from models.scoring import block_topk
+    from pipelines.config import load_config
+    from pipelines.demo_scale import generate_scale
+
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-scale-")) / "var"
+    cfg = load_config(environ={}, home=home)
+    figures = {}
+    t0 = time.perf_counter()
+    gen = generate_scale(cfg, users=args.users, items=args.items, events=args.events, days=args.days,
+                         end_date=args.ds)
+    figures["generate"] = time.perf_counter() - t0
+    print(f"data: {gen} in {figures['generate']:.1f}s (peak RSS {peak_gb():.2f} GB)", flush=True)
+
+    # The matrix for the floor, straight from the landing Parquet with DuckDB.
+    t0 = time.perf_counter()
+    con = duckdb.connect()
+    w = cfg.event_weights
+    m = con.execute(f"""
+        WITH e AS (SELECT user_id, item_id, sum(CASE event_type WHEN 'purchase' THEN {w['purchase']}
+                          WHEN 'add_to_cart' THEN {w['add_to_cart']} ELSE {w['view']} END) AS w
+                   FROM read_parquet('{cfg.landing}/events/*/*.parquet') GROUP BY ALL),
+             u AS (SELECT user_id, row_number() OVER (ORDER BY user_id) - 1 AS ui FROM (SELECT DISTINCT user_id FROM e)),
+             i AS (SELECT item_id, row_number() OVER (ORDER BY item_id) - 1 AS ii FROM (SELECT DISTINCT item_id FROM e))
+        SELECT ui, ii, w FROM e JOIN u USING (user_id) JOIN i USING (item_id)""").fetchnumpy()
+    n_users, n_items = int(m["ui"].max()) + 1, int(m["ii"].max()) + 1
+    x = sp.csr_matrix((m["w"].astype(np.float32), (m["ui"], m["ii"])), shape=(n_users, n_items))
+    del m
+    con.close()
+    print(f"matrix {n_users} x {n_items}, {x.nnz} cells in {time.perf_counter() - t0:.1f}s", flush=True)
+
+    from implicit.als import AlternatingLeastSquares
+
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(factors=64, iterations=15, regularization=0.05, alpha=2.0, random_state=7)
+        t0 = time.perf_counter()
+        model.fit(x, show_progress=False)
+        figures["als_fit"] = time.perf_counter() - t0
+        users = np.arange(n_users)
+        t0 = time.perf_counter()
+        for s in range(0, n_users, 100_000):
+            b = users[s:s + 100_000]
+            model.recommend(b, x[b], N=10, filter_already_liked_items=True)
+        figures["implicit_recommend"] = time.perf_counter() - t0
+        floor = figures["als_fit"] + figures["implicit_recommend"]
+        print(f"floor: ALS fit {figures['als_fit']:.1f}s + implicit recommend {figures['implicit_recommend']:.1f}s "
+              f"({n_users / figures['implicit_recommend']:,.0f} users/s) = {floor:.1f}s", flush=True)
+        # Our block scoring: top 20 with the rule masks (2% of items out of stock, bought items excluded).
+        rng = np.random.default_rng(0)
+        unavailable = np.flatnonzero(rng.random(n_items) < 0.02)
+        t0 = time.perf_counter()
+        ids, _ = block_topk(model.user_factors, model.item_factors, users, 20, exclude=x, filter_items=unavailable)
+        figures["block_scoring"] = time.perf_counter() - t0
+        assert not np.isin(ids, unavailable).any()
+        print(f"block scoring, top 20 with rule masks: {figures['block_scoring']:.1f}s "
+              f"({n_users / figures['block_scoring']:,.0f} users/s); peak RSS {peak_gb():.2f} GB", flush=True)
+
+    if args.pipeline:
+        from pipelines.run import STEPS, run_step
+
+        total = 0.0
+        for step in STEPS:
+            t0 = time.perf_counter()
+            run_step(step, cfg, args.ds, "bench-scale")
+            dt = time.perf_counter() - t0
+            total += dt
+            print(f"  {step:<10} {dt:7.1f}s   peak RSS so far {peak_gb():.2f} GB", flush=True)
+        print(f"nightly run {total:.1f}s = {total / floor:.2f} x the floor ({floor:.1f}s)")
+
+
+if __name__ == "__main__":
+    main()
