@@ -5,7 +5,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from models.base import NO_ITEM, Recommender
+from models.base import Recommender
 
 
 class ALSRecommender(Recommender):
@@ -39,29 +39,10 @@ class ALSRecommender(Recommender):
         return self.item_factors_
 
     def recommend(self, users, user_items, n, exclude=None, filter_items=None):
-        from implicit.cpu.topk import topk as fused_topk
+        from models.scoring import block_topk
 
-        users = np.asarray(users, dtype=np.int64)
-        fi = None if filter_items is None or not len(filter_items) else np.asarray(filter_items, dtype=np.int32)
-        ids, scores = [], []
-        with threadpool_limits(1, "blas"):
-            for start in range(0, len(users), self.block_users):
-                block = users[start:start + self.block_users]
-                fq = exclude[block].tocsr() if exclude is not None else None
-                i, s = fused_topk(self.item_factors_, self.user_factors_[block], min(n, self.item_factors_.shape[0]),
-                                  filter_query_items=fq, filter_items=fi)
-                ids.append(np.asarray(i, dtype=np.int64))
-                scores.append(np.asarray(s, dtype=np.float32))
-        if not ids:
-            return np.empty((0, n), np.int64), np.empty((0, n), np.float32)
-        ids, scores = np.vstack(ids), np.vstack(scores)
-        # implicit marks filtered slots with -FLT_MAX; the contract says -1 / -inf.
-        empty = scores <= np.finfo(np.float32).min / 2
-        ids[empty], scores[empty] = NO_ITEM, -np.inf
-        if ids.shape[1] < n:
-            ids = np.pad(ids, ((0, 0), (0, n - ids.shape[1])), constant_values=NO_ITEM)
-            scores = np.pad(scores, ((0, 0), (0, n - scores.shape[1])), constant_values=-np.inf)
-        return ids, scores
+        return block_topk(self.user_factors_, self.item_factors_, users, n, exclude=exclude,
+                          filter_items=filter_items, block=self.block_users)
 
     def _arrays(self):
         return {"user_factors_": self.user_factors_, "item_factors_": self.item_factors_}

@@ -19,17 +19,24 @@ def block_topk(user_factors: np.ndarray, item_factors: np.ndarray, users: np.nda
     """Top n items per user of ``users`` by dot product, best first; (ids, scores) of shape
     (len(users), n), id -1 where fewer items are eligible."""
     from implicit.cpu.topk import topk
+    from threadpoolctl import threadpool_limits
 
     users = np.asarray(users, dtype=np.int64)
     item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+    k = min(n, item_factors.shape[0])
     filt = None if filter_items is None or not len(filter_items) else np.asarray(filter_items, dtype=np.int32)
-    ids = np.empty((len(users), n), dtype=np.int64)
-    scores = np.empty((len(users), n), dtype=np.float32)
-    for start in range(0, len(users), block):
-        b = users[start:start + block]
-        q = np.ascontiguousarray(user_factors[b], dtype=np.float32)
-        fq = exclude[b].tocsr() if exclude is not None else None
-        i, s = topk(item_factors, q, n, filter_query_items=fq, filter_items=filt, num_threads=num_threads)
-        i = np.where(np.isfinite(s), i, -1)
-        ids[start:start + len(b)], scores[start:start + len(b)] = i, s
+    ids = np.full((len(users), n), -1, dtype=np.int64)
+    scores = np.full((len(users), n), -np.inf, dtype=np.float32)
+    # implicit's own threads share the users; a threaded BLAS underneath would only oversubscribe.
+    with threadpool_limits(1, "blas"):
+        for start in range(0, len(users), block):
+            b = users[start:start + block]
+            q = np.ascontiguousarray(user_factors[b], dtype=np.float32)
+            fq = exclude[b].tocsr() if exclude is not None else None
+            i, s = topk(item_factors, q, k, filter_query_items=fq, filter_items=filt, num_threads=num_threads)
+            # implicit marks slots without an eligible item with -FLT_MAX; the contract says -1 / -inf.
+            empty = ~np.isfinite(s) | (s <= np.finfo(np.float32).min / 2)
+            ids[start:start + len(b), :k] = np.where(empty, -1, i)
+            scores[start:start + len(b), :k] = np.where(empty, -np.inf, s)
     return ids, scores
+

@@ -184,3 +184,14 @@ def test_block_topk_equals_brute_force_with_rule_masks():
     expected = np.argsort(-s, axis=1, kind="stable")[:, :10]
     np.testing.assert_array_equal(ids, expected)
     np.testing.assert_allclose(scores, np.take_along_axis(s, expected, axis=1), rtol=1e-5)
+
+
+def test_block_topk_pads_with_minus_one_when_few_items_are_eligible():
+    from models.scoring import block_topk
+
+    users, items = np.ones((2, 3), np.float32), np.arange(15, dtype=np.float32).reshape(5, 3)
+    exclude = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=np.float32))
+    ids, scores = block_topk(users, items, np.arange(2), 6, exclude=exclude, filter_items=np.array([4]))
+    assert ids.tolist() == [[3, 2, 1, -1, -1, -1], [3, 2, 1, 0, -1, -1]]
+    assert np.isneginf(scores[0, 3:]).all() and scores[1, 0] == pytest.approx(9 + 10 + 11)
+
