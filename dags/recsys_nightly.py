@@ -12,7 +12,9 @@ recommendation tables.
 | `evaluate` | temporal holdout: precision@K, recall@K, NDCG@K, coverage per candidate | `eval/ds=<ds>/` |
 | `rank` | two-stage hybrid: candidates from buy-again, item-kNN, EASE and ALS re-ranked by a gradient-boosted model, for `for_you` and `new_for_you` | `eval/`, `models/ds=<ds>/hybrid/` |
 | `select` | refits the best on all data, logs the MLflow run, registers it with alias `champion` | `mlflow/` |
-| `publish` | `user_recommendations`, `similar_items`, `model_runs` for `ds`, atomically | `warehouse/` |
+| `surfaces` | pair tables, post-purchase email, trending, best sellers, category affinity | `surfaces/ds=<ds>/` |
+| `score` | the personal lists through the rules layer, one mapped task per user shard (`RECSYS_PUBLISH_SHARDS`) | `models/ds=<ds>/shards/` |
+| `publish` | every table of `docs/tables.md` for `ds`, all shards together, atomically | `warehouse/` |
 
 Everything lives under `$RECSYS_HOME`. Trigger with the `ds` param to (re)build a past date; a rerun
 replaces that date only. Owner: data engineering. Docs: `README.md`, `docs/`.
@@ -27,7 +29,10 @@ from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 
 # Heavy imports (pandas, implicit, mlflow, great_expectations) happen inside the tasks only:
 # the scheduler parses this file every few seconds. Same order as pipelines.run.STEPS (tested).
-STEPS = ("validate", "features", "train", "evaluate", "rank", "select", "surfaces", "publish")
+STEPS = ("validate", "features", "train", "evaluate", "rank", "select", "surfaces", "score", "publish")
+# The score step runs as one mapped task per user shard (dynamic task mapping), so Celery or
+# Kubernetes workers share it; publish makes every shard visible in one transaction.
+SHARDS = int(os.environ.get("RECSYS_PUBLISH_SHARDS", "1"))
 
 
 def _step_task(step: str):
@@ -61,7 +66,13 @@ def _step_task(step: str):
 def recsys_nightly():
     # Each task calls one step function and returns its small summary (counts, paths, run ids) as
     # XCom; data moves through files under $RECSYS_HOME, never through XCom.
-    chain(*[_step_task(step) for step in STEPS])
+    @task(task_id="score")
+    def score(shard: int, **context) -> dict:
+        from pipelines.airflow_tasks import run_task
+
+        return run_task("score", context, shard=shard)
+
+    chain(*[score.expand(shard=list(range(SHARDS))) if step == "score" else _step_task(step) for step in STEPS])
 
 
 recsys_nightly()

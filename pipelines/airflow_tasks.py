@@ -27,7 +27,7 @@ def resolve_ds(context: Mapping[str, Any]) -> str:
     raise ValueError("cannot tell the ds of this run: no params.ds, logical_date or run_after in the context")
 
 
-def run_task(step: str, context: Mapping[str, Any]) -> dict:
+def run_task(step: str, context: Mapping[str, Any], shard: int | None = None) -> dict:
     """Run one pipeline step for the DAG run in ``context``; returns the step's small result for XCom."""
     from pipelines.config import load_config
     from pipelines.run import run_step
@@ -40,7 +40,7 @@ def run_task(step: str, context: Mapping[str, Any]) -> dict:
     from pipelines.validate import ValidationError
 
     try:
-        return run_step(step, cfg, ds, run_id, airflow_run_id=run_id)
+        return run_step(step, cfg, ds, run_id, airflow_run_id=run_id, shard=shard)
     except (ValidationError, FeatureError) as exc:
         # Bad data does not get better by waiting: fail at once instead of retrying twice.
         from airflow.sdk.exceptions import AirflowFailException

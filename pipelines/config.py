@@ -90,6 +90,9 @@ class Config:
     experiments_file: str = ""
     # Business rules file (YAML, docs/rules.md); empty = the built-in defaults (pipelines/rules.yaml).
     rules_file: str = ""
+    # User shards of the score step (Airflow maps one task per shard; RECSYS_PUBLISH_SHARDS must be
+    # set for the scheduler that parses the DAG too). Every shard becomes visible at publish, together.
+    publish_shards: int = 1
     # Users scored per block: bounds memory at block x n_items floats.
     score_block_users: int = 4096
     # Candidate models evaluated every night; the best on NDCG@eval_k becomes champion.

@@ -35,4 +35,4 @@ SURFACE_FOR_YOU = "for_you"
 DAG_ID = "recsys_nightly"
 
 # The nightly steps, in order (pipelines.run and the DAG, tested to agree).
-STEPS = ("validate", "features", "train", "evaluate", "rank", "select", "surfaces", "publish")
+STEPS = ("validate", "features", "train", "evaluate", "rank", "select", "surfaces", "score", "publish")

@@ -82,12 +82,13 @@ def hybrid_choice(cfg: Config, ds: str) -> dict[str, bool]:
     return out
 
 
-def country_popularity(users: pd.DataFrame, full, n: int, exclude, inactive: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def country_popularity(users: pd.DataFrame, full, n: int, exclude, inactive: np.ndarray,
+                       rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per user, the items most bought (distinct users) by users of the same country, best first.
 
     Computed as one sparse product (countries x users) @ (users x items); users without a country
-    get no list here (the global popularity list follows in the merge). Returns (ids, scores).
+    get no list here (the global popularity list follows in the merge). Returns (ids, scores) for
+    the user indices ``rows`` (default all), one row each.
     """
     country = users["country"].astype("string").fillna("") if "country" in users else pd.Series([""] * len(users))
     codes, names = pd.factorize(country)
@@ -100,12 +101,13 @@ def country_popularity(users: pd.DataFrame, full, n: int, exclude, inactive: np.
     # Each user's own country's list; excluded items (new_for_you) are removed per user afterwards.
     # Room for the user's own items to be removed (capped: global popularity backfills the rest).
     top, top_scores = topk(buyers, n * 4 if exclude is not None else n)
-    ids, scores = top[codes], top_scores[codes]
-    no_country = (country == "").to_numpy()
+    rows = np.arange(n_users) if rows is None else np.asarray(rows, dtype=np.int64)
+    ids, scores = top[codes[rows]], top_scores[codes[rows]]
+    no_country = (country == "").to_numpy()[rows]
     ids[no_country] = NO_ITEM
     if exclude is not None and exclude.nnz:
-        rows = np.repeat(np.arange(n_users), ids.shape[1])
-        own = np.asarray(exclude[rows, np.where(ids.ravel() >= 0, ids.ravel(), 0)]).ravel().reshape(ids.shape) > 0
+        r = np.repeat(rows, ids.shape[1])
+        own = np.asarray(exclude[r, np.where(ids.ravel() >= 0, ids.ravel(), 0)]).ravel().reshape(ids.shape) > 0
         ids[own] = NO_ITEM
     return ids, scores
 
@@ -152,9 +154,11 @@ def hybrid_lists(cfg: Config, ds: str, surface: str, n_users: int) -> tuple[np.n
     return ids, scores
 
 
-def _long(ids: np.ndarray, src: np.ndarray | str, names: list[str] | None = None) -> pd.DataFrame:
-    """(users, k) ids (-1 = empty) -> long rows user_idx, item_idx, source in list order."""
-    rows = np.repeat(np.arange(ids.shape[0]), ids.shape[1])
+def _long(ids: np.ndarray, src: np.ndarray | str, names: list[str] | None = None,
+          users: np.ndarray | None = None) -> pd.DataFrame:
+    """(users, k) ids (-1 = empty) -> long rows user_idx, item_idx, source in list order; row r is
+    user ``users[r]`` (or r)."""
+    rows = np.repeat(np.arange(ids.shape[0]) if users is None else np.asarray(users), ids.shape[1])
     keep = ids.ravel() >= 0
     source = np.asarray(names + [""])[src.ravel()[keep]] if names is not None else src
     return pd.DataFrame({"user_idx": rows[keep], "item_idx": ids.ravel()[keep], "source": source})
@@ -179,8 +183,10 @@ def purchase_matrix(cfg: Config, ds: str, shape: tuple[int, int]) -> sp.csr_matr
 
 
 def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_name: str,
-                         experiments: list | None = None) -> pa.Table:
-    """``for_you``, ``new_for_you`` and ``buy_again`` for every user, through the rules layer."""
+                         experiments: list | None = None, users: np.ndarray | None = None) -> pa.Table:
+    """``for_you``, ``new_for_you`` and ``buy_again`` for every user (or the user indices ``users``:
+    one shard), through the rules layer. A user's rows do not depend on which other users are in
+    the call, so shards concatenate to exactly the single-call table."""
     from pipelines.rules import item_flags, load_rules, rerank_personal
     from pipelines.surfaces import load_surface
     from pipelines.train import items_for_fit, make_model
@@ -194,7 +200,8 @@ def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_na
     content = load_model(cfg.models_dir(ds) / "content")
     n_users, n = full.shape[0], cfg.top_n
     width = 2 * n  # candidates per user before the rules drop and re-order some
-    users = np.arange(n_users)
+    users = np.arange(n_users) if users is None else np.asarray(users, dtype=np.int64)
+    m = len(users)
     empty_history = np.diff(full.indptr) == 0
     use_hybrid = hybrid_choice(cfg, ds)
     user_ids = users_df["user_id"].to_numpy()
@@ -249,35 +256,38 @@ def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_na
         for surface, task, exclude in ((C.SURFACE_FOR_YOU, "all", None), ("new_for_you", "new", full)):
             if model is not None:
                 champ_ids, champ_scores = model.recommend(users, full, width, exclude=exclude, filter_items=unavailable)
-                champ_ids[empty_history] = NO_ITEM  # a factor model's guess for an empty row is noise
+                champ_ids[empty_history[users]] = NO_ITEM  # a factor model's guess for an empty row is noise
             else:  # the non-personalised arm: best sellers only
-                champ_ids, champ_scores = np.full((n_users, width), NO_ITEM), np.full((n_users, width), -np.inf)
+                champ_ids, champ_scores = np.full((m, width), NO_ITEM), np.full((m, width), -np.inf)
             pop_ids, pop_scores = popularity.recommend(users, full, width, exclude=exclude, filter_items=unavailable)
             # Fallbacks: what shoppers of the user's country buy, then what everyone buys.
-            country_ids, country_scores = country_popularity(users_df, full, width, exclude, unavailable)
-            interest_ids, interest_scores = np.full((n_users, width), NO_ITEM), np.full((n_users, width), -np.inf)
-            if stated.any() and model is not None:
-                interest_ids[stated], interest_scores[stated] = content_lists(
-                    profiles[stated], vectors, np.flatnonzero(flags["available"].to_numpy()), width, None,
+            country_ids, country_scores = country_popularity(users_df, full, width, exclude, unavailable, rows=users)
+            interest_ids, interest_scores = np.full((m, width), NO_ITEM), np.full((m, width), -np.inf)
+            st = stated[users]
+            if st.any() and model is not None:
+                interest_ids[st], interest_scores[st] = content_lists(
+                    profiles[users[st]], vectors, np.flatnonzero(flags["available"].to_numpy()), width, None,
                     cfg.score_block_users)
             lists = [(champ_ids, champ_scores), (interest_ids, interest_scores), (country_ids, country_scores),
                      (pop_ids, pop_scores)]
             names = [model_name, "content_interests", "popular_in_country", "popularity"]
             if allow_hybrid and use_hybrid[task]:
-                lists.insert(0, hybrid_lists(cfg, ds, surface, n_users))
+                h_ids, h_scores = hybrid_lists(cfg, ds, surface, n_users)
+                lists.insert(0, (h_ids[users], h_scores[users]))
                 names.insert(0, "hybrid")
             merged, source, _ = merge_many(lists, width)
-            cands = _long(merged, source, names)
+            cands = _long(merged, source, names, users)
             fresh = pd.DataFrame(columns=["user_idx", "item_idx", "source"])
             if slots and model is not None:
-                new_ids, _ = content_lists(profiles, vectors, fresh_items, slots, full, cfg.score_block_users)
-                fresh = _long(new_ids, "content_new_item")
+                new_ids, _ = content_lists(profiles[users], vectors, fresh_items, slots, full[users],
+                                           cfg.score_block_users)
+                fresh = _long(new_ids, "content_new_item", None, users)
             # Backfill: best sellers of the user's country, then overall.
             by_country = best[best["country"] != "ALL"][["country", "item_idx"]]
-            back = pd.DataFrame({"user_idx": users, "country": country.to_numpy()}).merge(by_country, on="country")
+            back = pd.DataFrame({"user_idx": users, "country": country.to_numpy()[users]}).merge(by_country, on="country")
             back = pd.concat([back.assign(source="popular_in_country"),
                               pd.DataFrame({"user_idx": np.repeat(users, len(overall[:n])),
-                                            "item_idx": np.tile(overall[:n], n_users), "source": "popularity"})],
+                                            "item_idx": np.tile(overall[:n], m), "source": "popularity"})],
                              ignore_index=True)
             back = back.sort_values("user_idx", kind="stable")[["user_idx", "item_idx", "source"]]
             out = rerank_personal(
@@ -290,7 +300,7 @@ def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_na
     # buy_again: the user's own repeatable purchases, by count, recency-free repeatability (no backfill).
     ba = make_model("buy_again", cfg).fit(full, items_for_fit(items, "pop_full"))
     ba_ids, _ = ba.recommend(users, bought, n, filter_items=unavailable)
-    cands = _long(ba_ids, "buy_again")
+    cands = _long(ba_ids, "buy_again", None, users)
     own = np.asarray(bought[cands["user_idx"].to_numpy(), cands["item_idx"].to_numpy()]).ravel() > 0
     cands = cands[own & flags["repeatable"].to_numpy()[cands["item_idx"].to_numpy()]]
     cands = cands.assign(rank=cands.groupby("user_idx").cumcount() + 1, utility=0.0, surface="buy_again")
@@ -432,6 +442,64 @@ def model_runs(cfg: Config, ds: str, run_id: str) -> pa.Table:
     return pa.Table.from_pandas(m[cols], preserve_index=False)
 
 
+# ---------------------------------------------------------------- user shards (scale-out)
+def shard_of(user_ids, n_shards: int) -> np.ndarray:
+    """Shard index per user: the sha256 bucket of the user id (pipelines.ab.bucket), so a user stays
+    in one shard for a given shard count, on every machine."""
+    from pipelines.ab import bucket
+
+    return np.minimum((bucket("recsys-shard", user_ids) * n_shards).astype(np.int64), n_shards - 1)
+
+
+def shard_path(cfg: Config, ds: str, shard: int, n_shards: int):
+    return cfg.models_dir(ds) / "shards" / f"user_recommendations-{shard:03d}-of-{n_shards:03d}.parquet"
+
+
+def score_shard(cfg: Config, ds: str, run_id: str, shard: int) -> dict:
+    """The ``score`` task of one shard: the personal lists of the users of that shard, staged as
+    Parquet for the publish step (which makes every shard visible in one transaction)."""
+    n = cfg.publish_shards
+    if not 0 <= shard < n:
+        raise ValueError(f"shard {shard} out of range for publish_shards={n}")
+    from pipelines.ab import active_assignments
+
+    selected = storage.read_json(cfg.models_dir(ds) / "selected.json")
+    f = load_features(cfg, ds)
+    user_ids = f["users"]["user_id"].to_numpy()
+    users = np.flatnonzero(shard_of(user_ids, n) == shard)
+    experiments = active_assignments(cfg, ds, user_ids)
+    table = user_recommendations(cfg, ds, run_id, f, selected["champion"], experiments, users)
+    path = storage.atomic_write_parquet(table, shard_path(cfg, ds, shard, n))
+    log.info("score ds=%s shard %d/%d: %d users, %d rows", ds, shard + 1, n, len(users), table.num_rows)
+    return {"ds": ds, "shard": shard, "shards": n, "users": int(len(users)), "rows": table.num_rows, "path": str(path)}
+
+
+def score(cfg: Config, ds: str, run_id: str, shard: int | None = None) -> dict:
+    """In-process: every shard in turn (Airflow maps one task per shard instead)."""
+    if shard is not None:
+        return score_shard(cfg, ds, run_id, shard)
+    parts = [score_shard(cfg, ds, run_id, k) for k in range(cfg.publish_shards)]
+    return {"ds": ds, "shards": len(parts), "rows": sum(p["rows"] for p in parts)}
+
+
+def staged_user_recommendations(cfg: Config, ds: str, run_id: str) -> pa.Table | None:
+    """The score step's shards of this run, concatenated in a fixed order; None when any is missing
+    or belongs to another run (publish then computes the lists itself)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    n = cfg.publish_shards
+    paths = [shard_path(cfg, ds, k, n) for k in range(n)]
+    if not all(p.exists() for p in paths):
+        return None
+    parts = [pq.read_table(p) for p in paths]
+    if any(t.num_rows and pc.any(pc.not_equal(t.column("run_id"), run_id)).as_py() for t in parts):
+        log.warning("publish ds=%s: staged shards belong to another run; computing the lists here", ds)
+        return None
+    table = pa.concat_tables(parts)
+    return table.sort_by([("surface", "ascending"), ("user_id", "ascending"), ("rank", "ascending")])
+
+
 def publish_serving_copy(cfg: Config, ds: str, run_id: str, tables: dict[str, pa.Table]) -> str:
     """The PostgreSQL copy (pipelines/serving_pg.py) when ``serving_url`` is set, for the newest ds
     only: a rerun or backfill of an older date leaves the copy on the newest one."""
@@ -460,8 +528,13 @@ def publish(cfg: Config, ds: str, run_id: str) -> dict:
     from pipelines.ab import active_assignments, assignments_table
 
     experiments = active_assignments(cfg, ds, f["users"]["user_id"].to_numpy())
+    recs = staged_user_recommendations(cfg, ds, run_id)
+    if recs is None:
+        log.info("publish ds=%s: no complete set of score shards for this run; computing the lists in one go", ds)
+        recs = user_recommendations(cfg, ds, run_id, f, selected["champion"], experiments)
+        recs = recs.sort_by([("surface", "ascending"), ("user_id", "ascending"), ("rank", "ascending")])
     tables = {
-        C.T_USER_RECS: user_recommendations(cfg, ds, run_id, f, selected["champion"], experiments),
+        C.T_USER_RECS: recs,
         C.T_SIMILAR: similar_items(cfg, ds, run_id, f, available),
         C.T_MODEL_RUNS: model_runs(cfg, ds, run_id),
         **surface_tables(cfg, ds, run_id, f, available),

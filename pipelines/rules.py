@@ -168,7 +168,9 @@ def rerank_personal(cands: pd.DataFrame, *, surface: str, rules: Rules, flags: p
     if n_disc and len(discovery_pool):
         # Best sellers from categories the user never interacted with (users with no history: none).
         has_history = np.diff(user_categories.indptr) > 0
-        users = np.flatnonzero(has_history)
+        present = np.unique(np.concatenate([cands["user_idx"].to_numpy(np.int64),
+                                            backfill["user_idx"].to_numpy(np.int64)]))
+        users = present[has_history[present]]
         pool_code = category[discovery_pool]
         uu = np.repeat(users, len(discovery_pool))
         ii = np.tile(discovery_pool, len(users))

@@ -31,7 +31,8 @@ def check_ds(ds: str) -> str:
         raise ValueError(f"ds must be a date YYYY-MM-DD, got {ds!r}") from exc
 
 
-def run_step(name: str, cfg: Config, ds: str, run_id: str, airflow_run_id: str | None = None) -> dict:
+def run_step(name: str, cfg: Config, ds: str, run_id: str, airflow_run_id: str | None = None,
+             shard: int | None = None) -> dict:
     ds = check_ds(ds)
     if name == "validate":
         return validate(cfg, ds, run_id)
@@ -51,6 +52,10 @@ def run_step(name: str, cfg: Config, ds: str, run_id: str, airflow_run_id: str |
         return ab_report(cfg, ds, run_id)
     if name == "surfaces":
         return surfaces(cfg, ds, run_id)
+    if name == "score":
+        from pipelines.publish import score
+
+        return score(cfg, ds, run_id, shard)
     if name == "publish":
         return publish(cfg, ds, run_id)
     raise ValueError(f"unknown step {name!r}; steps: {STEPS}")

@@ -32,7 +32,7 @@ def test_dag_settings(dagbag):
     dag = dagbag.dags["recsys_nightly"]
     from pipelines.run import STEPS
 
-    assert dag.task_ids == list(STEPS) == ["validate", "features", "train", "evaluate", "rank", "select", "surfaces", "publish"]
+    assert dag.task_ids == list(STEPS) == ["validate", "features", "train", "evaluate", "rank", "select", "surfaces", "score", "publish"]
     assert set(dag.tags) == {"recsys", "nightly"}
     assert dag.catchup is False and dag.max_active_runs == 1
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable" and dag.timetable.expression == "0 2 * * *"

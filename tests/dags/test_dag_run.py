@@ -70,6 +70,7 @@ def test_scheduler_runs_dag_triggered_through_rest_api(tmp_path):
     from pipelines.ab_report import import_outcomes
     from pipelines.ab_sim import simulate
 
+    env["RECSYS_PUBLISH_SHARDS"] = "3"  # the scheduler maps the score step over three user shards
     (tmp_path / "experiments.yaml").write_text(EXPERIMENT)
     env["RECSYS_EXPERIMENTS_FILE"] = str(tmp_path / "experiments.yaml")
     cfg = dataclasses.replace(cfg, experiments_file=str(tmp_path / "experiments.yaml"))
@@ -128,8 +129,10 @@ def test_scheduler_runs_dag_triggered_through_rest_api(tmp_path):
         assert run_dag("recsys_nightly", "e2e_test", 900) == "success"
         tis = requests.get(f"{base}/api/v2/dags/recsys_nightly/dagRuns/e2e_test/taskInstances", headers=h,
                            timeout=10).json()["task_instances"]
-        assert {t["task_id"]: t["state"] for t in tis} == {t: "success" for t in
-                                                           ("validate", "features", "train", "evaluate", "rank", "select", "surfaces", "publish")}
+        states = sorted((t["task_id"], t["map_index"], t["state"]) for t in tis)
+        steps = ("validate", "features", "train", "evaluate", "rank", "select", "surfaces", "publish")
+        # The score step ran as three mapped tasks (one per user shard) under the LocalExecutor.
+        assert states == sorted([(t, -1, "success") for t in steps] + [("score", k, "success") for k in range(3)])
         # The A/B report DAG, for the same date, after the nightly.
         assert run_dag("recsys_ab_report", "e2e_ab", 300) == "success"
         ui = requests.get(f"{base}/", timeout=10)
@@ -142,6 +145,26 @@ def test_scheduler_runs_dag_triggered_through_rest_api(tmp_path):
     con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
     assert con.execute("SELECT DISTINCT run_id FROM user_recommendations WHERE ds = ?::DATE", [DS]).fetchall() \
         == [("e2e_test",)]
+    # The sharded run wrote exactly the tables of a single-shard run: redo score and publish in one
+    # shard, in-process, with the same run id, and compare every published table of the date.
+    tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_type = "
+                                        "'BASE TABLE' AND table_name IN (SELECT table_name FROM "
+                                        "information_schema.columns WHERE column_name = 'ds')").fetchall()]
+    sharded = {t: con.execute(f'SELECT * FROM "{t}" WHERE ds = ?::DATE', [DS]).df() for t in tables}
+    con.close()
+    from pipelines.run import run_step
+
+    single = dataclasses.replace(cfg, publish_shards=1)
+    assert run_step("score", single, DS, "e2e_test")["shards"] == 1
+    run_step("publish", single, DS, "e2e_test")
+    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    for t, df in sharded.items():
+        if t == "ab_results":
+            continue  # written by the report DAG, not by publish
+        again = con.execute(f'SELECT * FROM "{t}" WHERE ds = ?::DATE', [DS]).df()
+        keys = list(again.columns)
+        norm = lambda d: d.astype(str).sort_values(keys).reset_index(drop=True)
+        pd.testing.assert_frame_equal(norm(df), norm(again), obj=t)
     # Lists carry the experiment, and the report DAG wrote its table and page.
     arms = dict(con.execute("SELECT variant, count(DISTINCT user_id) FROM user_recommendations WHERE ds = ?::DATE "
                             "AND surface = 'for_you' GROUP BY 1", [DS]).fetchall())
