@@ -211,16 +211,19 @@ def cmd_show(args, cfg):
     con = storage.connect_warehouse(cfg.duckdb_path, read_only=True)
     print(f"DuckDB warehouse: {cfg.duckdb_path}")
     print(f"Parquet tables:   {cfg.warehouse / 'parquet'}/<table>/ds=<ds>/part-0.parquet")
-    print(con.sql("SELECT 'user_recommendations' AS table_name, max(ds) AS latest_ds, count(DISTINCT ds) AS dates, "
-                  "count(*) AS rows FROM user_recommendations UNION ALL "
-                  "SELECT 'similar_items', max(ds), count(DISTINCT ds), count(*) FROM similar_items UNION ALL "
-                  "SELECT 'model_runs', max(ds), count(DISTINCT ds), count(*) FROM model_runs"))
+    tables = [r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_name IN "
+        "(SELECT table_name FROM information_schema.columns WHERE column_name = 'ds') ORDER BY 1").fetchall()]
+    print(con.sql(" UNION ALL ".join(
+        f"SELECT '{t}' AS table_name, max(ds) AS latest_ds, count(DISTINCT ds) AS dates, count(*) AS rows FROM \"{t}\""
+        for t in tables) + " ORDER BY 1"))
     print("Holdout evaluation of the latest run (the champion is the best NDCG@10):")
     print(con.sql("SELECT model, max(value) FILTER (metric = 'ndcg_at_10') AS ndcg_at_10, "
                   "max(value) FILTER (metric = 'recall_at_10') AS recall_at_10, "
                   "max(value) FILTER (metric = 'precision_at_10') AS precision_at_10, "
                   "max(value) FILTER (metric = 'coverage_at_10') AS coverage_at_10 "
-                  "FROM latest_model_runs GROUP BY model ORDER BY ndcg_at_10 DESC"))
+                  "FROM latest_model_runs WHERE protocol = 'holdout' AND segment = 'returning' "
+                  "GROUP BY model ORDER BY ndcg_at_10 DESC"))
     print("Sample: 'for you' list of one user")
     print(con.sql("SELECT user_id, surface, rank, item_id, score, model FROM latest_user_recommendations "
                   "WHERE surface = 'for_you' AND user_id = (SELECT min(user_id) FROM latest_user_recommendations) "
