@@ -238,6 +238,13 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
     return {"path": str(final), **meta}
 
 
+def latest_items(cfg: Config, columns: list[str]) -> pd.DataFrame | None:
+    """Columns of the newest features' item table (any ds), or None before the first run: what the
+    serving commands and the A/B report use to map items to their categories."""
+    files = sorted(cfg.home.glob("features/ds=*/items.parquet"))
+    return pd.read_parquet(files[-1], columns=columns) if files else None
+
+
 def load_features(cfg: Config, ds: str) -> dict:
     """Read back what build_features wrote for ds."""
     import pyarrow.parquet as pq

@@ -10,7 +10,6 @@ outcome events (docs/ab-testing.md).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -109,8 +108,9 @@ def load_experiments(cfg: Config) -> Programme:
 def bucket(salt: str, user_ids) -> np.ndarray:
     """Uniform [0, 1) per user: the first 60 bits of sha256("<salt>:<user_id>"). Pure function of its
     inputs (no process hash seed, no clock), so identical on every machine and every night."""
-    return np.array([int(hashlib.sha256(f"{salt}:{u}".encode()).hexdigest()[:15], 16) / 16.0 ** 15
-                     for u in user_ids], dtype=np.float64)
+    from pipelines.storage import sha256_unit
+
+    return sha256_unit(f"{salt}:", list(user_ids)) if len(user_ids) else np.empty(0, np.float64)
 
 
 def assign(exp: Experiment, user_ids) -> pd.DataFrame:

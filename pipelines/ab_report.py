@@ -48,11 +48,10 @@ def load_outcomes(cfg: Config, start: date, end_exclusive: date) -> pd.DataFrame
 
 
 def _categories(cfg: Config) -> pd.Series | None:
-    files = sorted(cfg.home.glob("features/ds=*/items.parquet"))
-    if not files:
-        return None
-    items = pd.read_parquet(files[-1], columns=["item_id", "category_key"])
-    return items.set_index("item_id")["category_key"]
+    from features.interactions import latest_items
+
+    items = latest_items(cfg, ["item_id", "category_key"])
+    return None if items is None else items.set_index("item_id")["category_key"]
 
 
 def ab_report(cfg: Config, ds: str, run_id: str) -> dict:

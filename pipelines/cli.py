@@ -180,9 +180,10 @@ def cmd_ab(args, cfg):
             raise ValueError(f"ab simulate: no experiment {args.experiment!r} in the experiments file")
         # The true lift goes to every arm that gets lists; "none" arms (holdouts) keep the control's rates.
         treated = [v.name for v in exp.variants if v.name != exp.control_variant and v.lists != "none"]
-        items = sorted(cfg.home.glob("features/ds=*/items.parquet"))
-        catalog = __import__("pandas").read_parquet(items[-1], columns=["item_id"])["item_id"].to_numpy(object) \
-            if items else None
+        from features.interactions import latest_items
+
+        items = latest_items(cfg, ["item_id"])
+        catalog = None if items is None else items["item_id"].to_numpy(object)
         _, events = simulate(exp, args.users, args.seed, lift={v: args.lift for v in treated}, days=args.days,
                              items=catalog)
         events.to_csv(args.out, index=False)

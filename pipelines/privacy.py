@@ -19,6 +19,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,12 +33,6 @@ FLAGS = ("consent_personalization", "consent_email")
 
 def consent_dir(cfg: Config) -> Path:
     return cfg.home / "privacy" / "consent"
-
-
-def _as_bool(values: pd.Series) -> pd.Series:
-    from pipelines.importers import parse_bool
-
-    return parse_bool(values)[0]
 
 
 def record_consent(cfg: Config, user_id: str, personalization: bool | None, email: bool | None) -> Path:
@@ -59,6 +54,7 @@ def consent_flags(cfg: Config) -> pd.DataFrame:
     True where never stated). Users files first (in landing order), then the CLI log (in time order)."""
     frames = []
     users_dir = cfg.validated / "users"
+    from pipelines.importers import parse_bool
     from pipelines.storage import in_import_order
 
     for f in in_import_order(users_dir.glob("batch-*.parquet")) if users_dir.exists() else []:
@@ -75,7 +71,7 @@ def consent_flags(cfg: Config) -> pd.DataFrame:
         for flag in FLAGS:
             if flag in df:
                 stated.append(pd.DataFrame({"user_id": df["user_id"].astype(str).to_numpy(), "flag": flag,
-                                            "value": _as_bool(df[flag]).to_numpy(), "order": order,
+                                            "value": parse_bool(df[flag])[0].to_numpy(), "order": order,
                                             "row": range(len(df))}))
     long = pd.concat(stated, ignore_index=True).dropna(subset=["value"]) if stated else pd.DataFrame(
         columns=["user_id", "flag", "value", "order", "row"])
@@ -111,9 +107,9 @@ def _salt(cfg: Config) -> str:
 
 
 def user_hash(cfg: Config, user_id: str) -> str:
-    import hashlib
+    from pipelines.storage import sha256_hex
 
-    return hashlib.sha256((_salt(cfg) + str(user_id)).encode()).hexdigest()
+    return str(sha256_hex(_salt(cfg), [str(user_id)])[0])
 
 
 def forgotten_hashes(cfg: Config) -> set[str]:
@@ -126,18 +122,16 @@ def drop_forgotten(cfg: Config, df: pd.DataFrame, column: str = "user_id") -> pd
     hashes = forgotten_hashes(cfg)
     if not hashes or column not in df or df.empty:
         return df
-    import hashlib
+    from pipelines.storage import sha256_hex
 
-    salt = _salt(cfg)
     ids = df[column].astype("string")
     uniq = ids.dropna().unique()
-    gone = {u for u in uniq if hashlib.sha256((salt + str(u)).encode()).hexdigest() in hashes}
-    return df[~ids.isin(gone).fillna(False).to_numpy(bool)] if gone else df
+    gone = uniq[np.isin(sha256_hex(_salt(cfg), uniq), list(hashes))] if len(uniq) else uniq
+    return df[~ids.isin(gone).fillna(False).to_numpy(bool)] if len(gone) else df
 
 
 def _rewrite_parquet(path: Path, user_id: str, aligned: dict) -> int:
     """Remove the user from one Parquet file; returns the rows removed (or blanked)."""
-    import numpy as np
     import pyarrow.compute as pc
 
     schema = pq.read_schema(path)
@@ -166,7 +160,6 @@ def _rewrite_parquet(path: Path, user_id: str, aligned: dict) -> int:
 
 def _zero_rows(directory: Path, rows: set[int]) -> int:
     """Zero the user rows in every users x items matrix and drop them from index-keyed tables."""
-    import numpy as np
     import pyarrow.compute as pc
     import scipy.sparse as sp
 

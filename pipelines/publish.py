@@ -182,16 +182,18 @@ def purchase_matrix(cfg: Config, ds: str, shape: tuple[int, int]) -> sp.csr_matr
     return m
 
 
-def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_name: str,
+def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, selected: dict,
                          experiments: list | None = None, users: np.ndarray | None = None) -> pa.Table:
     """``for_you``, ``new_for_you`` and ``buy_again`` for every user (or the user indices ``users``:
-    one shard), through the rules layer. A user's rows do not depend on which other users are in
-    the call, so shards concatenate to exactly the single-call table."""
+    one shard), through the rules layer. ``selected``: the select step's decision (selected.json).
+    A user's rows do not depend on which other users are in the call, so shards concatenate to
+    exactly the single-call table."""
     from pipelines.rules import item_flags, load_rules, rerank_personal
     from pipelines.surfaces import load_surface
     from pipelines.train import items_for_fit, make_model
 
     rules = load_rules(cfg)
+    champion_name = selected["champion"]
     full, items, users_df = f["full"], f["items"], f["users"]
     flags = item_flags(items, rules)
     unavailable = np.flatnonzero(~flags["available"].to_numpy())
@@ -243,7 +245,6 @@ def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, champion_na
     # One set of lists per kind an active experiment needs ("current" always): docs/ab-testing.md.
     experiments = experiments or []
     kinds = ["current"] + sorted({v.lists for exp, _ in experiments for v in exp.variants} - {"current", "none"})
-    selected = storage.read_json(cfg.models_dir(ds) / "selected.json")
     chall_dir = cfg.models_dir(ds) / "challenger"
     sources = {"current": (champion, champion_name, True), "champion": (champion, champion_name, False),
                "challenger": (load_model(chall_dir) if (chall_dir / "params.json").exists() else champion,
@@ -468,7 +469,7 @@ def score_shard(cfg: Config, ds: str, run_id: str, shard: int) -> dict:
     user_ids = f["users"]["user_id"].to_numpy()
     users = np.flatnonzero(shard_of(user_ids, n) == shard)
     experiments = active_assignments(cfg, ds, user_ids)
-    table = user_recommendations(cfg, ds, run_id, f, selected["champion"], experiments, users)
+    table = user_recommendations(cfg, ds, run_id, f, selected, experiments, users)
     path = storage.atomic_write_parquet(table, shard_path(cfg, ds, shard, n))
     log.info("score ds=%s shard %d/%d: %d users, %d rows", ds, shard + 1, n, len(users), table.num_rows)
     return {"ds": ds, "shard": shard, "shards": n, "users": int(len(users)), "rows": table.num_rows, "path": str(path)}
@@ -531,7 +532,7 @@ def publish(cfg: Config, ds: str, run_id: str) -> dict:
     recs = staged_user_recommendations(cfg, ds, run_id)
     if recs is None:
         log.info("publish ds=%s: no complete set of score shards for this run; computing the lists in one go", ds)
-        recs = user_recommendations(cfg, ds, run_id, f, selected["champion"], experiments)
+        recs = user_recommendations(cfg, ds, run_id, f, selected, experiments)
         recs = recs.sort_by([("surface", "ascending"), ("user_id", "ascending"), ("rank", "ascending")])
     tables = {
         C.T_USER_RECS: recs,

@@ -131,10 +131,10 @@ def _history(cfg: Config, key: str) -> pd.DataFrame | None:
         return None
     con = storage.connect_warehouse(cfg.duckdb_path, read_only=True)
     try:
-        cols = {r[0] for r in con.execute("DESCRIBE model_runs").fetchall()}
-        where = "AND protocol = 'holdout' AND segment = 'returning'" if "protocol" in cols else ""
-        # The last run of each ds only (a rerun replaces a ds, so there is one run_id per ds).
-        return con.execute(f"SELECT ds, model, value FROM model_runs WHERE metric = ? {where} ORDER BY ds, model",
-                           [key]).df()
+        # One run per ds (a rerun replaces its ds). Nights published before the protocol and segment
+        # columns existed read NULL there: they were holdout figures of returning users.
+        return con.execute("SELECT ds, model, value FROM model_runs WHERE metric = ? "
+                           "AND coalesce(protocol, 'holdout') = 'holdout' AND coalesce(segment, 'returning') = 'returning' "
+                           "ORDER BY ds, model", [key]).df()
     finally:
         con.close()

@@ -6,7 +6,6 @@ are imported here, to keep the command line quick to start.
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from datetime import datetime, timezone
@@ -107,10 +106,11 @@ def rerank(cfg: Config, user_id: str, items: list[str]) -> pd.DataFrame:
 
 def _item_categories(cfg: Config) -> pd.DataFrame:
     """item_id -> category, from the newest features (the grouping the affinity table uses)."""
-    dirs = sorted(cfg.home.glob("features/ds=*/items.parquet"))
-    if not dirs:
+    from features.interactions import latest_items
+
+    df = latest_items(cfg, ["item_id", "category_key"])
+    if df is None:
         return pd.DataFrame({"item_id": pd.Series(dtype=str), "category": pd.Series(dtype=str)})
-    df = pd.read_parquet(dirs[-1], columns=["item_id", "category_key"])
     return df.rename(columns={"category_key": "category"})
 
 
@@ -129,26 +129,27 @@ def export_email(cfg: Config, ds: str, out: Path) -> int:
     con = _connect(cfg)
     try:
         _require(con, "post_purchase_email")
-        df = con.execute("SELECT * FROM post_purchase_email WHERE ds = ?::DATE ORDER BY user_id", [ds]).df()
+        con.register("no_email", pd.DataFrame({"user_id": pd.Series(sorted(opted_out(cfg, "consent_email")),
+                                                                     dtype=object)}))
+        where = "ds = ?::DATE AND user_id NOT IN (SELECT user_id FROM no_email)"
+        n = con.execute(f"SELECT coalesce(max(len(recommended_items)), 0) FROM post_purchase_email WHERE {where}",
+                        [ds]).fetchall()[0][0]
+        # One column per list position, straight from DuckDB (no loop over customers).
+        wide = [f"recommended_items[{k}] AS item_{k}" for k in range(1, n + 1)] \
+            + [f"reasons[{k}] AS reason_{k}" for k in range(1, n + 1)] \
+            + [f"recommendation_ids[{k}] AS recommendation_id_{k}" for k in range(1, n + 1)]
+        df = con.execute(f"""SELECT CAST(ds AS VARCHAR) AS ds, user_id,
+                                    array_to_string(purchased_items, '|') AS purchased_items{''.join(', ' + c for c in wide)}
+                             FROM post_purchase_email WHERE {where} ORDER BY user_id""", [ds]).df()
     finally:
         con.close()
     if df.empty:
-        log.warning("export email: no rows for ds=%s (no customer bought that day, or the run is missing)", ds)
-    df = df[~df["user_id"].isin(opted_out(cfg, "consent_email"))]
-    n = max([len(x) for x in df["recommended_items"]] + [0])
+        log.warning("export email: no rows for ds=%s (no customer bought that day, the run is missing, or "
+                    "every buyer opted out of email)", ds)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["ds", "user_id", "purchased_items"] + [f"item_{k}" for k in range(1, n + 1)]
-                   + [f"reason_{k}" for k in range(1, n + 1)] + [f"recommendation_id_{k}" for k in range(1, n + 1)])
-        ids_col = "recommendation_ids" in df
-        for row in df.itertuples(index=False):
-            recs, reasons = list(row.recommended_items), list(row.reasons)
-            ids = list(row.recommendation_ids) if ids_col else []
-            w.writerow([ds, row.user_id, "|".join(row.purchased_items)] + recs + [""] * (n - len(recs))
-                       + reasons + [""] * (n - len(reasons)) + ids + [""] * (n - len(ids)))
+    df.to_csv(tmp, index=False, na_rep="")
     tmp.replace(out)
     manifest = export_manifest(cfg)
     manifest.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -124,6 +125,32 @@ def in_import_order(files) -> list[Path]:
 
 def landing_files(landing: Path, dataset: str) -> list[Path]:
     return in_import_order((landing / dataset).glob("batch-*.parquet")) if (landing / dataset).exists() else []
+
+
+# ---------------------------------------------------------------- hashing
+def _sha256_sql(prefix: str, values, expr: str):
+    import duckdb
+    import pandas as pd
+
+    con = duckdb.connect()
+    try:
+        con.register("_v", pd.DataFrame({"v": pd.Series(values, dtype="string").astype(str).to_numpy(object)}))
+        return con.execute(f"SELECT {expr} AS h FROM (SELECT sha256(?::VARCHAR || v) AS d FROM _v)",
+                           [prefix]).fetchnumpy()["h"]
+    finally:
+        con.close()
+
+
+def sha256_hex(prefix: str, values) -> np.ndarray:
+    """hex sha256 of ``prefix + value`` for each value (the same digests as hashlib), in DuckDB:
+    vectorised, no Python loop over the values."""
+    return np.asarray(_sha256_sql(prefix, values, "d"), dtype=object)
+
+
+def sha256_unit(prefix: str, values) -> np.ndarray:
+    """The first 60 bits of sha256(prefix + value) as a number in [0, 1), per value."""
+    return np.asarray(_sha256_sql(prefix, values, "('0x' || substr(d, 1, 15))::UBIGINT"),
+                      dtype=np.float64) / 16.0 ** 15
 
 
 # ---------------------------------------------------------------- warehouse

@@ -38,14 +38,6 @@ log = logging.getLogger(__name__)
 ALL = "ALL"  # the country value of the overall lists
 
 
-def available(items: pd.DataFrame) -> np.ndarray:
-    """Items that may be recommended: active and not marked out of stock."""
-    ok = items["active"].to_numpy(dtype=bool).copy()
-    if "in_stock" in items:
-        ok &= items["in_stock"].astype("boolean").fillna(True).to_numpy(dtype=bool)
-    return ok
-
-
 def surfaces_dir(cfg: Config, ds: str):
     return cfg.home / "surfaces" / f"ds={ds}"
 
@@ -64,7 +56,11 @@ def purchases(cfg: Config, ds: str, f: dict) -> duckdb.DuckDBPyConnection:
     if "personalized" in users:
         users = users[users["personalized"]]
     con.register("fusers", users[["user_id"]].assign(country=users["country"].fillna("")))
-    con.register("fitems", f["items"][["item_id"]].assign(ok=available(f["items"])))
+    from pipelines.rules import item_flags, load_rules
+
+    # The rules layer's own availability (inactive; out of stock when the rules drop it).
+    ok = item_flags(f["items"], load_rules(cfg))["available"].to_numpy()
+    con.register("fitems", f["items"][["item_id"]].assign(ok=ok))
     # Basket: the order; else the session; else the user's day (documented in docs/tables.md).
     con.execute(f"""
         CREATE TEMP TABLE pr AS

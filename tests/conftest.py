@@ -32,13 +32,18 @@ def cfg(tmp_path):
     return load_config(environ={}, home=tmp_path / "var")
 
 
-@pytest.fixture
-def online_retail_path() -> Path:
+def require_online_retail() -> Path:
+    """The Online Retail file; CI fails without it, a developer's run skips with the reason."""
     if not ONLINE_RETAIL.exists():
         if os.environ.get("CI"):
             pytest.fail(f"CI must have the Online Retail file at {ONLINE_RETAIL}")
         pytest.skip(f"Online Retail file not found at {ONLINE_RETAIL} (set RECSYS_ONLINE_RETAIL)")
     return ONLINE_RETAIL
+
+
+@pytest.fixture
+def online_retail_path() -> Path:
+    return require_online_retail()
 
 
 def events_frame(rows: list[tuple]) -> pd.DataFrame:

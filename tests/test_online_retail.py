@@ -21,17 +21,12 @@ def expected_users(path) -> tuple[set, set]:
 
 @pytest.fixture(scope="module")
 def or_run(tmp_path_factory):
-    from tests.conftest import ONLINE_RETAIL
+    from tests.conftest import require_online_retail
 
-    import os
-
-    if not ONLINE_RETAIL.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have the Online Retail file at {ONLINE_RETAIL}")
-        pytest.skip(f"Online Retail file not found at {ONLINE_RETAIL} (set RECSYS_ONLINE_RETAIL)")
+    path = require_online_retail()
     tmp_path = tmp_path_factory.mktemp("or")
     home = str(tmp_path / "var")
-    assert main(["--home", home, "import-online-retail", str(ONLINE_RETAIL)]) == 0
+    assert main(["--home", home, "import-online-retail", str(path)]) == 0
     assert main(["--home", home, "run", "--ds", DS, "--run-id", "or-1"]) == 0
     return tmp_path
 
