@@ -51,9 +51,10 @@ DATA ?= $(CURDIR)/../shared/data/online_retail.parquet
 bench-quality: install
 	$(BIN)/python benchmarks/bench_quality.py $(DATA) --write-docs
 
-# Ten million demo events: generation, the ALS floor, block scoring; PIPELINE=1 adds the nightly run.
+# Ten million demo events: generation, the ALS floor, block scoring and the whole nightly run (each
+# step in its own process, the score step as 2 shard tasks at once); FLOOR_ONLY=1 stops after the floor.
 bench-scale: install
-	$(BIN)/python benchmarks/bench_scale.py $(if $(PIPELINE),--pipeline,)
+	$(BIN)/python benchmarks/bench_scale.py $(if $(FLOOR_ONLY),,--pipeline)
 
 bench-serving: install
 	$(BIN)/python benchmarks/bench_serving.py $(DATA)

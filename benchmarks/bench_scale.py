@@ -8,8 +8,8 @@ Usage: python benchmarks/bench_scale.py [--home DATA_ROOT] [--users N --items N 
    implicit's batched ``recommend`` (top 10, already-bought items filtered) for every user;
 3. block scoring (models/scoring.py) on the same factors: top 20 per user with the rule masks
    (unavailable items for everyone, already-bought items per user) inside the fused top-K;
-4. with ``--pipeline``: every nightly step in order, its time and the peak resident memory so far,
-   and the ratio of the whole run to the floor.
+4. with ``--pipeline``: every nightly step in order, each in its own process as an Airflow task
+   runs: its time and peak resident memory, and the ratio of the whole run to the floor.
 
 Prints every figure; nothing is asserted.
 """
@@ -38,6 +38,10 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--ds", default="2026-11-27")
     ap.add_argument("--pipeline", action="store_true", help="also run the nightly steps")
+    ap.add_argument("--shards", type=int, default=2,
+                    help="user shards of the score step, run at once (default 2: one per core)")
+    ap.add_argument("--skip-floor", action="store_true",
+                    help="with --pipeline: reuse the data and skip the floor and block-scoring figures")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     import logging
@@ -59,64 +63,93 @@ def main() -> None:
     gen = generate_scale(cfg, users=args.users, items=args.items, events=args.events, days=args.days,
                          end_date=args.ds)
     figures["generate"] = time.perf_counter() - t0
-    print(f"data: {gen} in {figures['generate']:.1f}s (peak RSS {peak_gb():.2f} GB)", flush=True)
+    print(f"data: {gen} in {figures['generate']:.1f}s (peak RSS {peak_gb():.2f} GiB)", flush=True)
 
-    # The matrix for the floor, straight from the landing Parquet with DuckDB.
-    t0 = time.perf_counter()
-    con = duckdb.connect()
-    w = cfg.event_weights
-    m = con.execute(f"""
-        WITH e AS (SELECT user_id, item_id, sum(CASE event_type WHEN 'purchase' THEN {w['purchase']}
-                          WHEN 'add_to_cart' THEN {w['add_to_cart']} ELSE {w['view']} END) AS w
-                   FROM read_parquet('{cfg.landing}/events/*/*.parquet') GROUP BY ALL),
-             u AS (SELECT user_id, row_number() OVER (ORDER BY user_id) - 1 AS ui FROM (SELECT DISTINCT user_id FROM e)),
-             i AS (SELECT item_id, row_number() OVER (ORDER BY item_id) - 1 AS ii FROM (SELECT DISTINCT item_id FROM e))
-        SELECT ui, ii, w FROM e JOIN u USING (user_id) JOIN i USING (item_id)""").fetchnumpy()
-    n_users, n_items = int(m["ui"].max()) + 1, int(m["ii"].max()) + 1
-    x = sp.csr_matrix((m["w"].astype(np.float32), (m["ui"], m["ii"])), shape=(n_users, n_items))
-    del m
-    con.close()
-    print(f"matrix {n_users} x {n_items}, {x.nnz} cells in {time.perf_counter() - t0:.1f}s", flush=True)
-
-    from implicit.als import AlternatingLeastSquares
-
-    with threadpool_limits(1, "blas"):
-        model = AlternatingLeastSquares(factors=64, iterations=15, regularization=0.05, alpha=2.0, random_state=7)
+    floor = None
+    if not args.skip_floor:
+        # The matrix for the floor, straight from the landing Parquet with DuckDB.
         t0 = time.perf_counter()
-        model.fit(x, show_progress=False)
-        figures["als_fit"] = time.perf_counter() - t0
-        users = np.arange(n_users)
+        con = duckdb.connect()
+        w = cfg.event_weights
+        m = con.execute(f"""
+            WITH e AS (SELECT user_id, item_id, sum(CASE event_type WHEN 'purchase' THEN {w['purchase']}
+                              WHEN 'add_to_cart' THEN {w['add_to_cart']} ELSE {w['view']} END) AS w
+                       FROM read_parquet('{cfg.landing}/events/*/*.parquet') GROUP BY ALL),
+                 u AS (SELECT user_id, row_number() OVER (ORDER BY user_id) - 1 AS ui FROM (SELECT DISTINCT user_id FROM e)),
+                 i AS (SELECT item_id, row_number() OVER (ORDER BY item_id) - 1 AS ii FROM (SELECT DISTINCT item_id FROM e))
+            SELECT ui, ii, w FROM e JOIN u USING (user_id) JOIN i USING (item_id)""").fetchnumpy()
+        n_users, n_items = int(m["ui"].max()) + 1, int(m["ii"].max()) + 1
+        x = sp.csr_matrix((m["w"].astype(np.float32), (m["ui"], m["ii"])), shape=(n_users, n_items))
+        del m
+        con.close()
+        print(f"matrix {n_users} x {n_items}, {x.nnz} cells in {time.perf_counter() - t0:.1f}s", flush=True)
+
+        from implicit.als import AlternatingLeastSquares
+
+        with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(factors=64, iterations=15, regularization=0.05, alpha=2.0, random_state=7)
+            t0 = time.perf_counter()
+            model.fit(x, show_progress=False)
+            figures["als_fit"] = time.perf_counter() - t0
+            users = np.arange(n_users)
+            t0 = time.perf_counter()
+            for s in range(0, n_users, 100_000):
+                b = users[s:s + 100_000]
+                model.recommend(b, x[b], N=10, filter_already_liked_items=True)
+            figures["implicit_recommend"] = time.perf_counter() - t0
+            floor = figures["als_fit"] + figures["implicit_recommend"]
+            print(f"floor: ALS fit {figures['als_fit']:.1f}s + implicit recommend {figures['implicit_recommend']:.1f}s "
+                  f"({n_users / figures['implicit_recommend']:,.0f} users/s) = {floor:.1f}s", flush=True)
+        # Our block scoring on the same factors: top 20 with the rule masks (2% of items out of stock for
+        # everyone, each user's bought items) inside the fused top-K.
+        rng = np.random.default_rng(0)
+        unavailable = np.flatnonzero(rng.random(n_items) < 0.02)
         t0 = time.perf_counter()
-        for s in range(0, n_users, 100_000):
-            b = users[s:s + 100_000]
-            model.recommend(b, x[b], N=10, filter_already_liked_items=True)
-        figures["implicit_recommend"] = time.perf_counter() - t0
-        floor = figures["als_fit"] + figures["implicit_recommend"]
-        print(f"floor: ALS fit {figures['als_fit']:.1f}s + implicit recommend {figures['implicit_recommend']:.1f}s "
-              f"({n_users / figures['implicit_recommend']:,.0f} users/s) = {floor:.1f}s", flush=True)
-    # Our block scoring on the same factors: top 20 with the rule masks (2% of items out of stock for
-    # everyone, each user's bought items) inside the fused top-K.
-    rng = np.random.default_rng(0)
-    unavailable = np.flatnonzero(rng.random(n_items) < 0.02)
-    t0 = time.perf_counter()
-    ids, _ = block_topk(model.user_factors, model.item_factors, users, 20, exclude=x, filter_items=unavailable)
-    figures["block_scoring"] = time.perf_counter() - t0
-    assert not np.isin(ids, unavailable).any()
-    print(f"block scoring, top 20 with rule masks: {figures['block_scoring']:.1f}s "
-          f"({n_users / figures['block_scoring']:,.0f} users/s); peak RSS {peak_gb():.2f} GB", flush=True)
+        ids, _ = block_topk(model.user_factors, model.item_factors, users, 20, exclude=x, filter_items=unavailable)
+        figures["block_scoring"] = time.perf_counter() - t0
+        assert not np.isin(ids, unavailable).any()
+        print(f"block scoring, top 20 with rule masks: {figures['block_scoring']:.1f}s "
+              f"({n_users / figures['block_scoring']:,.0f} users/s); peak RSS {peak_gb():.2f} GiB", flush=True)
 
     if args.pipeline:
-        from pipelines.run import STEPS, run_step
+        import os
+        import subprocess
 
-        total = 0.0
+        from pipelines.run import STEPS
+
+        # Each step in its own process, as Airflow runs each task: its time and its peak resident
+        # memory (os.wait4 reports the child's own maximum).
+        # The score step as the DAG maps it: one task per user shard, --shards of them at once (a
+        # LocalExecutor with that parallelism); their peaks are added up (they run side by side).
+        env = {**os.environ, "RECSYS_HOME": str(home), "PYTHONPATH": str(REPO),
+               "RECSYS_PUBLISH_SHARDS": str(args.shards)}
+        env.pop("RECSYS_CONFIG", None)
+        total, peak = 0.0, 0.0
         for step in STEPS:
             t0 = time.perf_counter()
-            run_step(step, cfg, args.ds, "bench-scale")
+            shards = range(args.shards) if step == "score" else [None]
+            procs = []
+            for shard in shards:
+                cmd = [sys.executable, "-m", "pipelines.cli", "run", "--ds", args.ds, "--step", step,
+                       "--run-id", "bench-scale"] + ([] if shard is None else ["--shard", str(shard)])
+                log_file = open(home / f"bench-{step}-{shard}.log", "w")
+                procs.append((subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=log_file, stderr=log_file), log_file))
+            step_peak = 0.0
+            for proc, log_file in procs:
+                _, status, usage = os.wait4(proc.pid, 0)
+                log_file.close()
+                if status != 0:
+                    print(Path(log_file.name).read_text()[-3000:])
+                    raise SystemExit(f"step {step} failed (status {status}), log {log_file.name}")
+                step_peak += usage.ru_maxrss / 1024 / 1024
             dt = time.perf_counter() - t0
             total += dt
-            print(f"  {step:<10} {dt:7.1f}s   peak RSS so far {peak_gb():.2f} GB", flush=True)
-        print(f"nightly run {total:.1f}s = {total / floor:.2f} x the floor ({floor:.1f}s)")
-
+            peak = max(peak, step_peak)
+            what = f" ({len(procs)} shard tasks at once; peaks added)" if len(procs) > 1 else ""
+            print(f"  {step:<10} {dt:7.1f}s   peak RSS {step_peak:5.2f} GiB{what}", flush=True)
+        ratio = f" = {total / floor:.2f} x the floor ({floor:.1f}s)" if floor else ""
+        print(f"nightly run {total:.1f}s ({total / 60:.1f} min){ratio}; largest step peak RSS {peak:.2f} GiB",
+              flush=True)
 
 if __name__ == "__main__":
     main()

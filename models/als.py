@@ -38,6 +38,14 @@ class ALSRecommender(Recommender):
     def item_vectors(self):
         return self.item_factors_
 
+    def score_pairs(self, users, items, user_items):
+        users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+        out = np.empty(len(users), np.float32)
+        for s in range(0, len(users), 1_000_000):
+            out[s:s + 1_000_000] = np.einsum("ij,ij->i", self.user_factors_[users[s:s + 1_000_000]],
+                                             self.item_factors_[items[s:s + 1_000_000]])
+        return out
+
     def recommend(self, users, user_items, n, exclude=None, filter_items=None):
         from models.scoring import block_topk
 

@@ -24,6 +24,7 @@ def smoothed_repeat_rate(repeat_buyers: np.ndarray, buyers: np.ndarray, smoothin
 
 class BuyAgainRecommender(Recommender):
     name = "buy_again"
+    sparse = True
 
     def __init__(self, smoothing: float = 10.0) -> None:
         self.smoothing = smoothing
@@ -48,11 +49,16 @@ class BuyAgainRecommender(Recommender):
         return self
 
     def score(self, users, user_items):
+        s, b = self.sparse_scores(users, user_items)
+        return s.toarray() + b
+
+    def sparse_scores(self, users, user_items):
         own = user_items[users].tocsr().astype(np.float32)
         own.data = np.log1p(own.data)
-        own_dense = (own @ sp.diags(0.1 + self.repeat_rate_)).toarray()
+        own = (own @ sp.diags(0.1 + self.repeat_rate_)).tocsr()
         # Own items always outrank the rest (+1); popularity (scaled into [0, 1e-3]) orders the rest.
-        return own_dense + (own_dense > 0) + self.popularity_ * 1e-3
+        own.data = own.data + (own.data > 0)
+        return own, self.popularity_ * np.float32(1e-3)
 
     def item_vectors(self):
         raise NotImplementedError("buy again has no item similarity")

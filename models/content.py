@@ -60,8 +60,10 @@ class ContentRecommender(Recommender):
         return normalize(counts @ sp.diags(self.idf_), norm="l2").astype(np.float32).tocsr()
 
     def score(self, users, user_items):
-        profile = user_items[users] @ self.item_vectors_
-        return (profile @ self.item_vectors_.T).toarray()
+        # Profiles share common terms with most items, so the scores are dense: a dense profile block
+        # times the sparse item vectors (cost nnz(vectors) x rows) beats a sparse x sparse product.
+        profile_t = np.asarray((user_items[users] @ self.item_vectors_).T.toarray(), dtype=np.float32)
+        return np.asarray(self.item_vectors_ @ profile_t).T
 
     def item_vectors(self):
         return self.item_vectors_

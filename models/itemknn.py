@@ -9,6 +9,7 @@ from models.base import Recommender
 
 class ItemKNNRecommender(Recommender):
     name = "itemknn"
+    sparse = True
 
     def __init__(self, neighbours: int = 100, weighting: str = "cosine") -> None:
         self.neighbours = neighbours
@@ -32,8 +33,31 @@ class ItemKNNRecommender(Recommender):
     def score(self, users, user_items):
         return (user_items[users] @ self.similarity_).toarray()
 
+    def sparse_scores(self, users, user_items):
+        return (user_items[users] @ self.similarity_).tocsr(), None
+
     def item_vectors(self):
         return self.similarity_
+
+    def similar_items(self, items, n, filter_items=None):
+        """An item's own neighbours (the rows of the K-nearest similarity matrix, as implicit's
+        ``similar_items``), scaled by the item's strongest neighbour so scores lie in (0, 1]: no
+        second product, so the cost is the stored neighbours only."""
+        from models.base import sparse_topk
+
+        items = np.asarray(items, dtype=np.int64)
+        n_items = self.similarity_.shape[1]
+        rows = self.similarity_[items].tocsr().astype(np.float32)
+        rows.data[rows.data <= 0] = 0
+        rows.eliminate_zeros()
+        peak = rows.max(axis=1).toarray().ravel().astype(np.float32)
+        rows = (sp.diags(1.0 / np.where(peak > 0, peak, 1.0)) @ rows).tocsr()
+        own = sp.csr_matrix((np.ones(len(items), np.float32), (np.arange(len(items)), items)),
+                            shape=(len(items), n_items))
+        filt = np.zeros(n_items, bool)
+        if filter_items is not None and len(filter_items):
+            filt[np.asarray(filter_items, dtype=np.int64)] = True
+        return sparse_topk(rows, None, n, n_items, own, filt, fill=False)
 
     def _arrays(self):
         return {"similarity_": self.similarity_}

@@ -11,6 +11,7 @@ class PopularityRecommender(Recommender):
     """Score = ``items['popularity']`` if given (e.g. distinct recent buyers), else the column sums."""
 
     name = "popularity"
+    sparse = True
     column = "popularity"
 
     def __init__(self) -> None:
@@ -28,6 +29,9 @@ class PopularityRecommender(Recommender):
 
     def score(self, users, user_items):
         return np.broadcast_to(self.scores_, (len(users), len(self.scores_))).copy()
+
+    def sparse_scores(self, users, user_items):
+        return sp.csr_matrix((len(users), len(self.scores_)), dtype=np.float32), self.scores_
 
     def item_vectors(self):
         raise NotImplementedError("popularity has no item similarity")

@@ -195,8 +195,10 @@ def cmd_run(args, cfg):
     from pipelines.run import run_all, run_step
 
     run_id = args.run_id or f"cli__{args.ds}__{uuid.uuid4().hex[:8]}"
+    if args.shard is not None and args.step != "score":
+        raise SystemExit("recsys run: --shard goes with --step score")
     if args.step:
-        print(run_step(args.step, cfg, args.ds, run_id))
+        print(run_step(args.step, cfg, args.ds, run_id, shard=args.shard))
         return
     results = run_all(cfg, args.ds, run_id)
     pub = results["publish"]
@@ -384,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run-id")
     r.add_argument("--step", choices=STEPS,
                    help="run one step only")
+    r.add_argument("--shard", type=int,
+                   help="with --step score: that user shard only (0 .. RECSYS_PUBLISH_SHARDS - 1), as one mapped "
+                        "Airflow task runs it")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("show", help="print where the tables are and sample rows")

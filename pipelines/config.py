@@ -41,6 +41,8 @@ class Config:
     # user's history (they have no interactions yet, so no collaborative model can place them).
     new_item_days: int = 14
     new_item_slots: int = 2
+    # New items scored per user for those slots, at most (fresh_pool in pipelines/publish.py).
+    new_item_pool: int = 2_000
     event_weights: Mapping[str, float] = field(default_factory=_default_weights)
     als_factors: int = 64
     als_regularization: float = 0.05
@@ -93,8 +95,18 @@ class Config:
     # User shards of the score step (Airflow maps one task per shard; RECSYS_PUBLISH_SHARDS must be
     # set for the scheduler that parses the DAG too). Every shard becomes visible at publish, together.
     publish_shards: int = 1
-    # Users scored per block: bounds memory at block x n_items floats.
+    # Users scored per block, and the most floats a dense score block may hold (rows = this / items):
+    # memory stays bounded whatever the number of users.
     score_block_users: int = 4096
+    score_block_cells: int = 16_777_216
+    # The score step builds the lists of this many users at a time (memory of the rules layer).
+    score_chunk_users: int = 50_000
+    # Offline evaluation (evaluate step, the hybrid's windows) scores a fixed random sample of at
+    # most this many users per segment: metrics to about +-0.003 NDCG, in bounded time at any size.
+    eval_max_users: int = 10_000
+    # The hybrid re-ranks the lists of at most this many users per night (the most active first);
+    # the others get the champion's lists. Its cost is per (user, candidate) pair (docs/deploy.md).
+    hybrid_max_users: int = 100_000
     # Candidate models evaluated every night; the best on NDCG@eval_k becomes champion.
     candidates: tuple[str, ...] = ("popularity", "trending", "buy_again", "als", "bpr", "itemknn", "ease", "content")
     # ---- validation gate (docs/validation.md)

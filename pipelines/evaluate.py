@@ -20,7 +20,7 @@ from features.interactions import load_features
 from models import load_model
 from pipelines import storage
 from pipelines.config import Config
-from pipelines.metrics import intra_list_diversity, novelty, ranking_metrics, segment_recall
+from pipelines.metrics import intra_list_diversity, novelty, ranking_metrics, sample_users, segment_recall
 import time
 
 from pipelines.train import SEARCH_SPACE, active_candidates, items_for_fit, make_model
@@ -28,15 +28,18 @@ from pipelines.train import SEARCH_SPACE, active_candidates, items_for_fit, make
 log = logging.getLogger(__name__)
 
 
-def evaluation_users(f: dict, returning: bool = True) -> tuple[np.ndarray, sp.csr_matrix]:
+def evaluation_users(f: dict, returning: bool = True, limit: int = 0, seed: int = 0
+                     ) -> tuple[np.ndarray, sp.csr_matrix]:
     """Users with a holdout purchase and their truth rows: returning users (with training history)
-    or, with ``returning=False``, new users (whose first event falls inside the holdout window)."""
+    or, with ``returning=False``, new users (whose first event falls inside the holdout window).
+    Above ``limit`` users, a fixed random sample of ``limit`` (config eval_max_users)."""
     train, hold = f["train"], f["holdout"]
     truth = sp.csr_matrix((np.ones(len(hold), dtype=np.float32), (hold["user_idx"], hold["item_idx"])),
                           shape=train.shape)
     has_history = np.diff(train.indptr) > 0
     has_truth = np.diff(truth.indptr) > 0
     users = np.flatnonzero((has_history if returning else ~has_history) & has_truth)
+    users = sample_users(users, limit, seed)
     return users, truth[users]
 
 
@@ -49,7 +52,7 @@ def cold_start_metrics(cfg: Config, ds: str, f: dict, inactive: np.ndarray, n_ca
     from pipelines.publish import country_popularity
     from pipelines.train import items_for_fit
 
-    users, truth = evaluation_users(f, returning=False)
+    users, truth = evaluation_users(f, returning=False, limit=cfg.eval_max_users, seed=cfg.seed)
     if not len(users):
         return {}
     items = items_for_fit(f["items"], "pop_train")
@@ -92,7 +95,7 @@ def beyond_accuracy(cfg: Config, ds: str, f: dict):
 
 def evaluate(cfg: Config, ds: str, run_id: str) -> dict:
     f = load_features(cfg, ds)
-    users, truth = evaluation_users(f)
+    users, truth = evaluation_users(f, limit=cfg.eval_max_users, seed=cfg.seed)
     inactive = np.flatnonzero(~f["items"]["active"].to_numpy(dtype=bool))
     n_catalog = int(f["items"]["active"].sum())
     summary = {}

@@ -21,6 +21,7 @@ user blocks; memory is ``block x n_items`` floats, whatever the number of users.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ from models.base import topk
 from models.buy_again import smoothed_repeat_rate
 from pipelines import storage
 from pipelines.config import Config
-from pipelines.metrics import ranking_metrics
+from pipelines.metrics import ranking_metrics, sample_users
 from pipelines.train import make_model
 
 log = logging.getLogger(__name__)
@@ -110,35 +111,32 @@ class Generators:
         self.models = {g: make_model(g, cfg).fit(c.x, c.items) for g in names}
 
 
-def candidate_frame(cfg: Config, c: Cutoff, gens: Generators, users: np.ndarray, new_only: bool,
-                    inactive: np.ndarray) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """Candidate pairs (user, item) and their features, built block by block."""
+def candidate_blocks(cfg: Config, c: Cutoff, gens: Generators, users: np.ndarray, new_only: bool,
+                     inactive: np.ndarray):
+    """Candidate pairs (user, item) and their features, one user block at a time: yields
+    (user_idx, item_idx, features). Each generator proposes its top ``ranker_candidates`` through its
+    own bounded-memory ``recommend`` (sparse or fused top-K, never a dense row of all items), and
+    scores the union's pairs with ``score_pairs``."""
     n = cfg.ranker_candidates
-    out_u, out_i, frames = [], [], []
-    block = max(1, min(cfg.score_block_users, 50_000_000 // max(c.x.shape[1], 1)))
-    for start in range(0, len(users), block):
-        b = users[start:start + block]
-        own = c.x[b]
-        scores, tops = {}, []
-        for g, model in gens.models.items():
-            s = np.asarray(model.score(b, c.x), dtype=np.float32)
-            if len(inactive):
-                s[:, inactive] = -np.inf
-            if new_only and own.nnz:
-                s[np.repeat(np.arange(len(b)), np.diff(own.indptr)), own.indices] = -np.inf
-            ids, _ = topk(s, n)
-            scores[g] = (s, ids)
-            tops.append(ids)
-        n_items = c.x.shape[1]
-        cand = np.hstack(tops)
+    n_items = c.x.shape[1]
+    own_items = (c.x > 0).astype(np.float32).tocsr() if new_only else None
+    pop30, pop7 = c.items["popularity"].to_numpy(), c.items["pop7"].to_numpy()
+    popall, repeat, trending = (c.items[k].to_numpy() for k in ("popall", "repeat_rate", "trending"))
+    item_counts = np.diff(c.x.indptr)
+    for start in range(0, len(users), cfg.score_block_users):
+        b = users[start:start + cfg.score_block_users]
+        tops = {g: model.recommend(b, c.x, n, exclude=own_items,
+                                   filter_items=inactive)[0] for g, model in gens.models.items()}
+        cand = np.hstack(list(tops.values()))
         rows = np.repeat(np.arange(len(b)), cand.shape[1]).astype(np.int64)
         flat = cand.ravel()
-        # The union of the generators' lists (every id in it has a finite score in its generator).
+        # The union of the generators' lists (none holds an inactive item, nor in ``new`` an own one).
         keys = np.unique(rows[flat >= 0] * n_items + flat[flat >= 0])
         r, i = keys // n_items, keys % n_items
+        uu = b[r]
         feats: dict[str, np.ndarray] = {}
-        for g, (s, ids) in scores.items():
-            v = s[r, i]
+        for g, ids in tops.items():
+            v = gens.models[g].score_pairs(uu, i, c.x)
             feats[f"score_{g}"] = np.where(np.isfinite(v), v, -1e3).astype(np.float32)
             # Position in this generator's list; n + 1 = not proposed by it.
             listed = ids.ravel() >= 0
@@ -146,25 +144,28 @@ def candidate_frame(cfg: Config, c: Cutoff, gens: Generators, users: np.ndarray,
             pos = np.full(len(keys), n + 1, dtype=np.float32)
             pos[np.searchsorted(keys, gen_keys)] = np.tile(np.arange(1, n + 1), len(b))[listed]
             feats[f"rank_{g}"] = pos
-        uu = b[r]
         feats["weight"] = np.asarray(c.x[uu, i]).ravel()
         feats["buy_days"] = np.asarray(c.buy_days[uu, i]).ravel()
         since = np.asarray(c.since[uu, i]).ravel()
         feats["days_since"] = np.where(since > 0, since, 9999.0)
         feats["user_last"] = c.user_last[uu]
         feats["user_days"] = c.user_days[uu]
-        feats["user_items"] = np.diff(c.x.indptr)[uu].astype(float)
-        pop30, pop7 = c.items["popularity"].to_numpy(), c.items["pop7"].to_numpy()
-        feats["pop30"], feats["pop7"], feats["popall"] = pop30[i], pop7[i], c.items["popall"].to_numpy()[i]
+        feats["user_items"] = item_counts[uu].astype(float)
+        feats["pop30"], feats["pop7"], feats["popall"] = pop30[i], pop7[i], popall[i]
         feats["trend"] = (pop7[i] + 1.0) / (pop30[i] / 4.0 + 1.0)
-        feats["repeat_rate"] = c.items["repeat_rate"].to_numpy()[i]
-        feats["trending"] = c.items["trending"].to_numpy()[i]
-        out_u.append(uu)
-        out_i.append(i)
-        frames.append(pd.DataFrame(feats))
-    if not frames:
+        feats["repeat_rate"] = repeat[i]
+        feats["trending"] = trending[i]
+        yield uu, i, pd.DataFrame({k: np.asarray(v, dtype=np.float32) for k, v in feats.items()})
+
+
+def candidate_frame(cfg: Config, c: Cutoff, gens: Generators, users: np.ndarray, new_only: bool,
+                    inactive: np.ndarray) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """All of ``candidate_blocks`` at once (training and evaluation: bounded user samples)."""
+    parts = list(candidate_blocks(cfg, c, gens, users, new_only, inactive))
+    if not parts:
         return np.empty(0, np.int64), np.empty(0, np.int64), pd.DataFrame()
-    return np.concatenate(out_u), np.concatenate(out_i), pd.concat(frames, ignore_index=True)
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            pd.concat([p[2] for p in parts], ignore_index=True))
 
 
 def top_n(uu: np.ndarray, ii: np.ndarray, score: np.ndarray, n_users: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -241,12 +242,32 @@ class HybridRun:
             c, gens = self.at(start)
             truth = truth_matrix(self.daily, start, start + h, self.shape, new_only, c)
             users = np.flatnonzero((np.diff(c.x.indptr) > 0) & (np.diff(truth.indptr) > 0))
+            users = sample_users(users, self.cfg.eval_max_users, self.cfg.seed + k)
             uu, ii, x = candidate_frame(self.cfg, c, gens, users, new_only, self.inactive)
             xs.append(x)
             ys.append(np.asarray(truth[uu, ii]).ravel() > 0)
         if not xs:
             return Ranker(self.cfg)
         return Ranker(self.cfg).fit(pd.concat(xs, ignore_index=True), np.concatenate(ys))
+
+
+def hybrid_wins(ndcg_by_model: dict[str, float], min_gain: float) -> bool:
+    """The hybrid serves a task when its NDCG beats every single list's on its window by ``min_gain``."""
+    best_single = max((v for k, v in ndcg_by_model.items() if k != "hybrid"), default=0.0)
+    return ndcg_by_model.get("hybrid", 0.0) > best_single * (1 + min_gain)
+
+
+def publish_users(c: Cutoff, limit: int) -> np.ndarray:
+    """Users with history at the cut-off; above ``limit``, the most active ones (distinct active
+    days, then interactions, then index), sorted by index."""
+    users = np.flatnonzero(np.diff(c.x.indptr) > 0)
+    if limit <= 0 or len(users) <= limit:
+        return users
+    items = np.diff(c.x.indptr)[users]
+    order = np.lexsort((users, -items, -c.user_days[users]))
+    log.info("rank: the hybrid lists %d of %d users with history (hybrid_max_users); the others get "
+             "the champion's", limit, len(users))
+    return np.sort(users[order[:limit]])
 
 
 def rank(cfg: Config, ds: str, run_id: str) -> dict:
@@ -270,6 +291,7 @@ def rank(cfg: Config, ds: str, run_id: str) -> dict:
         c2, gens2 = run.at(t2)
         truth = truth_matrix(daily, t2, t3, shape, new_only, c2)
         users = np.flatnonzero((np.diff(c2.x.indptr) > 0) & (np.diff(truth.indptr) > 0))
+        users = sample_users(users, cfg.eval_max_users, cfg.seed)
         uu, ii, x = candidate_frame(cfg, c2, gens2, users, new_only, inactive)
         ids, _ = top_n(uu, ii, ranker.score(x), shape[0], cfg.eval_k)
         lists = {"hybrid": ids[users]}
@@ -285,23 +307,38 @@ def rank(cfg: Config, ds: str, run_id: str) -> dict:
                       and r["metric"] == f"ndcg_at_{cfg.eval_k}"),
                  max(r["value"] for r in rows if r["model"] != "hybrid" and r["task"] == task
                      and r["metric"] == f"ndcg_at_{cfg.eval_k}"), len(users))
-        # ---- publishing at T3, for every user with history
+        # ---- publishing at T3, for the users with history (the hybrid_max_users most active), only
+        # when the hybrid won on its window: otherwise publish serves the champion and nobody would
+        # read these lists.
+        key = f"ndcg_at_{cfg.eval_k}"
+        if not hybrid_wins({r["model"]: r["value"] for r in rows if r["task"] == task and r["metric"] == key},
+                           cfg.hybrid_min_gain):
+            log.info("rank ds=%s task %s: the hybrid does not beat the best single list on its window: no "
+                     "ranker at T3 and no lists tonight (publish serves the champion)", ds, task)
+            shutil.rmtree(cfg.models_dir(ds) / "hybrid" / f"ranker_{task}", ignore_errors=True)
+            continue
         ranker = run.train(t3, new_only)
         ranker.save(cfg.models_dir(ds) / "hybrid" / f"ranker_{task}")
         c3, gens3 = run.at(t3)
-        users = np.flatnonzero(np.diff(c3.x.indptr) > 0)
-        uu, ii, x = candidate_frame(cfg, c3, gens3, users, new_only, inactive)
-        ids, vals = top_n(uu, ii, ranker.score(x), shape[0], cfg.top_n)
-        ok = ids[users] >= 0
-        recs.append(pd.DataFrame({
-            "surface": "for_you" if task == "all" else "new_for_you",
-            "user_idx": np.repeat(users, cfg.top_n)[ok.ravel()],
-            "rank": np.tile(np.arange(1, cfg.top_n + 1), len(users))[ok.ravel()],
-            "item_idx": ids[users].ravel()[ok.ravel()], "score": vals[users].ravel()[ok.ravel()]}))
+        users = publish_users(c3, cfg.hybrid_max_users)
+        t_pub = time.perf_counter()
+        for uu, ii, x in candidate_blocks(cfg, c3, gens3, users, new_only, inactive):
+            block = np.unique(uu)
+            ids, vals = top_n(np.searchsorted(block, uu), ii, ranker.score(x), len(block), cfg.top_n)
+            ok = (ids >= 0).ravel()
+            recs.append(pd.DataFrame({
+                "surface": "for_you" if task == "all" else "new_for_you",
+                "user_idx": np.repeat(block, cfg.top_n)[ok],
+                "rank": np.tile(np.arange(1, cfg.top_n + 1, dtype=np.int32), len(block))[ok],
+                "item_idx": ids.ravel()[ok], "score": vals.ravel()[ok]}))
+        log.info("rank ds=%s task %s: lists for %d users in %.1fs", ds, task, len(users), time.perf_counter() - t_pub)
     metrics = pd.DataFrame(rows)
     out_dir = cfg.eval_dir(ds)
     storage.atomic_write_parquet(pa.Table.from_pandas(metrics, preserve_index=False), out_dir / "hybrid_metrics.parquet")
-    storage.atomic_write_parquet(pa.Table.from_pandas(pd.concat(recs, ignore_index=True), preserve_index=False),
+    recs = pd.concat(recs, ignore_index=True) if recs else pd.DataFrame(
+        {"surface": pd.Series(dtype=str), "user_idx": pd.Series(dtype=np.int64), "rank": pd.Series(dtype=np.int32),
+         "item_idx": pd.Series(dtype=np.int64), "score": pd.Series(dtype=np.float32)})
+    storage.atomic_write_parquet(pa.Table.from_pandas(recs, preserve_index=False),
                                  cfg.models_dir(ds) / "hybrid" / "recommendations.parquet")
     key = f"ndcg_at_{cfg.eval_k}"
     best = {task: metrics[(metrics["task"] == task) & (metrics["metric"] == key)].set_index("model")["value"].to_dict()

@@ -9,6 +9,15 @@ import numpy as np
 import scipy.sparse as sp
 
 
+def sample_users(users: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """At most ``limit`` of ``users`` (sorted), drawn uniformly without replacement with a fixed
+    seed, so a night's evaluation is repeatable; all of them when there are no more than ``limit``."""
+    users = np.asarray(users)
+    if limit <= 0 or len(users) <= limit:
+        return users
+    return np.sort(np.random.default_rng(seed).choice(users, size=limit, replace=False))
+
+
 def relevance(recs: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
     """Boolean (n_users, k): is recs[u, j] in the truth of row u? Via sorted int64 keys, no loop."""
     n_items = truth.shape[1]

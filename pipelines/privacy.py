@@ -194,13 +194,13 @@ def _zero_rows(directory: Path, rows: set[int]) -> int:
 def _scrub_duckdb(cfg: Config, user_id: str) -> int:
     """Delete the user's rows from every table with a user_id column, then rewrite the database file
     (COPY FROM DATABASE into a fresh file, swapped in) so no deleted bytes stay on disk."""
-    import duckdb
+    from pipelines import storage
 
     db = cfg.duckdb_path
     if not db.exists():
         return 0
     removed = 0
-    con = duckdb.connect(str(db))
+    con = storage.connect_warehouse(db)
     try:
         tables = [r[0] for r in con.execute(
             "SELECT table_name FROM information_schema.columns WHERE column_name = 'user_id' AND table_schema = 'main' "
@@ -265,7 +265,6 @@ def forget(cfg: Config, user_id: str) -> dict:
     and record the request, without the user id, in the ``privacy_requests`` table."""
     import json
 
-    import duckdb
 
     user_id = str(user_id).strip()
     if not user_id:

@@ -18,6 +18,7 @@ All three tables of a ds become visible in DuckDB in one transaction (storage.pu
 from __future__ import annotations
 
 import logging
+import time
 from datetime import date
 
 import numpy as np
@@ -74,22 +75,21 @@ def hybrid_choice(cfg: Config, ds: str) -> dict[str, bool]:
         return {"all": False, "new": False}
     ndcg = storage.read_json(path)["ndcg"]
     out = {}
+    from pipelines.hybrid import hybrid_wins
+
     for task, by_model in ndcg.items():
         best_single = max(v for k, v in by_model.items() if k != "hybrid")
-        out[task] = by_model.get("hybrid", 0.0) > best_single * (1 + cfg.hybrid_min_gain)
+        out[task] = hybrid_wins(by_model, cfg.hybrid_min_gain)
         log.info("publish ds=%s: %s lists from %s (hybrid ndcg %.4f, best single %.4f)", ds, task,
                  "the hybrid" if out[task] else "the champion", by_model.get("hybrid", 0.0), best_single)
     return out
 
 
-def country_popularity(users: pd.DataFrame, full, n: int, exclude, inactive: np.ndarray,
-                       rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per user, the items most bought (distinct users) by users of the same country, best first.
-
-    Computed as one sparse product (countries x users) @ (users x items); users without a country
-    get no list here (the global popularity list follows in the merge). Returns (ids, scores) for
-    the user indices ``rows`` (default all), one row each.
-    """
+def country_tops(users: pd.DataFrame, full, k: int, inactive: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per country, the k items most bought (distinct users) by its users, best first: one sparse
+    product (countries x users) @ (users x items). Returns (country code per user, ids, scores per
+    country, no-country mask per user)."""
     country = users["country"].astype("string").fillna("") if "country" in users else pd.Series([""] * len(users))
     codes, names = pd.factorize(country)
     n_users = len(users)
@@ -98,17 +98,35 @@ def country_popularity(users: pd.DataFrame, full, n: int, exclude, inactive: np.
     if len(inactive):
         buyers[:, inactive] = -np.inf
     buyers[buyers <= 0] = -np.inf
-    # Each user's own country's list; excluded items (new_for_you) are removed per user afterwards.
+    top, top_scores = topk(buyers, k)
+    return codes, top, top_scores, (country == "").to_numpy()
+
+
+def own_mask(exclude: sp.csr_matrix, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(len(rows), k) bool: is ids[j, c] among the items of row rows[j] of ``exclude``? By sorted
+    int64 keys, without fancy indexing into the sparse matrix."""
+    n_items = exclude.shape[1]
+    sub = exclude[rows].tocsr()
+    sub.eliminate_zeros()
+    e_keys = np.repeat(np.arange(len(rows), dtype=np.int64), np.diff(sub.indptr)) * n_items + sub.indices
+    keys = np.arange(len(rows), dtype=np.int64)[:, None] * n_items + np.maximum(ids, 0)
+    return np.isin(keys, e_keys) & (ids >= 0)
+
+
+def country_popularity(users: pd.DataFrame, full, n: int, exclude, inactive: np.ndarray,
+                       rows: np.ndarray | None = None, tops=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per user, the items most bought (distinct users) by users of the same country, best first
+    (``country_tops``; pass ``tops`` to reuse them across calls). Users without a country get no
+    list here (the global popularity list follows in the merge). Returns (ids, scores) for the user
+    indices ``rows`` (default all), one row each; with ``exclude``, the row's items are left out."""
     # Room for the user's own items to be removed (capped: global popularity backfills the rest).
-    top, top_scores = topk(buyers, n * 4 if exclude is not None else n)
-    rows = np.arange(n_users) if rows is None else np.asarray(rows, dtype=np.int64)
+    codes, top, top_scores, no_country = tops if tops is not None else \
+        country_tops(users, full, n * 4 if exclude is not None else n, inactive)
+    rows = np.arange(len(users)) if rows is None else np.asarray(rows, dtype=np.int64)
     ids, scores = top[codes[rows]], top_scores[codes[rows]]
-    no_country = (country == "").to_numpy()[rows]
-    ids[no_country] = NO_ITEM
+    ids[no_country[rows]] = NO_ITEM
     if exclude is not None and exclude.nnz:
-        r = np.repeat(rows, ids.shape[1])
-        own = np.asarray(exclude[r, np.where(ids.ravel() >= 0, ids.ravel(), 0)]).ravel().reshape(ids.shape) > 0
-        ids[own] = NO_ITEM
+        ids[own_mask(exclude, rows, ids)] = NO_ITEM
     return ids, scores
 
 
@@ -122,10 +140,13 @@ def content_lists(profiles: sp.csr_matrix, item_vectors: sp.csr_matrix, cand: np
     vals = np.full((rows, n), -np.inf, dtype=np.float32)
     if not len(cand) or not rows:
         return ids, vals
-    vt = item_vectors[cand].T.tocsc()
+    vc = item_vectors[cand].tocsr().astype(np.float32)
+    # Dense profile blocks times the sparse candidate vectors (profiles share common terms with most
+    # items: the scores are dense anyway); a block holds at most 16M floats.
+    block = max(1, min(block, 16_777_216 // max(profiles.shape[1], len(cand), 1)))
     for start in range(0, rows, block):
-        p = profiles[start:start + block]
-        s = np.asarray((p @ vt).toarray(), dtype=np.float32)
+        pt = np.asarray(profiles[start:start + block].T.toarray(), dtype=np.float32)  # C-contiguous
+        s = np.asarray(vc @ pt, dtype=np.float32).T.copy()
         s[s <= 0] = -np.inf
         if exclude is not None:
             own = exclude[start:start + block][:, cand].tocoo()
@@ -142,6 +163,21 @@ def new_items(cfg: Config, ds: str, items: pd.DataFrame) -> np.ndarray:
     since = pd.Timestamp(ds) - pd.Timedelta(days=cfg.new_item_days - 1)
     fresh = (first.isna() | (first >= since)).to_numpy(bool)
     return np.flatnonzero(fresh & items["active"].to_numpy(dtype=bool))
+
+
+def fresh_pool(items: pd.DataFrame, fresh: np.ndarray, limit: int) -> np.ndarray:
+    """At most ``limit`` of the new items compete for the new-item slots (each user's list is scored
+    against all of them): catalog-only items never seen in an event first, then the most recently
+    first seen, then the most bought (time-decayed); sorted by index."""
+    if limit <= 0 or len(fresh) <= limit:
+        return fresh
+    first = pd.to_datetime(items["first_seen"]) if "first_seen" in items else pd.Series(pd.NaT, index=items.index)
+    first = first.iloc[fresh]
+    never = first.isna().to_numpy()
+    seen_at = first.fillna(pd.Timestamp(0)).astype("int64").to_numpy()
+    trend = items["trend_full"].to_numpy(float)[fresh] if "trend_full" in items else np.zeros(len(fresh))
+    order = np.lexsort((fresh, -trend, -seen_at, ~never))
+    return np.sort(fresh[order[:limit]])
 
 
 def hybrid_lists(cfg: Config, ds: str, surface: str, n_users: int) -> tuple[np.ndarray, np.ndarray]:
@@ -167,8 +203,21 @@ def _long(ids: np.ndarray, src: np.ndarray | str, names: list[str] | None = None
 def recommendation_ids(ds: str, keys: pd.DataFrame) -> np.ndarray:
     """A stable id per published recommendation (ds + a 64-bit hash of surface, user, rank and item),
     carried by every table and export so outcome events can be attributed (docs/ab-testing.md)."""
+    return recommendation_id_array(ds, keys).to_numpy(zero_copy_only=False).astype(object)
+
+
+def recommendation_id_array(ds: str, keys: pd.DataFrame) -> pa.Array:
+    """``recommendation_ids`` as an Arrow string array: "<yyyymmdd>-<16 hex digits>", the hex digits
+    written with a lookup table over the hash's bytes (no per-row string formatting)."""
     h = pd.util.hash_pandas_object(keys.astype(str), index=False, hash_key="recsys-reco-0001").to_numpy()
-    return np.char.add(ds.replace("-", "") + "-", np.char.zfill(np.char.mod("%x", h), 16)).astype(object)
+    prefix = np.frombuffer((ds.replace("-", "") + "-").encode(), np.uint8)
+    raw = h.astype(">u8").view(np.uint8).reshape(-1, 8)
+    digits = np.frombuffer(b"0123456789abcdef", np.uint8)
+    out = np.empty((len(h), len(prefix) + 16), np.uint8)
+    out[:, :len(prefix)] = prefix
+    out[:, len(prefix)::2] = digits[raw >> 4]
+    out[:, len(prefix) + 1::2] = digits[raw & 15]
+    return pa.array(out.reshape(-1).view(f"S{out.shape[1]}")).cast(pa.string())
 
 
 def purchase_matrix(cfg: Config, ds: str, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -182,12 +231,19 @@ def purchase_matrix(cfg: Config, ds: str, shape: tuple[int, int]) -> sp.csr_matr
     return m
 
 
-def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, selected: dict,
-                         experiments: list | None = None, users: np.ndarray | None = None) -> pa.Table:
+USER_RECS_SCHEMA = pa.schema([
+    ("recommendation_id", pa.string()), ("ds", pa.date32()), ("run_id", pa.string()), ("surface", pa.string()),
+    ("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()), ("score", pa.float32()),
+    ("model", pa.string()), ("reason", pa.string()), ("experiment_id", pa.string()), ("variant", pa.string())])
+
+
+def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: dict, selected: dict,
+                               experiments: list | None = None, users: np.ndarray | None = None):
     """``for_you``, ``new_for_you`` and ``buy_again`` for every user (or the user indices ``users``:
-    one shard), through the rules layer. ``selected``: the select step's decision (selected.json).
-    A user's rows do not depend on which other users are in the call, so shards concatenate to
-    exactly the single-call table."""
+    one shard), through the rules layer, as one Arrow table per chunk of ``score_chunk_users``
+    users (memory stays bounded whatever the shard size). ``selected``: the select step's decision
+    (selected.json). A user's rows do not depend on which other users are in the call, so chunks and
+    shards concatenate to exactly the single-call table."""
     from pipelines.rules import item_flags, load_rules, rerank_personal
     from pipelines.surfaces import load_surface
     from pipelines.train import items_for_fit, make_model
@@ -206,9 +262,9 @@ def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, selected: d
     m = len(users)
     empty_history = np.diff(full.indptr) == 0
     use_hybrid = hybrid_choice(cfg, ds)
-    user_ids = users_df["user_id"].to_numpy()
-    item_ids = items["item_id"].to_numpy()
-    item_index = {str(k): i for i, k in enumerate(item_ids)}
+    user_ids = users_df["user_id"].astype(str).to_numpy(dtype=object)
+    item_ids = items["item_id"].astype(str).to_numpy(dtype=object)
+    item_index = {k: i for i, k in enumerate(item_ids)}
     bought = purchase_matrix(cfg, ds, full.shape)
     cat_codes, _ = pd.factorize(items["category_key"].astype(str)) if "category_key" in items else \
         (np.zeros(len(items), np.int64), None)
@@ -218,18 +274,22 @@ def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, selected: d
     user_categories = (full @ onehot).tocsr()
     country = users_df["country"].astype("string").fillna("") if "country" in users_df else pd.Series([""] * n_users)
     vectors = content.item_vectors()
-    # Content profiles: the TF-IDF of the items a user interacted with; a user without history but
-    # with stated interests (quiz answers, preferred categories) gets the TF-IDF of that text.
-    profiles = (full @ vectors).tocsr()
     interests = users_df["interests"] if "interests" in users_df else pd.Series([None] * n_users)
     personalized = users_df["personalized"].to_numpy(bool) if "personalized" in users_df else np.ones(n_users, bool)
     stated = empty_history & personalized & interests.fillna("").astype(str).str.strip().ne("").to_numpy()
-    if stated.any():
-        profiles = sp.vstack([profiles[~stated], content.text_vectors(interests[stated].tolist())]).tocsr()
-        order = np.concatenate([np.flatnonzero(~stated), np.flatnonzero(stated)])
-        profiles = profiles[np.argsort(order, kind="stable")]
+
+    def profiles(rows: np.ndarray) -> sp.csr_matrix:
+        """Content profiles: the TF-IDF of the items a user interacted with; a user without history
+        but with stated interests (quiz answers, preferred categories) gets the TF-IDF of that text."""
+        out = (full[rows] @ vectors).tocsr()
+        st = np.flatnonzero(stated[rows])
+        if len(st):  # their history rows are empty: add the text vectors in their places
+            place = sp.csr_matrix((np.ones(len(st), np.float32), (st, np.arange(len(st)))), shape=(len(rows), len(st)))
+            out = (out + place @ content.text_vectors(interests.iloc[rows[st]].tolist())).tocsr()
+        return out
+
     fresh_items = new_items(cfg, ds, items)
-    fresh_items = fresh_items[flags["available"].to_numpy()[fresh_items]]
+    fresh_items = fresh_pool(items, fresh_items[flags["available"].to_numpy()[fresh_items]], cfg.new_item_pool)
     slots = min(cfg.new_item_slots, n) if len(fresh_items) else 0
     best = load_surface(cfg, ds, "best_sellers")
     best = best.assign(item_idx=best["item_id"].map(item_index)).dropna(subset=["item_idx"])
@@ -250,103 +310,142 @@ def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, selected: d
                "challenger": (load_model(chall_dir) if (chall_dir / "params.json").exists() else champion,
                               selected.get("challenger", champion_name), False),
                "popularity": (None, "popularity", False)}
-    per_kind = {}
-    for kind in kinds:
-        model, model_name, allow_hybrid = sources[kind]
-        frames = []
-        for surface, task, exclude in ((C.SURFACE_FOR_YOU, "all", None), ("new_for_you", "new", full)):
-            if model is not None:
-                champ_ids, champ_scores = model.recommend(users, full, width, exclude=exclude, filter_items=unavailable)
-                champ_ids[empty_history[users]] = NO_ITEM  # a factor model's guess for an empty row is noise
-            else:  # the non-personalised arm: best sellers only
-                champ_ids, champ_scores = np.full((m, width), NO_ITEM), np.full((m, width), -np.inf)
-            pop_ids, pop_scores = popularity.recommend(users, full, width, exclude=exclude, filter_items=unavailable)
-            # Fallbacks: what shoppers of the user's country buy, then what everyone buys.
-            country_ids, country_scores = country_popularity(users_df, full, width, exclude, unavailable, rows=users)
-            interest_ids, interest_scores = np.full((m, width), NO_ITEM), np.full((m, width), -np.inf)
-            st = stated[users]
-            if st.any() and model is not None:
-                interest_ids[st], interest_scores[st] = content_lists(
-                    profiles[users[st]], vectors, np.flatnonzero(flags["available"].to_numpy()), width, None,
-                    cfg.score_block_users)
-            lists = [(champ_ids, champ_scores), (interest_ids, interest_scores), (country_ids, country_scores),
-                     (pop_ids, pop_scores)]
-            names = [model_name, "content_interests", "popular_in_country", "popularity"]
-            if allow_hybrid and use_hybrid[task]:
-                h_ids, h_scores = hybrid_lists(cfg, ds, surface, n_users)
-                lists.insert(0, (h_ids[users], h_scores[users]))
-                names.insert(0, "hybrid")
-            merged, source, _ = merge_many(lists, width)
-            cands = _long(merged, source, names, users)
-            fresh = pd.DataFrame(columns=["user_idx", "item_idx", "source"])
-            if slots and model is not None:
-                new_ids, _ = content_lists(profiles[users], vectors, fresh_items, slots, full[users],
-                                           cfg.score_block_users)
-                fresh = _long(new_ids, "content_new_item", None, users)
-            # Backfill: best sellers of the user's country, then overall.
-            by_country = best[best["country"] != "ALL"][["country", "item_idx"]]
-            back = pd.DataFrame({"user_idx": users, "country": country.to_numpy()[users]}).merge(by_country, on="country")
-            back = pd.concat([back.assign(source="popular_in_country"),
-                              pd.DataFrame({"user_idx": np.repeat(users, len(overall[:n])),
-                                            "item_idx": np.tile(overall[:n], m), "source": "popularity"})],
-                             ignore_index=True)
-            back = back.sort_values("user_idx", kind="stable")[["user_idx", "item_idx", "source"]]
-            out = rerank_personal(
-                cands, surface=surface, rules=rules, flags=flags, category=cat_codes, bought=bought,
-                user_categories=user_categories, top_n=n, fresh=fresh, fresh_slots=slots if model is not None else 0,
-                discovery_pool=overall, backfill=back, item_index=item_index, exclude_owned=never[task])
-            frames.append(out.assign(surface=surface))
-        per_kind[kind] = pd.concat(frames, ignore_index=True)
-    frames = [per_kind["current"]]
-    # buy_again: the user's own repeatable purchases, by count, recency-free repeatability (no backfill).
+    tops = {task: country_tops(users_df, full, width * 4 if task == "new" else width, unavailable)
+            for task in ("all", "new")}
+    hybrid = {surface: hybrid_lists(cfg, ds, surface, n_users)
+              for surface, task in ((C.SURFACE_FOR_YOU, "all"), ("new_for_you", "new")) if use_hybrid[task]}
     ba = make_model("buy_again", cfg).fit(full, items_for_fit(items, "pop_full"))
-    ba_ids, _ = ba.recommend(users, bought, n, filter_items=unavailable)
-    cands = _long(ba_ids, "buy_again", None, users)
-    own = np.asarray(bought[cands["user_idx"].to_numpy(), cands["item_idx"].to_numpy()]).ravel() > 0
-    cands = cands[own & flags["repeatable"].to_numpy()[cands["item_idx"].to_numpy()]]
-    cands = cands.assign(rank=cands.groupby("user_idx").cumcount() + 1, utility=0.0, surface="buy_again")
-    frames.append(cands)
-    out = pd.concat(frames, ignore_index=True)
-    out["experiment_id"], out["variant"] = None, None
-    for exp, assigned in experiments:
-        # Users of each variant get that variant's lists on the experiment's surfaces.
-        variant_of = assigned["variant"].to_numpy()
-        on = out["surface"].isin(exp.surfaces).to_numpy()
-        keep = ~on
-        parts = [out[keep]]
-        for v in exp.variants:
-            members = variant_of == v.name
-            if v.lists == "none":
-                continue
-            src = out if v.lists == "current" else per_kind[v.lists].assign(experiment_id=None, variant=None)
-            if v.lists != "current":
-                src = pd.concat([src, out[out["surface"] == "buy_again"]], ignore_index=True)
-            rows = src[src["surface"].isin(exp.surfaces).to_numpy() & members[src["user_idx"].to_numpy()]]
-            parts.append(rows.assign(experiment_id=exp.id, variant=v.name))
-        out = pd.concat(parts, ignore_index=True)
-    out = out.sort_values(["surface", "user_idx", "rank"], kind="stable").reset_index(drop=True)
-    u, i = out["user_idx"].to_numpy(), out["item_idx"].to_numpy()
-    owned = np.asarray(bought[u, i]).ravel() > 0
-    src = out["source"].to_numpy().astype(object)
-    reason = np.where(owned, "you buy this regularly", "picked for you").astype(object)
-    reason[src == "content_interests"] = "matches your interests"
-    in_country = src == "popular_in_country"
-    reason[in_country] = "popular in " + country.to_numpy()[u[in_country]].astype(str)
-    reason[src == "popularity"] = "best seller"
-    reason[src == "content_new_item"] = "new arrival"
-    reason[src == "discovery"] = "discovery: outside your usual categories"
-    reason[src == "pinned"] = "featured"
-    table = pd.DataFrame({
-        "ds": date.fromisoformat(ds), "run_id": run_id, "surface": out["surface"].to_numpy(),
-        "user_id": user_ids[u], "rank": out["rank"].to_numpy(np.int32), "item_id": item_ids[i],
-        "score": out["utility"].to_numpy(np.float32), "model": src.astype(str), "reason": reason.astype(str),
-        "experiment_id": out["experiment_id"].astype("string").to_numpy(), "variant": out["variant"].astype("string").to_numpy()})
-    table.insert(0, "recommendation_id", recommendation_ids(ds, table[["surface", "user_id", "rank", "item_id"]]))
-    short = table[table["surface"] != "buy_again"].groupby(["surface", "user_id"]).size()
-    if (short < min(rules.min_items, n)).any():
-        log.warning("publish ds=%s: %d lists shorter than min_items %d (catalog too small)", ds,
-                    int((short < min(rules.min_items, n)).sum()), rules.min_items)
-    return pa.Table.from_pandas(table, preserve_index=False)
+    available_items = np.flatnonzero(flags["available"].to_numpy())
+    by_country = best[best["country"] != "ALL"][["country", "item_idx"]]
+
+    def chunk(users: np.ndarray) -> pd.DataFrame:
+        m = len(users)
+        prof = profiles(users)
+        per_kind = {}
+        for kind in kinds:
+            model, model_name, allow_hybrid = sources[kind]
+            frames = []
+            if model is not None:
+                # for_you and new_for_you from one scoring pass (models.base.recommend_with_own).
+                both = model.recommend_with_own(users, full, width, full, filter_items=unavailable)
+            for k, (surface, task, exclude) in enumerate(((C.SURFACE_FOR_YOU, "all", None),
+                                                          ("new_for_you", "new", full))):
+                if model is not None:
+                    champ_ids, champ_scores = both[k]
+                    champ_ids[empty_history[users]] = NO_ITEM  # a factor model's guess for an empty row is noise
+                else:  # the non-personalised arm: best sellers only
+                    champ_ids, champ_scores = np.full((m, width), NO_ITEM), np.full((m, width), -np.inf)
+                pop_ids, pop_scores = popularity.recommend(users, full, width, exclude=exclude, filter_items=unavailable)
+                # Fallbacks: what shoppers of the user's country buy, then what everyone buys.
+                country_ids, country_scores = country_popularity(users_df, full, width, exclude, unavailable,
+                                                                 rows=users, tops=tops[task])
+                interest_ids, interest_scores = np.full((m, width), NO_ITEM), np.full((m, width), -np.inf)
+                st = stated[users]
+                if st.any() and model is not None:
+                    interest_ids[st], interest_scores[st] = content_lists(
+                        prof[np.flatnonzero(st)], vectors, available_items, width, None, cfg.score_block_users)
+                lists = [(champ_ids, champ_scores), (interest_ids, interest_scores), (country_ids, country_scores),
+                         (pop_ids, pop_scores)]
+                names = [model_name, "content_interests", "popular_in_country", "popularity"]
+                if allow_hybrid and surface in hybrid:
+                    h_ids, h_scores = hybrid[surface]
+                    lists.insert(0, (h_ids[users], h_scores[users]))
+                    names.insert(0, "hybrid")
+                merged, source, _ = merge_many(lists, width)
+                cands = _long(merged, source, names, users)
+                fresh = pd.DataFrame(columns=["user_idx", "item_idx", "source"])
+                if slots and model is not None:
+                    new_ids, _ = content_lists(prof, vectors, fresh_items, slots, full[users], cfg.score_block_users)
+                    fresh = _long(new_ids, "content_new_item", None, users)
+                # Backfill: best sellers of the user's country, then overall.
+                back = pd.DataFrame({"user_idx": users, "country": country.to_numpy()[users]}).merge(by_country, on="country")
+                back = pd.concat([back.assign(source="popular_in_country"),
+                                  pd.DataFrame({"user_idx": np.repeat(users, len(overall[:n])),
+                                                "item_idx": np.tile(overall[:n], m), "source": "popularity"})],
+                                 ignore_index=True)
+                back = back.sort_values("user_idx", kind="stable")[["user_idx", "item_idx", "source"]]
+                out = rerank_personal(
+                    cands, surface=surface, rules=rules, flags=flags, category=cat_codes, bought=bought,
+                    user_categories=user_categories, top_n=n, fresh=fresh, fresh_slots=slots if model is not None else 0,
+                    discovery_pool=overall, backfill=back, item_index=item_index, exclude_owned=never[task])
+                frames.append(out.assign(surface=surface))
+            per_kind[kind] = pd.concat(frames, ignore_index=True)
+        frames = [per_kind["current"]]
+        # buy_again: the user's own repeatable purchases, by count, recency-free repeatability (no backfill).
+        ba_ids, _ = ba.recommend(users, bought, n, filter_items=unavailable)
+        cands = _long(ba_ids, "buy_again", None, users)
+        own = np.asarray(bought[cands["user_idx"].to_numpy(), cands["item_idx"].to_numpy()]).ravel() > 0
+        cands = cands[own & flags["repeatable"].to_numpy()[cands["item_idx"].to_numpy()]]
+        cands = cands.assign(rank=cands.groupby("user_idx").cumcount() + 1, utility=0.0, surface="buy_again")
+        frames.append(cands)
+        out = pd.concat(frames, ignore_index=True)
+        out["experiment_id"], out["variant"] = None, None
+        for exp, assigned in experiments:
+            # Users of each variant get that variant's lists on the experiment's surfaces.
+            variant_of = assigned["variant"].to_numpy()
+            on = out["surface"].isin(exp.surfaces).to_numpy()
+            keep = ~on
+            parts = [out[keep]]
+            for v in exp.variants:
+                members = variant_of == v.name
+                if v.lists == "none":
+                    continue
+                src = out if v.lists == "current" else per_kind[v.lists].assign(experiment_id=None, variant=None)
+                if v.lists != "current":
+                    src = pd.concat([src, out[out["surface"] == "buy_again"]], ignore_index=True)
+                rows = src[src["surface"].isin(exp.surfaces).to_numpy() & members[src["user_idx"].to_numpy()]]
+                parts.append(rows.assign(experiment_id=exp.id, variant=v.name))
+            out = pd.concat(parts, ignore_index=True)
+        return out.sort_values(["surface", "user_idx", "rank"], kind="stable").reset_index(drop=True)
+
+    def to_table(out: pd.DataFrame) -> pa.Table:
+        u, i = out["user_idx"].to_numpy(np.int64), out["item_idx"].to_numpy(np.int64)
+        owned = np.asarray(bought[u, i]).ravel() > 0 if len(out) else np.zeros(0, bool)
+        src = out["source"].to_numpy().astype(object)
+        reason = np.where(owned, "you buy this regularly", "picked for you").astype(object)
+        reason[src == "content_interests"] = "matches your interests"
+        in_country = src == "popular_in_country"
+        reason[in_country] = "popular in " + country.to_numpy()[u[in_country]].astype(str)
+        reason[src == "popularity"] = "best seller"
+        reason[src == "content_new_item"] = "new arrival"
+        reason[src == "discovery"] = "discovery: outside your usual categories"
+        reason[src == "pinned"] = "featured"
+        surface = out["surface"].to_numpy().astype(object)
+        rank = out["rank"].to_numpy(np.int32)
+        keys = pd.DataFrame({"surface": surface, "user_id": user_ids[u], "rank": rank, "item_id": item_ids[i]})
+        rows = len(out)
+        table = pa.table({
+            "recommendation_id": recommendation_id_array(ds, keys),
+            "ds": pa.array(np.full(rows, np.datetime64(ds, "D"))).cast(pa.date32()),
+            "run_id": pa.array(np.full(rows, run_id, dtype=object), pa.string()),
+            "surface": pa.array(surface, pa.string()), "user_id": pa.array(user_ids[u], pa.string()),
+            "rank": pa.array(rank), "item_id": pa.array(item_ids[i], pa.string()),
+            "score": pa.array(out["utility"].to_numpy(np.float32)), "model": pa.array(src, pa.string()),
+            "reason": pa.array(reason, pa.string()),
+            "experiment_id": pa.array(out["experiment_id"].to_numpy(object), pa.string(), from_pandas=True),
+            "variant": pa.array(out["variant"].to_numpy(object), pa.string(), from_pandas=True)},
+            schema=USER_RECS_SCHEMA)
+        lengths = pd.Series(surface[surface != "buy_again"]).groupby(
+            [surface[surface != "buy_again"], u[surface != "buy_again"]]).size() if rows else pd.Series(dtype=int)
+        if (lengths < min(rules.min_items, n)).any():
+            log.warning("publish ds=%s: %d lists shorter than min_items %d (catalog too small)", ds,
+                        int((lengths < min(rules.min_items, n)).sum()), rules.min_items)
+        return table
+
+    step = max(1, cfg.score_chunk_users)
+    t0 = time.perf_counter()
+    for start in range(0, max(len(users), 1), step):
+        yield to_table(chunk(users[start:start + step]))
+        if len(users) > step:
+            done = min(start + step, len(users))
+            log.info("score ds=%s: %d of %d users (%.0f users/s)", ds, done, len(users),
+                     done / max(time.perf_counter() - t0, 1e-9))
+
+
+def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, selected: dict,
+                         experiments: list | None = None, users: np.ndarray | None = None) -> pa.Table:
+    """All of ``user_recommendation_tables`` as one table (tests, and publish without staged shards)."""
+    return pa.concat_tables(list(user_recommendation_tables(cfg, ds, run_id, f, selected, experiments, users)))
 
 
 def similar_items(cfg: Config, ds: str, run_id: str, f: dict, available: np.ndarray) -> pa.Table:
@@ -469,10 +568,10 @@ def score_shard(cfg: Config, ds: str, run_id: str, shard: int) -> dict:
     user_ids = f["users"]["user_id"].to_numpy()
     users = np.flatnonzero(shard_of(user_ids, n) == shard)
     experiments = active_assignments(cfg, ds, user_ids)
-    table = user_recommendations(cfg, ds, run_id, f, selected, experiments, users)
-    path = storage.atomic_write_parquet(table, shard_path(cfg, ds, shard, n))
-    log.info("score ds=%s shard %d/%d: %d users, %d rows", ds, shard + 1, n, len(users), table.num_rows)
-    return {"ds": ds, "shard": shard, "shards": n, "users": int(len(users)), "rows": table.num_rows, "path": str(path)}
+    tables = user_recommendation_tables(cfg, ds, run_id, f, selected, experiments, users)
+    path, rows = storage.atomic_write_parquet_batches(tables, USER_RECS_SCHEMA, shard_path(cfg, ds, shard, n))
+    log.info("score ds=%s shard %d/%d: %d users, %d rows", ds, shard + 1, n, len(users), rows)
+    return {"ds": ds, "shard": shard, "shards": n, "users": int(len(users)), "rows": rows, "path": str(path)}
 
 
 def score(cfg: Config, ds: str, run_id: str, shard: int | None = None) -> dict:
@@ -483,22 +582,24 @@ def score(cfg: Config, ds: str, run_id: str, shard: int | None = None) -> dict:
     return {"ds": ds, "shards": len(parts), "rows": sum(p["rows"] for p in parts)}
 
 
-def staged_user_recommendations(cfg: Config, ds: str, run_id: str) -> pa.Table | None:
-    """The score step's shards of this run, concatenated in a fixed order; None when any is missing
-    or belongs to another run (publish then computes the lists itself)."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+USER_RECS_ORDER = "surface, user_id, rank"
+
+
+def staged_user_recommendations(cfg: Config, ds: str, run_id: str) -> list | None:
+    """The score step's shard files of this run (publish streams them into the warehouse); None when
+    any is missing or belongs to another run (publish then computes the lists itself)."""
+    import duckdb
 
     n = cfg.publish_shards
     paths = [shard_path(cfg, ds, k, n) for k in range(n)]
     if not all(p.exists() for p in paths):
         return None
-    parts = [pq.read_table(p) for p in paths]
-    if any(t.num_rows and pc.any(pc.not_equal(t.column("run_id"), run_id)).as_py() for t in parts):
+    files = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+    other = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet({files}) WHERE run_id <> ?", [run_id]).fetchall()[0][0]
+    if other:
         log.warning("publish ds=%s: staged shards belong to another run; computing the lists here", ds)
         return None
-    table = pa.concat_tables(parts)
-    return table.sort_by([("surface", "ascending"), ("user_id", "ascending"), ("rank", "ascending")])
+    return paths
 
 
 def publish_serving_copy(cfg: Config, ds: str, run_id: str, tables: dict[str, pa.Table]) -> str:
@@ -533,7 +634,6 @@ def publish(cfg: Config, ds: str, run_id: str) -> dict:
     if recs is None:
         log.info("publish ds=%s: no complete set of score shards for this run; computing the lists in one go", ds)
         recs = user_recommendations(cfg, ds, run_id, f, selected, experiments)
-        recs = recs.sort_by([("surface", "ascending"), ("user_id", "ascending"), ("rank", "ascending")])
     tables = {
         C.T_USER_RECS: recs,
         C.T_SIMILAR: similar_items(cfg, ds, run_id, f, available),
@@ -541,12 +641,24 @@ def publish(cfg: Config, ds: str, run_id: str) -> dict:
         **surface_tables(cfg, ds, run_id, f, available),
         "ab_assignments": assignments_table(ds, run_id, experiments),
     }
-    counts = storage.publish_tables(cfg.duckdb_path, cfg.warehouse / "parquet", ds, tables)
+    counts = storage.publish_tables(cfg.duckdb_path, cfg.warehouse / "parquet", ds, tables,
+                                    order_by={C.T_USER_RECS: USER_RECS_ORDER})
     log.info("publish ds=%s: %s -> %s", ds, counts, cfg.duckdb_path)
+    con = storage.connect_warehouse(cfg.duckdb_path, read_only=True)
+    try:
+        # The report needs slot counts per surface, model and item, not the rows themselves.
+        slots = con.execute(f'SELECT surface, model, item_id, count(*) AS n FROM "{C.T_USER_RECS}" '
+                            "WHERE ds = ?::DATE GROUP BY ALL", [ds]).df()
+        if cfg.serving_url:
+            # The PostgreSQL copy loads the table it copies (docs/deploy.md: memory at scale).
+            tables[C.T_USER_RECS] = con.execute(f'SELECT * FROM "{C.T_USER_RECS}" WHERE ds = ?::DATE '
+                                                f"ORDER BY {USER_RECS_ORDER}", [ds]).to_arrow_table()
+    finally:
+        con.close()
     serving = publish_serving_copy(cfg, ds, run_id, tables)
     from pipelines.report import build_report
 
-    report = build_report(cfg, ds, run_id, f, tables[C.T_USER_RECS].select(["surface", "item_id", "model"]).to_pandas())
+    report = build_report(cfg, ds, run_id, f, slots)
     try:
         from pipelines import tracking
 

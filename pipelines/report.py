@@ -42,15 +42,19 @@ def _table(df: pd.DataFrame, digits: int = 4) -> str:
 
 def popularity_bias(recs: pd.DataFrame, purchases: np.ndarray, item_ids: np.ndarray) -> pd.DataFrame:
     """Per popularity decile (1 = the 10% most-bought items): share of purchases and share of
-    recommendation slots of each surface. ``purchases``: buyers per item, aligned with item_ids."""
+    recommendation slots of each surface. ``purchases``: buyers per item, aligned with item_ids;
+    ``recs``: surface, item_id (and model), one row per slot or with a slot count ``n``."""
     order = np.argsort(-purchases, kind="stable")
     decile = np.empty(len(order), dtype=np.int64)
     decile[order] = np.arange(len(order)) * 10 // max(len(order), 1) + 1
     by_item = pd.Series(decile, index=item_ids)
     out = pd.DataFrame({"purchases": pd.Series(purchases).groupby(decile).sum() / max(purchases.sum(), 1)})
-    for surface, g in recs.groupby("surface"):
-        d = by_item.reindex(g["item_id"].to_numpy()).dropna().astype(int)
-        out[surface] = d.value_counts().reindex(out.index, fill_value=0) / max(len(d), 1)
+    weight = recs["n"] if "n" in recs else pd.Series(1, index=recs.index)
+    for surface, g in recs.assign(_n=weight).groupby("surface"):
+        d = by_item.reindex(g["item_id"].to_numpy())
+        ok = d.notna().to_numpy()
+        counts = pd.Series(g["_n"].to_numpy()[ok]).groupby(d.to_numpy()[ok].astype(int)).sum()
+        out[surface] = counts.reindex(out.index, fill_value=0) / max(counts.sum(), 1)
     out.index.name = "decile"
     return out.fillna(0.0)
 
@@ -80,7 +84,8 @@ def build_report(cfg: Config, ds: str, run_id: str, f: dict, recs: pd.DataFrame)
              f"<b>{'promote' if selected['promoted'] else 'keep'}</b> &mdash; {html.escape(selected['reason'])}</p>",
              f"<p>Evaluated returning users: {summary['eval_users']} (holdout of {cfg.holdout_days} days before "
              f"the end of ds). Metric definitions: docs/metrics.md.</p>"]
-    src = recs.groupby(["surface", "model"]).size().unstack(fill_value=0)
+    src = (recs.groupby(["surface", "model"])["n"].sum() if "n" in recs else
+           recs.groupby(["surface", "model"]).size()).unstack(fill_value=0)
     parts += ["<h2>Where tonight's lists came from (rows per source)</h2>", _table(src, 0)]
     parts += [f"<h2>Candidates on the holdout, returning users</h2>", _table(returning)]
     fig, ax = plt.subplots(figsize=(7, 3.2))

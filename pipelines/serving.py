@@ -23,11 +23,11 @@ class ServingError(ValueError):
 
 
 def _connect(cfg: Config):
-    import duckdb
+    from pipelines import storage
 
     if not cfg.duckdb_path.exists():
         raise ServingError(f"no warehouse at {cfg.duckdb_path}: run the pipeline first (recsys run --ds ...)")
-    return duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    return storage.connect_warehouse(cfg.duckdb_path, read_only=True)
 
 
 def _require(con, table: str) -> None:

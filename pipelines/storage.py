@@ -34,6 +34,23 @@ def atomic_write_parquet(table: pa.Table, path: Path) -> Path:
     return path
 
 
+def atomic_write_parquet_batches(tables, schema: pa.Schema, path: Path) -> tuple[Path, int]:
+    """Write an iterable of Arrow tables (one schema) as one Parquet file, swapped in by rename when
+    complete: a reader never sees a half-written file. Returns (path, rows)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    rows = 0
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for t in tables:
+                writer.write_table(t)
+                rows += t.num_rows
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path, rows
+
+
 def atomic_write_text(text: str, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -154,51 +171,84 @@ def sha256_unit(prefix: str, values) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- warehouse
+# DuckDB's own memory for warehouse work (the publish step's sort of the personal lists, reports):
+# above it, sorts and joins spill to a temporary directory beside the database instead of growing.
+WAREHOUSE_MEMORY_LIMIT = "2GB"
+
+
 def connect_warehouse(db_path: Path, read_only: bool = False):
     import duckdb
 
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    return duckdb.connect(str(db_path), read_only=read_only)
+    return duckdb.connect(str(db_path), read_only=read_only, config={"memory_limit": WAREHOUSE_MEMORY_LIMIT})
 
 
-def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[str, pa.Table]) -> dict[str, int]:
+def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[str, object],
+                   order_by: Mapping[str, str] | None = None) -> dict[str, int]:
     """Publish several tables for one ds: all of them become visible together, or none.
 
+    A table is an Arrow table, or a list of Parquet files (the score step's shards: streamed by
+    DuckDB, never loaded whole). ``order_by``: per table, the row order to write in (SQL).
     DuckDB: one transaction deletes the rows of `ds` and inserts the new ones in every table, so a
     rerun replaces that ds only. Parquet: ``<root>/<table>/ds=<ds>/part-0.parquet`` swapped in by
     rename after the DuckDB commit.
     """
-    # A column that is all null on this ds (no experiment running, say) still gets a real type.
-    tables = {name: t.cast(pa.schema([pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f
-                                      for f in t.schema])) for name, t in tables.items()}
-    staged: dict[str, Path] = {}
-    for name, table in tables.items():
-        final = parquet_root / name / f"ds={ds}" / "part-0.parquet"
-        tmp = final.with_name(f".part-0.parquet.staged-{uuid.uuid4().hex[:8]}")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, tmp, compression="zstd")
-        staged[name] = tmp
+    order_by = order_by or {}
+
+    def prepared(t):
+        # A column that is all null on this ds (no experiment running, say) still gets a real type.
+        return t.cast(pa.schema([pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in t.schema]))
+
+    tables = {name: prepared(t) if isinstance(t, pa.Table) else [str(p) for p in t] for name, t in tables.items()}
     con = connect_warehouse(db_path)
+
+    def incoming(name: str, t) -> str:
+        """The SQL relation of an incoming table (registered Arrow, or read_parquet of the files)."""
+        if isinstance(t, pa.Table):
+            con.register("_incoming", t)
+            src = "_incoming"
+        else:
+            src = "read_parquet([" + ", ".join("'" + p.replace("'", "''") + "'" for p in t) + "])"
+        return f"(SELECT * FROM {src}" + (f" ORDER BY {order_by[name]})" if name in order_by else ")")
+
+    staged: dict[str, Path] = {}
+    counts: dict[str, int] = {}
     try:
+        for name, table in tables.items():
+            final = parquet_root / name / f"ds={ds}" / "part-0.parquet"
+            tmp = final.with_name(f".part-0.parquet.staged-{uuid.uuid4().hex[:8]}")
+            final.parent.mkdir(parents=True, exist_ok=True)
+            staged[name] = tmp
+            if isinstance(table, pa.Table) and name not in order_by:
+                pq.write_table(table, tmp, compression="zstd")
+            else:
+                rel = incoming(name, table)
+                con.execute(f"COPY {rel} TO '{str(tmp).replace(chr(39), chr(39) * 2)}' (FORMAT parquet, COMPRESSION zstd)")
+                if isinstance(table, pa.Table):
+                    con.unregister("_incoming")
         con.execute("BEGIN TRANSACTION")
         for name, table in tables.items():
-            con.register("_incoming", table)
-            con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS SELECT * FROM _incoming LIMIT 0')
+            rel = incoming(name, table)
+            con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS SELECT * FROM {rel} LIMIT 0')
             # A column added by a newer release: added to the table (older ds rows read NULL).
             have = {r[0] for r in con.execute(f'DESCRIBE "{name}"').fetchall()}
-            for col, typ, *_ in con.execute("DESCRIBE _incoming").fetchall():
+            for col, typ, *_ in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall():
                 if col not in have:
                     con.execute(f'ALTER TABLE "{name}" ADD COLUMN "{col}" {typ}')
             con.execute(f'DELETE FROM "{name}" WHERE ds = ?::DATE', [ds])
-            con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM _incoming')
-            con.unregister("_incoming")
+            counts[name] = con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM {rel}').fetchall()[0][0]
+            if isinstance(table, pa.Table):
+                con.unregister("_incoming")
             con.execute(
                 f'CREATE OR REPLACE VIEW "latest_{name}" AS SELECT * FROM "{name}" '
                 f'WHERE ds = (SELECT max(ds) FROM "{name}")'
             )
         con.execute("COMMIT")
     except Exception:
-        con.execute("ROLLBACK")
+        try:
+            con.execute("ROLLBACK")
+        except Exception:  # the failure came before the transaction began
+            pass
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
         raise
@@ -206,7 +256,7 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
         con.close()
     for name, tmp in staged.items():
         os.replace(tmp, tmp.with_name("part-0.parquet"))
-    return {name: t.num_rows for name, t in tables.items()}
+    return counts
 
 
 def table_counts(db_path: Path, ds: str, names: Iterable[str]) -> dict[str, int]:

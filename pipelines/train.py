@@ -31,6 +31,7 @@ def make_model(name: str, cfg: Config, overrides: dict | None = None) -> Recomme
     }.get(name, {})
     model = REGISTRY[name](**{**params, **(overrides or {})})
     model.block_users = cfg.score_block_users
+    model.block_cells = cfg.score_block_cells
     return model
 
 

@@ -73,3 +73,18 @@ def test_segment_recall_by_hand():
     assert segment_recall(recs, truth, 3, head) == pytest.approx(0.25)
     # tail truth: user 0 {8} (0 of 1); user 1 has none and is left out
     assert segment_recall(recs, truth, 3, ~head) == pytest.approx(0.0)
+
+
+def test_sample_users_is_a_fixed_uniform_subset():
+    from pipelines.metrics import sample_users
+
+    users = np.arange(0, 50_000, 5)
+    a, b = sample_users(users, 1_000, 7), sample_users(users, 1_000, 7)
+    np.testing.assert_array_equal(a, b)  # the same seed, the same sample
+    assert len(a) == 1_000 and len(np.unique(a)) == 1_000 and np.isin(a, users).all()
+    assert (np.diff(a) > 0).all()
+    assert not np.array_equal(a, sample_users(users, 1_000, 8))
+    # Uniform: each tenth of the population holds about a tenth of the sample (binomial sd ~9.5).
+    per_tenth = np.bincount(np.searchsorted(users, a) * 10 // len(users), minlength=10)
+    assert np.abs(per_tenth - 100).max() < 40
+    np.testing.assert_array_equal(sample_users(users[:10], 1_000, 7), users[:10])  # no more than there are

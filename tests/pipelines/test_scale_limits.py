@@ -1,0 +1,40 @@
+"""The bounded-work choices of the scale path, checked on hand-made inputs: which new items enter
+the new-item pool, which users the hybrid lists above hybrid_max_users."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from pipelines.hybrid import Cutoff, hybrid_wins, publish_users
+from pipelines.publish import fresh_pool
+
+
+def test_fresh_pool_prefers_catalog_only_then_newest_then_best_selling():
+    items = pd.DataFrame({
+        "first_seen": pd.to_datetime([None, "2026-11-20", "2026-11-27", "2026-11-27", None, "2026-11-25"]),
+        "trend_full": [0.0, 9.0, 1.0, 5.0, 0.0, 3.0]})
+    fresh = np.arange(6)
+    # Catalog-only 0 and 4 first; then the newest (27th): 3 (trend 5) before 2 (trend 1); then 5.
+    np.testing.assert_array_equal(fresh_pool(items, fresh, 4), [0, 2, 3, 4])
+    np.testing.assert_array_equal(fresh_pool(items, fresh, 2), [0, 4])
+    np.testing.assert_array_equal(fresh_pool(items, fresh, 5), [0, 2, 3, 4, 5])
+    np.testing.assert_array_equal(fresh_pool(items, fresh, 6), fresh)
+
+
+def test_publish_users_takes_the_most_active_above_the_limit():
+    # 5 users: user 2 has no history; activity = distinct days, then number of items.
+    x = sp.csr_matrix(np.array([[1, 0, 0], [1, 1, 1], [0, 0, 0], [1, 1, 0], [1, 0, 0]], np.float32))
+    c = Cutoff(day=10, x=x, buy_days=x, since=x, items=pd.DataFrame(), user_last=np.zeros(5),
+               user_days=np.array([1.0, 2.0, 0.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(publish_users(c, 0), [0, 1, 3, 4])
+    np.testing.assert_array_equal(publish_users(c, 10), [0, 1, 3, 4])
+    # Days: user 4 (3), then users 1 and 3 (2 days; 1 has 3 items, 3 has 2).
+    np.testing.assert_array_equal(publish_users(c, 2), [1, 4])
+    np.testing.assert_array_equal(publish_users(c, 3), [1, 3, 4])
+
+
+def test_hybrid_wins_only_when_it_beats_every_single_list():
+    assert hybrid_wins({"hybrid": 0.30, "als": 0.25, "popularity": 0.10}, 0.0)
+    assert not hybrid_wins({"hybrid": 0.25, "als": 0.25}, 0.0)  # a tie serves the champion
+    assert not hybrid_wins({"hybrid": 0.26, "als": 0.25}, 0.05)  # 4% better, 5% asked
