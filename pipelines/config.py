@@ -106,7 +106,7 @@ class Config:
     eval_max_users: int = 10_000
     # The hybrid re-ranks the lists of at most this many users per night (the most active first);
     # the others get the champion's lists. Its cost is per (user, candidate) pair (docs/deploy.md).
-    hybrid_max_users: int = 100_000
+    hybrid_max_users: int = 50_000
     # Candidate models evaluated every night; the best on NDCG@eval_k becomes champion.
     candidates: tuple[str, ...] = ("popularity", "trending", "buy_again", "als", "bpr", "itemknn", "ease", "content")
     # ---- validation gate (docs/validation.md)
