@@ -13,6 +13,7 @@ import html
 import io
 import logging
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -108,7 +109,7 @@ def _png(fig) -> str:
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
-def write_report(cfg: Config, ds: str, results: pd.DataFrame, summaries: list) -> "Path":
+def write_report(cfg: Config, ds: str, results: pd.DataFrame, summaries: list) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")

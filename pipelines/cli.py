@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pipelines.config import load_config

@@ -31,7 +31,6 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from features.interactions import load_features
-from models.base import topk
 from models.buy_again import smoothed_repeat_rate
 from pipelines import storage
 from pipelines.config import Config

@@ -259,7 +259,6 @@ def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: dict, selec
     n_users, n = full.shape[0], cfg.top_n
     width = 2 * n  # candidates per user before the rules drop and re-order some
     users = np.arange(n_users) if users is None else np.asarray(users, dtype=np.int64)
-    m = len(users)
     empty_history = np.diff(full.indptr) == 0
     use_hybrid = hybrid_choice(cfg, ds)
     user_ids = users_df["user_id"].astype(str).to_numpy(dtype=object)

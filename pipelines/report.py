@@ -87,7 +87,7 @@ def build_report(cfg: Config, ds: str, run_id: str, f: dict, recs: pd.DataFrame)
     src = (recs.groupby(["surface", "model"])["n"].sum() if "n" in recs else
            recs.groupby(["surface", "model"]).size()).unstack(fill_value=0)
     parts += ["<h2>Where tonight's lists came from (rows per source)</h2>", _table(src, 0)]
-    parts += [f"<h2>Candidates on the holdout, returning users</h2>", _table(returning)]
+    parts += ["<h2>Candidates on the holdout, returning users</h2>", _table(returning)]
     fig, ax = plt.subplots(figsize=(7, 3.2))
     returning[key].sort_values().plot.barh(ax=ax, color="#4472c4")
     ax.set_xlabel(f"NDCG@{k}")
