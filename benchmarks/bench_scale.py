@@ -1,15 +1,20 @@
-"""Scale benchmark: ten million demo events, the ALS floor, and block scoring with rules.
+"""Scale benchmark: ten million demo events, the nightly run, the ALS floor, and scoring with rules.
 
 Usage: python benchmarks/bench_scale.py [--home DATA_ROOT] [--users N --items N --events N --days N]
-                                        [--pipeline]
+                                        [--pipeline] [--shards N]
 
 1. ``recsys demo-data --scale`` data (generated day by day; skipped when the data root has it);
-2. the floor: implicit ALS (64 factors, 15 iterations) fitted on the user x item weights, then
+2. with ``--pipeline``: every nightly step in order, each in its own process as an Airflow task
+   runs (the score step as ``--shards`` shard tasks at once): its time and peak resident memory;
+3. the floor: implicit ALS (64 factors, 15 iterations) fitted on the user x item weights (the
+   features step's matrix after ``--pipeline``, else one built from the landing files), then
    implicit's batched ``recommend`` (top 10, already-bought items filtered) for every user;
-3. block scoring (models/scoring.py) on the same factors: top 20 per user with the rule masks
+4. block scoring (models/scoring.py) on the same factors: top 20 per user with the rule masks
    (unavailable items for everyone, already-bought items per user) inside the fused top-K;
-4. with ``--pipeline``: every nightly step in order, each in its own process as an Airflow task
-   runs: its time and peak resident memory, and the ratio of the whole run to the floor.
+5. with ``--pipeline``: the score step again, its shard tasks at once, with the floor's 64-factor
+   ALS as the champion (restored afterwards): top 20 for_you and new_for_you plus buy_again for
+   every user through the whole rules layer, on the same factors as implicit's recommend;
+6. the ratio of the nightly run to the floor (ALS fit + implicit recommend).
 
 Prints every figure; nothing is asserted.
 """
@@ -29,6 +34,30 @@ def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
 
 
+def run_tasks(home: Path, ds: str, step: str, shards: int | None, env: dict, tag: str) -> tuple[float, float]:
+    """One pipeline step as Airflow runs it: a process per task (per shard for the score step, all
+    at once). Returns (wall seconds, peak resident GiB: the tasks' own maxima, added up)."""
+    import os
+    import subprocess
+
+    t0 = time.perf_counter()
+    procs = []
+    for shard in (range(shards) if shards else [None]):
+        cmd = [sys.executable, "-m", "pipelines.cli", "run", "--ds", ds, "--step", step, "--run-id", "bench-scale"] \
+            + ([] if shard is None else ["--shard", str(shard)])
+        log_file = open(home / f"bench-{tag}-{shard}.log", "w")
+        procs.append((subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=log_file, stderr=log_file), log_file))
+    peak = 0.0
+    for proc, log_file in procs:
+        _, status, usage = os.wait4(proc.pid, 0)  # the child's own peak resident memory
+        log_file.close()
+        if status != 0:
+            print(Path(log_file.name).read_text()[-3000:])
+            raise SystemExit(f"step {step} failed (status {status}), log {log_file.name}")
+        peak += usage.ru_maxrss / 1024 / 1024
+    return time.perf_counter() - t0, peak
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--home")
@@ -41,10 +70,12 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=2,
                     help="user shards of the score step, run at once (default 2: one per core)")
     ap.add_argument("--skip-floor", action="store_true",
-                    help="with --pipeline: reuse the data and skip the floor and block-scoring figures")
+                    help="with --pipeline: only the nightly steps (no floor, no scoring figures)")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     import logging
+    import os
+    import shutil
 
     logging.basicConfig(level=logging.WARNING)
     import duckdb
@@ -64,11 +95,37 @@ def main() -> None:
                          end_date=args.ds)
     figures["generate"] = time.perf_counter() - t0
     print(f"data: {gen} in {figures['generate']:.1f}s (peak RSS {peak_gb():.2f} GiB)", flush=True)
+    env = {**os.environ, "RECSYS_HOME": str(home), "PYTHONPATH": str(REPO), "RECSYS_PUBLISH_SHARDS": str(args.shards)}
+    env.pop("RECSYS_CONFIG", None)
 
-    floor = None
-    if not args.skip_floor:
-        # The matrix for the floor, straight from the landing Parquet with DuckDB.
-        t0 = time.perf_counter()
+    total, peak = None, 0.0
+    if args.pipeline:
+        from pipelines.run import STEPS
+
+        print("nightly run, each step in its own process:", flush=True)
+        total = 0.0
+        for step in STEPS:
+            dt, step_peak = run_tasks(home, args.ds, step, args.shards if step == "score" else None, env, step)
+            total += dt
+            peak = max(peak, step_peak)
+            what = f" ({args.shards} shard tasks at once; peaks added)" if step == "score" else ""
+            print(f"  {step:<10} {dt:7.1f}s   peak RSS {step_peak:5.2f} GiB{what}", flush=True)
+            if step == "score":
+                n_scored = sum(json_tail(home / f"bench-score-{k}.log")["users"] for k in range(args.shards))
+                print(f"             {n_scored:,} users, {n_scored / dt:,.0f} users/s (the pipeline's own champion)",
+                      flush=True)
+        print(f"nightly run {total:.1f}s ({total / 60:.1f} min); largest step peak RSS {peak:.2f} GiB", flush=True)
+    if args.skip_floor:
+        return
+
+    # The floor's matrix: the features step's user x item weights after the nightly run (so the
+    # factors line up with the pipeline's users and items), else straight from the landing Parquet.
+    t0 = time.perf_counter()
+    if args.pipeline:
+        from features.interactions import load_features
+
+        x = load_features(cfg, args.ds)["full"].astype(np.float32).tocsr()
+    else:
         con = duckdb.connect()
         w = cfg.event_weights
         m = con.execute(f"""
@@ -82,74 +139,69 @@ def main() -> None:
         x = sp.csr_matrix((m["w"].astype(np.float32), (m["ui"], m["ii"])), shape=(n_users, n_items))
         del m
         con.close()
-        print(f"matrix {n_users} x {n_items}, {x.nnz} cells in {time.perf_counter() - t0:.1f}s", flush=True)
+    n_users, n_items = x.shape
+    print(f"floor matrix {n_users} x {n_items}, {x.nnz} cells in {time.perf_counter() - t0:.1f}s", flush=True)
 
-        from implicit.als import AlternatingLeastSquares
+    from implicit.als import AlternatingLeastSquares
 
-        with threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(factors=64, iterations=15, regularization=0.05, alpha=2.0, random_state=7)
-            t0 = time.perf_counter()
-            model.fit(x, show_progress=False)
-            figures["als_fit"] = time.perf_counter() - t0
-            users = np.arange(n_users)
-            t0 = time.perf_counter()
-            for s in range(0, n_users, 100_000):
-                b = users[s:s + 100_000]
-                model.recommend(b, x[b], N=10, filter_already_liked_items=True)
-            figures["implicit_recommend"] = time.perf_counter() - t0
-            floor = figures["als_fit"] + figures["implicit_recommend"]
-            print(f"floor: ALS fit {figures['als_fit']:.1f}s + implicit recommend {figures['implicit_recommend']:.1f}s "
-                  f"({n_users / figures['implicit_recommend']:,.0f} users/s) = {floor:.1f}s", flush=True)
-        # Our block scoring on the same factors: top 20 with the rule masks (2% of items out of stock for
-        # everyone, each user's bought items) inside the fused top-K.
-        rng = np.random.default_rng(0)
-        unavailable = np.flatnonzero(rng.random(n_items) < 0.02)
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(factors=64, iterations=15, regularization=0.05, alpha=2.0, random_state=7)
         t0 = time.perf_counter()
-        ids, _ = block_topk(model.user_factors, model.item_factors, users, 20, exclude=x, filter_items=unavailable)
-        figures["block_scoring"] = time.perf_counter() - t0
-        assert not np.isin(ids, unavailable).any()
-        print(f"block scoring, top 20 with rule masks: {figures['block_scoring']:.1f}s "
-              f"({n_users / figures['block_scoring']:,.0f} users/s); peak RSS {peak_gb():.2f} GiB", flush=True)
+        model.fit(x, show_progress=False)
+        figures["als_fit"] = time.perf_counter() - t0
+        users = np.arange(n_users)
+        t0 = time.perf_counter()
+        for s in range(0, n_users, 100_000):
+            b = users[s:s + 100_000]
+            model.recommend(b, x[b], N=10, filter_already_liked_items=True)
+        figures["implicit_recommend"] = time.perf_counter() - t0
+    floor = figures["als_fit"] + figures["implicit_recommend"]
+    print(f"floor: ALS fit {figures['als_fit']:.1f}s + implicit recommend {figures['implicit_recommend']:.1f}s "
+          f"({n_users / figures['implicit_recommend']:,.0f} users/s) = {floor:.1f}s", flush=True)
+    # Our block scoring on the same factors: top 20 with the rule masks (2% of items out of stock for
+    # everyone, each user's bought items) inside the fused top-K.
+    rng = np.random.default_rng(0)
+    unavailable = np.flatnonzero(rng.random(n_items) < 0.02)
+    t0 = time.perf_counter()
+    ids, _ = block_topk(model.user_factors, model.item_factors, users, 20, exclude=x, filter_items=unavailable)
+    figures["block_scoring"] = time.perf_counter() - t0
+    assert not np.isin(ids, unavailable).any()
+    print(f"block scoring, top 20 with rule masks: {figures['block_scoring']:.1f}s "
+          f"({n_users / figures['block_scoring']:,.0f} users/s); peak RSS {peak_gb():.2f} GiB", flush=True)
 
     if args.pipeline:
-        import os
-        import subprocess
+        # The score step (its shard tasks at once) with these 64 factors as the champion: the whole
+        # rules layer, on the same factors as implicit's recommend. The pipeline's champion is put back.
+        from models import REGISTRY
 
-        from pipelines.run import STEPS
+        champion = cfg.models_dir(args.ds) / "champion"
+        kept = champion.with_name("champion.pipeline")
+        als = REGISTRY["als"](factors=64, regularization=0.05, alpha=2.0, iterations=15, random_state=7)
+        als.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+        als.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+        del model, x
+        champion.rename(kept)
+        try:
+            als.save(champion)
+            dt, step_peak = run_tasks(home, args.ds, "score", args.shards, env, "score64")
+        finally:
+            shutil.rmtree(champion, ignore_errors=True)
+            kept.rename(champion)
+        figures["rules_scoring"] = dt
+        print(f"score step with the floor's 64-factor ALS as champion ({args.shards} shard tasks at once): {dt:.1f}s, "
+              f"{n_users / dt:,.0f} users/s (top 20 for_you and new_for_you, buy_again, whole rules layer, "
+              f"task start-up included) = {figures['implicit_recommend'] / dt:.2f} x implicit recommend's rate; "
+              f"peak RSS {step_peak:.2f} GiB", flush=True)
+        print(f"nightly run {total:.1f}s = {total / floor:.2f} x the floor ({floor:.1f}s); "
+              f"largest step peak RSS {peak:.2f} GiB", flush=True)
 
-        # Each step in its own process, as Airflow runs each task: its time and its peak resident
-        # memory (os.wait4 reports the child's own maximum).
-        # The score step as the DAG maps it: one task per user shard, --shards of them at once (a
-        # LocalExecutor with that parallelism); their peaks are added up (they run side by side).
-        env = {**os.environ, "RECSYS_HOME": str(home), "PYTHONPATH": str(REPO),
-               "RECSYS_PUBLISH_SHARDS": str(args.shards)}
-        env.pop("RECSYS_CONFIG", None)
-        total, peak = 0.0, 0.0
-        for step in STEPS:
-            t0 = time.perf_counter()
-            shards = range(args.shards) if step == "score" else [None]
-            procs = []
-            for shard in shards:
-                cmd = [sys.executable, "-m", "pipelines.cli", "run", "--ds", args.ds, "--step", step,
-                       "--run-id", "bench-scale"] + ([] if shard is None else ["--shard", str(shard)])
-                log_file = open(home / f"bench-{step}-{shard}.log", "w")
-                procs.append((subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=log_file, stderr=log_file), log_file))
-            step_peak = 0.0
-            for proc, log_file in procs:
-                _, status, usage = os.wait4(proc.pid, 0)
-                log_file.close()
-                if status != 0:
-                    print(Path(log_file.name).read_text()[-3000:])
-                    raise SystemExit(f"step {step} failed (status {status}), log {log_file.name}")
-                step_peak += usage.ru_maxrss / 1024 / 1024
-            dt = time.perf_counter() - t0
-            total += dt
-            peak = max(peak, step_peak)
-            what = f" ({len(procs)} shard tasks at once; peaks added)" if len(procs) > 1 else ""
-            print(f"  {step:<10} {dt:7.1f}s   peak RSS {step_peak:5.2f} GiB{what}", flush=True)
-        ratio = f" = {total / floor:.2f} x the floor ({floor:.1f}s)" if floor else ""
-        print(f"nightly run {total:.1f}s ({total / 60:.1f} min){ratio}; largest step peak RSS {peak:.2f} GiB",
-              flush=True)
+
+def json_tail(path: Path) -> dict:
+    """The result a ``recsys run --step`` task prints last (a Python dict literal)."""
+    import ast
+
+    return ast.literal_eval([line for line in path.read_text().splitlines() if line.startswith("{")][-1])
+
 
 if __name__ == "__main__":
     main()

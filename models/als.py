@@ -10,6 +10,8 @@ from models.base import Recommender
 
 class ALSRecommender(Recommender):
     name = "als"
+    # recommend_with_own: extra places in the unfiltered top n for the user's own items.
+    own_slack: int = 16
 
     def __init__(self, factors: int = 64, regularization: float = 0.05, alpha: float = 2.0,
                  iterations: int = 15, random_state: int = 42) -> None:
@@ -51,6 +53,13 @@ class ALSRecommender(Recommender):
 
         return block_topk(self.user_factors_, self.item_factors_, users, n, exclude=exclude,
                           filter_items=filter_items, block=self.block_users)
+
+    def recommend_with_own(self, users, user_items, n, own, filter_items=None):
+        """Both lists from one fused top (n + own_slack) (models.scoring.block_topk_with_own)."""
+        from models.scoring import block_topk_with_own
+
+        return block_topk_with_own(self.user_factors_, self.item_factors_, users, n, own, filter_items=filter_items,
+                                   block=self.block_users, slack=self.own_slack)
 
     def _arrays(self):
         return {"user_factors_": self.user_factors_, "item_factors_": self.item_factors_}

@@ -159,7 +159,7 @@ class Recommender:
 
     def get_params(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items()
-                if not k.endswith("_") and not k.startswith("_") and k not in ("block_users", "block_cells", "sparse_sort_cost")}
+                if not k.endswith("_") and not k.startswith("_") and k not in ("block_users", "block_cells", "sparse_sort_cost", "own_slack")}
 
     # -- to implement
     def fit(self, user_items: sp.csr_matrix, items=None) -> "Recommender":

@@ -40,3 +40,32 @@ def block_topk(user_factors: np.ndarray, item_factors: np.ndarray, users: np.nda
             scores[start:start + len(b), :k] = np.where(empty, -np.inf, s)
     return ids, scores
 
+
+
+def block_topk_with_own(user_factors: np.ndarray, item_factors: np.ndarray, users: np.ndarray, n: int,
+                        own: sp.csr_matrix, filter_items: np.ndarray | None = None, block: int = 8192,
+                        num_threads: int = 0, slack: int = 16):
+    """Two lists from one scoring pass: ((ids, scores) of the top n over all items, (ids, scores) of
+    the top n leaving out each user's items in ``own``), both with ``filter_items`` left out.
+
+    One fused top (n + slack) without the per-user filter gives both: its first n, and its first n
+    items the user does not own. Rows where own items take more than ``slack`` of those places (a
+    few heavy users) get the filtered top n in a second call."""
+    from pipelines.rules import RowSet, compact
+
+    users = np.asarray(users, dtype=np.int64)
+    k = min(n + slack, item_factors.shape[0])
+    ids, scores = block_topk(user_factors, item_factors, users, k, filter_items=filter_items, block=block,
+                             num_threads=num_threads)
+    all_ids, all_scores = ids[:, :n].copy(), scores[:, :n].copy()
+    own_hit = RowSet(own, users, count="stored").has(ids)
+    keep = (ids >= 0) & ~own_hit
+    ok, new_ids, new_scores = compact(keep, ids, scores, width=n)
+    new_ids, new_scores = np.where(ok, new_ids, -1), np.where(ok, new_scores, -np.inf).astype(np.float32)
+    # Too few left where the list was full (more eligible items may follow): the exact filtered call.
+    heavy = np.flatnonzero((keep.sum(axis=1) < n) & (ids[:, -1] >= 0))
+    if len(heavy):
+        new_ids[heavy], new_scores[heavy] = block_topk(user_factors, item_factors, users[heavy], n, exclude=own,
+                                                       filter_items=filter_items, block=block,
+                                                       num_threads=num_threads)
+    return (all_ids, all_scores), (new_ids, new_scores)

@@ -45,26 +45,42 @@ def merge_many(lists: list[tuple[np.ndarray, np.ndarray]], n: int) -> tuple[np.n
     that list's score; an empty slot has id -1 and source -1. Vectorised: no loop over rows.
     """
     rows = max(l[0].shape[0] for l in lists if l[0].ndim == 2) if any(l[0].ndim == 2 for l in lists) else 1
+    first_ids, first_scores = lists[0]
+    if first_ids.ndim == 2 and first_ids.shape[1] >= n:
+        # Rows whose first list already fills n slots are that list (a list's ids are distinct in a
+        # row, as every ranked list here is): only the other rows go through the merge.
+        full_rows = (first_ids[:, :n] != NO_ITEM).all(axis=1)
+        if full_rows.any():
+            out_ids = np.array(first_ids[:, :n], dtype=np.int64)
+            out_src = np.zeros((rows, n), dtype=np.int8)
+            out_scores = np.array(first_scores[:, :n], dtype=np.float32)
+            rest = np.flatnonzero(~full_rows)
+            if len(rest):
+                sub = [(i[rest], v[rest]) if i.ndim == 2 else (i, v) for i, v in lists]
+                out_ids[rest], out_src[rest], out_scores[rest] = _merge_rows(sub, n, len(rest))
+            return out_ids, out_src, out_scores
+    return _merge_rows(lists, n, rows)
+
+
+def _merge_rows(lists: list[tuple[np.ndarray, np.ndarray]], n: int, rows: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from pipelines.rules import compact, first_occurrence
+
     ids_parts, score_parts, src_parts = [], [], []
     for k, (ids, scores) in enumerate(lists):
         if ids.ndim == 1:
             ids, scores = np.broadcast_to(ids, (rows, len(ids))), np.broadcast_to(scores, (rows, len(scores)))
+        if ids.shape[1] > n:  # at most its first n listed ids can be reached
+            _, ids, scores = compact(ids != NO_ITEM, ids, np.asarray(scores, dtype=np.float32), width=n)
         ids_parts.append(ids)
         score_parts.append(np.asarray(scores, dtype=np.float32))
         src_parts.append(np.full(ids.shape, k, dtype=np.int8))
     cand, cand_scores, src = np.hstack(ids_parts), np.hstack(score_parts), np.hstack(src_parts)
-    order = np.argsort(cand, axis=1, kind="stable")
-    sorted_ids = np.take_along_axis(cand, order, axis=1)
-    dup_sorted = np.zeros_like(sorted_ids, dtype=bool)
-    dup_sorted[:, 1:] = sorted_ids[:, 1:] == sorted_ids[:, :-1]
-    dup = np.zeros_like(dup_sorted)
-    np.put_along_axis(dup, order, dup_sorted, axis=1)  # stable sort: the first occurrence is kept
-    invalid = dup | (cand == NO_ITEM)
-    pick = np.argsort(invalid, axis=1, kind="stable")[:, :n]
-    ok = ~np.take_along_axis(invalid, pick, axis=1)
-    out_ids = np.where(ok, np.take_along_axis(cand, pick, axis=1), NO_ITEM)
-    out_src = np.where(ok, np.take_along_axis(src, pick, axis=1), -1)
-    out_scores = np.where(ok, np.take_along_axis(cand_scores, pick, axis=1), np.nan).astype(np.float32)
+    ok, out_ids, out_src, out_scores = compact(first_occurrence(cand, cand != NO_ITEM), cand, src, cand_scores,
+                                               width=n)
+    out_ids = np.where(ok, out_ids, NO_ITEM)
+    out_src = np.where(ok, out_src, -1).astype(np.int8)
+    out_scores = np.where(ok, out_scores, np.nan).astype(np.float32)
     return out_ids, out_src, out_scores
 
 
@@ -103,14 +119,10 @@ def country_tops(users: pd.DataFrame, full, k: int, inactive: np.ndarray
 
 
 def own_mask(exclude: sp.csr_matrix, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """(len(rows), k) bool: is ids[j, c] among the items of row rows[j] of ``exclude``? By sorted
-    int64 keys, without fancy indexing into the sparse matrix."""
-    n_items = exclude.shape[1]
-    sub = exclude[rows].tocsr()
-    sub.eliminate_zeros()
-    e_keys = np.repeat(np.arange(len(rows), dtype=np.int64), np.diff(sub.indptr)) * n_items + sub.indices
-    keys = np.arange(len(rows), dtype=np.int64)[:, None] * n_items + np.maximum(ids, 0)
-    return np.isin(keys, e_keys) & (ids >= 0)
+    """(len(rows), k) bool: is ids[j, c] among the (non-zero) items of row rows[j] of ``exclude``?"""
+    from pipelines.rules import RowSet
+
+    return RowSet(exclude, rows, count="nonzero").has(ids)
 
 
 def country_popularity(users: pd.DataFrame, full, n: int, exclude, inactive: np.ndarray,
@@ -141,12 +153,17 @@ def content_lists(profiles: sp.csr_matrix, item_vectors: sp.csr_matrix, cand: np
     if not len(cand) or not rows:
         return ids, vals
     vc = item_vectors[cand].tocsr().astype(np.float32)
+    # Only the terms the candidates use can score: the profiles are cut to those columns first (a
+    # small pool of new items uses a few hundred terms of a vocabulary of tens of thousands).
+    terms = np.unique(vc.indices)
+    vc = vc[:, terms].tocsr()
+    profiles = profiles.tocsc()[:, terms].tocsr()
     # Dense profile blocks times the sparse candidate vectors (profiles share common terms with most
     # items: the scores are dense anyway); a block holds at most 16M floats.
-    block = max(1, min(block, 16_777_216 // max(profiles.shape[1], len(cand), 1)))
+    block = max(1, min(block, 16_777_216 // max(len(terms), len(cand), 1)))
     for start in range(0, rows, block):
-        pt = np.asarray(profiles[start:start + block].T.toarray(), dtype=np.float32)  # C-contiguous
-        s = np.asarray(vc @ pt, dtype=np.float32).T.copy()
+        pt = np.ascontiguousarray(profiles[start:start + block].toarray(), dtype=np.float32).T
+        s = np.asarray(vc @ np.ascontiguousarray(pt), dtype=np.float32).T.copy()
         s[s <= 0] = -np.inf
         if exclude is not None:
             own = exclude[start:start + block][:, cand].tocoo()
@@ -190,26 +207,41 @@ def hybrid_lists(cfg: Config, ds: str, surface: str, n_users: int) -> tuple[np.n
     return ids, scores
 
 
-def _long(ids: np.ndarray, src: np.ndarray | str, names: list[str] | None = None,
-          users: np.ndarray | None = None) -> pd.DataFrame:
-    """(users, k) ids (-1 = empty) -> long rows user_idx, item_idx, source in list order; row r is
-    user ``users[r]`` (or r)."""
-    rows = np.repeat(np.arange(ids.shape[0]) if users is None else np.asarray(users), ids.shape[1])
-    keep = ids.ravel() >= 0
-    source = np.asarray(names + [""])[src.ravel()[keep]] if names is not None else src
-    return pd.DataFrame({"user_idx": rows[keep], "item_idx": ids.ravel()[keep], "source": source})
-
-
 def recommendation_ids(ds: str, keys: pd.DataFrame) -> np.ndarray:
     """A stable id per published recommendation (ds + a 64-bit hash of surface, user, rank and item),
     carried by every table and export so outcome events can be attributed (docs/ab-testing.md)."""
     return recommendation_id_array(ds, keys).to_numpy(zero_copy_only=False).astype(object)
 
 
-def recommendation_id_array(ds: str, keys: pd.DataFrame) -> pa.Array:
+RECO_HASH_KEY = "recsys-reco-0001"
+
+
+def key_hashes(values) -> np.ndarray:
+    """The 64-bit hash of each value's text, as ``recommendation_id_array`` uses it per key column:
+    hash a column's distinct values once and gather (a user's id hashes the same in every row)."""
+    return pd.util.hash_array(np.asarray([str(v) for v in values], dtype=object), hash_key=RECO_HASH_KEY)
+
+
+def combine_key_hashes(columns: list[np.ndarray]) -> np.ndarray:
+    """The row hash of the key columns' value hashes, exactly as pandas' ``hash_pandas_object``
+    combines a DataFrame's column hashes (pinned by a test against it)."""
+    mult = np.uint64(1000003)
+    out = np.zeros(len(columns[0]), np.uint64) + np.uint64(0x345678)
+    for i, a in enumerate(columns):
+        inverse_i = len(columns) - i
+        out ^= a
+        out *= mult
+        mult += np.uint64(82520 + inverse_i + inverse_i)
+    return out + np.uint64(97531)
+
+
+def recommendation_id_array(ds: str, keys: pd.DataFrame | None = None, hashes: np.ndarray | None = None) -> pa.Array:
     """``recommendation_ids`` as an Arrow string array: "<yyyymmdd>-<16 hex digits>", the hex digits
-    written with a lookup table over the hash's bytes (no per-row string formatting)."""
-    h = pd.util.hash_pandas_object(keys.astype(str), index=False, hash_key="recsys-reco-0001").to_numpy()
+    written with a lookup table over the hash's bytes (no per-row string formatting). ``keys``:
+    surface, user id, rank, item id columns in that order; or ``hashes``, the row hashes already
+    combined from per-value hashes (``combine_key_hashes``)."""
+    h = pd.util.hash_pandas_object(keys.astype(str), index=False, hash_key=RECO_HASH_KEY).to_numpy() \
+        if hashes is None else hashes
     prefix = np.frombuffer((ds.replace("-", "") + "-").encode(), np.uint8)
     raw = h.astype(">u8").view(np.uint8).reshape(-1, 8)
     digits = np.frombuffer(b"0123456789abcdef", np.uint8)
@@ -244,7 +276,7 @@ def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: dict, selec
     users (memory stays bounded whatever the shard size). ``selected``: the select step's decision
     (selected.json). A user's rows do not depend on which other users are in the call, so chunks and
     shards concatenate to exactly the single-call table."""
-    from pipelines.rules import item_flags, load_rules, rerank_personal
+    from pipelines.rules import Lists, RowSet, compact, item_flags, load_rules, rerank_lists
     from pipelines.surfaces import load_surface
     from pipelines.train import items_for_fit, make_model
 
@@ -317,13 +349,50 @@ def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: dict, selec
     available_items = np.flatnonzero(flags["available"].to_numpy())
     by_country = best[best["country"] != "ALL"][["country", "item_idx"]]
 
+    # Sources and reasons as small vocabularies (int codes per row; Arrow dictionaries at the end).
+    model_names = sorted({name for _, name, _ in sources.values()})
+    names = ["hybrid", "content_interests", "popular_in_country", "popularity", "content_new_item", "discovery",
+             "pinned", "buy_again"] + [k for k in model_names if k not in ("hybrid", "popularity")]
+    code_of = {k: i for i, k in enumerate(names)}
+    surfaces = sorted([C.SURFACE_FOR_YOU, "new_for_you", "buy_again"])
+    # Backfill: best sellers of the user's country (a country x rank table), then overall.
+    country_codes, country_names = pd.factorize(country)
+    back_table = np.full((len(country_names) + 1, max(int(by_country.groupby("country").size().max()), 1)
+                          if len(by_country) else 1), NO_ITEM, np.int64)
+    if len(by_country):
+        bc = by_country.assign(code=pd.Index(country_names).get_indexer(by_country["country"]))
+        bc = bc[bc["code"] >= 0]
+        back_table[bc["code"].to_numpy(), bc.groupby("code", sort=False).cumcount().to_numpy()] = bc["item_idx"]
+    country_codes = np.where(country_codes < 0, len(country_names), country_codes)
+    overall_n = overall[:n]
+    reasons = ["picked for you", "you buy this regularly", "matches your interests", "best seller", "new arrival",
+               "discovery: outside your usual categories", "featured"] + [f"popular in {c}" for c in country_names] \
+        + ["popular in "]
+    reason_of_source = np.zeros(len(names), np.int32)
+    for k, r in (("content_interests", 2), ("popularity", 3), ("content_new_item", 4), ("discovery", 5),
+                 ("pinned", 6)):
+        reason_of_source[code_of[k]] = r
+    user_id_dict = pa.array(user_ids, pa.string())
+    item_id_dict = pa.array(item_ids, pa.string())
+    # recommendation_id: each key column's value hashes, computed once per distinct value.
+    user_hash, item_hash, surface_hash = key_hashes(user_ids), key_hashes(item_ids), key_hashes(surfaces)
+    rank_hash = key_hashes(range(n + len(rules.pinned) + 1))
+
     def chunk(users: np.ndarray) -> pd.DataFrame:
         m = len(users)
         prof = profiles(users)
+        sets = {"bought": RowSet(bought, users), "categories": RowSet(user_categories, users),
+                "all": RowSet(never["all"], users), "new": RowSet(never["new"], users)}
+        back_ids = np.hstack([back_table[country_codes[users]], np.broadcast_to(overall_n, (m, len(overall_n)))])
+        back_src = np.hstack([np.full((m, back_table.shape[1]), code_of["popular_in_country"], np.int16),
+                              np.full((m, len(overall_n)), code_of["popularity"], np.int16)])
+        fresh_ids = np.full((m, 0), NO_ITEM, np.int64)
+        if slots:
+            fresh_ids, _ = content_lists(prof, vectors, fresh_items, slots, full[users], cfg.score_block_users)
         per_kind = {}
         for kind in kinds:
             model, model_name, allow_hybrid = sources[kind]
-            frames = []
+            parts = []
             if model is not None:
                 # for_you and new_for_you from one scoring pass (models.base.recommend_with_own).
                 both = model.recommend_with_own(users, full, width, full, filter_items=unavailable)
@@ -345,39 +414,28 @@ def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: dict, selec
                         prof[np.flatnonzero(st)], vectors, available_items, width, None, cfg.score_block_users)
                 lists = [(champ_ids, champ_scores), (interest_ids, interest_scores), (country_ids, country_scores),
                          (pop_ids, pop_scores)]
-                names = [model_name, "content_interests", "popular_in_country", "popularity"]
+                list_names = [model_name, "content_interests", "popular_in_country", "popularity"]
                 if allow_hybrid and surface in hybrid:
                     h_ids, h_scores = hybrid[surface]
                     lists.insert(0, (h_ids[users], h_scores[users]))
-                    names.insert(0, "hybrid")
+                    list_names.insert(0, "hybrid")
                 merged, source, _ = merge_many(lists, width)
-                cands = _long(merged, source, names, users)
-                fresh = pd.DataFrame(columns=["user_idx", "item_idx", "source"])
-                if slots and model is not None:
-                    new_ids, _ = content_lists(prof, vectors, fresh_items, slots, full[users], cfg.score_block_users)
-                    fresh = _long(new_ids, "content_new_item", None, users)
-                # Backfill: best sellers of the user's country, then overall.
-                back = pd.DataFrame({"user_idx": users, "country": country.to_numpy()[users]}).merge(by_country, on="country")
-                back = pd.concat([back.assign(source="popular_in_country"),
-                                  pd.DataFrame({"user_idx": np.repeat(users, len(overall[:n])),
-                                                "item_idx": np.tile(overall[:n], m), "source": "popularity"})],
-                                 ignore_index=True)
-                back = back.sort_values("user_idx", kind="stable")[["user_idx", "item_idx", "source"]]
-                out = rerank_personal(
-                    cands, surface=surface, rules=rules, flags=flags, category=cat_codes, bought=bought,
-                    user_categories=user_categories, top_n=n, fresh=fresh, fresh_slots=slots if model is not None else 0,
-                    discovery_pool=overall, backfill=back, item_index=item_index, exclude_owned=never[task])
-                frames.append(out.assign(surface=surface))
-            per_kind[kind] = pd.concat(frames, ignore_index=True)
-        frames = [per_kind["current"]]
+                cand_src = np.asarray([code_of[x] for x in list_names] + [-1], np.int16)[source]
+                out = rerank_lists(
+                    users, merged, cand_src, surface=surface, rules=rules, flags=flags, category=cat_codes,
+                    bought=sets["bought"], user_categories=sets["categories"], top_n=n,
+                    fresh_ids=fresh_ids if model is not None else fresh_ids[:, :0],
+                    fresh_slots=slots if model is not None else 0, discovery_pool=overall, back_ids=back_ids,
+                    back_src=back_src, item_index=item_index, exclude_owned=sets[task], codes=code_of)
+                parts.append((surface, out))
+            per_kind[kind] = _frame(users, parts)
         # buy_again: the user's own repeatable purchases, by count, recency-free repeatability (no backfill).
         ba_ids, _ = ba.recommend(users, bought, n, filter_items=unavailable)
-        cands = _long(ba_ids, "buy_again", None, users)
-        own = np.asarray(bought[cands["user_idx"].to_numpy(), cands["item_idx"].to_numpy()]).ravel() > 0
-        cands = cands[own & flags["repeatable"].to_numpy()[cands["item_idx"].to_numpy()]]
-        cands = cands.assign(rank=cands.groupby("user_idx").cumcount() + 1, utility=0.0, surface="buy_again")
-        frames.append(cands)
-        out = pd.concat(frames, ignore_index=True)
+        ok = sets["bought"].has(ba_ids) & flags["repeatable"].to_numpy(bool)[np.maximum(ba_ids, 0)]
+        ok, ba_ids = compact(ok, ba_ids)
+        ba_lists = Lists(np.where(ok, ba_ids, NO_ITEM), np.full(ba_ids.shape, code_of["buy_again"], np.int16),
+                         np.zeros(ba_ids.shape))
+        out = pd.concat([_frame(users, [("buy_again", ba_lists)]), per_kind["current"]], ignore_index=True)
         out["experiment_id"], out["variant"] = None, None
         for exp, assigned in experiments:
             # Users of each variant get that variant's lists on the experiment's surfaces.
@@ -395,41 +453,55 @@ def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: dict, selec
                 rows = src[src["surface"].isin(exp.surfaces).to_numpy() & members[src["user_idx"].to_numpy()]]
                 parts.append(rows.assign(experiment_id=exp.id, variant=v.name))
             out = pd.concat(parts, ignore_index=True)
-        return out.sort_values(["surface", "user_idx", "rank"], kind="stable").reset_index(drop=True)
+        order = np.lexsort((out["rank"].to_numpy(), out["user_idx"].to_numpy(), out["surface"].cat.codes.to_numpy()))
+        out = out.take(order).reset_index(drop=True)
+        out["owned"] = sets["bought"].has(out["item_idx"].to_numpy()[:, None], rows=out["row"].to_numpy())[:, 0]
+        return out
+
+    def _frame(users: np.ndarray, parts: list) -> pd.DataFrame:
+        """Rectangular lists per surface -> long rows (surface, row, user_idx, rank, item_idx, utility, source)."""
+        frames = []
+        for surface, lists in parts:
+            keep = lists.ids >= 0
+            r, c = np.nonzero(keep)
+            frames.append(pd.DataFrame({
+                "surface": pd.Categorical.from_codes(np.full(len(r), surfaces.index(surface), np.int8), surfaces),
+                "row": r, "user_idx": users[r], "rank": (c + 1).astype(np.int32), "item_idx": lists.ids[keep],
+                "utility": lists.utility[keep], "source": lists.src[keep]}))
+            if surface != "buy_again":
+                length = keep.sum(axis=1)
+                short = int(((length > 0) & (length < min(rules.min_items, n))).sum())
+                if short:
+                    log.warning("publish ds=%s: %d %s lists shorter than min_items %d (catalog too small)", ds,
+                                short, surface, rules.min_items)
+        return pd.concat(frames, ignore_index=True)
 
     def to_table(out: pd.DataFrame) -> pa.Table:
         u, i = out["user_idx"].to_numpy(np.int64), out["item_idx"].to_numpy(np.int64)
-        owned = np.asarray(bought[u, i]).ravel() > 0 if len(out) else np.zeros(0, bool)
-        src = out["source"].to_numpy().astype(object)
-        reason = np.where(owned, "you buy this regularly", "picked for you").astype(object)
-        reason[src == "content_interests"] = "matches your interests"
-        in_country = src == "popular_in_country"
-        reason[in_country] = "popular in " + country.to_numpy()[u[in_country]].astype(str)
-        reason[src == "popularity"] = "best seller"
-        reason[src == "content_new_item"] = "new arrival"
-        reason[src == "discovery"] = "discovery: outside your usual categories"
-        reason[src == "pinned"] = "featured"
-        surface = out["surface"].to_numpy().astype(object)
+        src = out["source"].to_numpy(np.int32)
+        reason = reason_of_source[src]
+        reason = np.where((reason == 0) & out["owned"].to_numpy(bool), 1, reason)
+        in_country = src == code_of["popular_in_country"]
+        reason[in_country] = 7 + country_codes[u[in_country]]
+        surface_codes = out["surface"].cat.codes.to_numpy(np.int32)
         rank = out["rank"].to_numpy(np.int32)
-        keys = pd.DataFrame({"surface": surface, "user_id": user_ids[u], "rank": rank, "item_id": item_ids[i]})
         rows = len(out)
-        table = pa.table({
-            "recommendation_id": recommendation_id_array(ds, keys),
-            "ds": pa.array(np.full(rows, np.datetime64(ds, "D"))).cast(pa.date32()),
-            "run_id": pa.array(np.full(rows, run_id, dtype=object), pa.string()),
-            "surface": pa.array(surface, pa.string()), "user_id": pa.array(user_ids[u], pa.string()),
-            "rank": pa.array(rank), "item_id": pa.array(item_ids[i], pa.string()),
-            "score": pa.array(out["utility"].to_numpy(np.float32)), "model": pa.array(src, pa.string()),
-            "reason": pa.array(reason, pa.string()),
+        ids = recommendation_id_array(ds, hashes=combine_key_hashes(
+            [surface_hash[surface_codes], user_hash[u], rank_hash[rank], item_hash[i]]))
+
+        def text(codes: np.ndarray, values: pa.Array) -> pa.Array:
+            return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), values).cast(pa.string())
+
+        return pa.table({
+            "recommendation_id": ids, "ds": pa.repeat(pa.scalar(date.fromisoformat(ds), pa.date32()), rows),
+            "run_id": pa.repeat(pa.scalar(run_id, pa.string()), rows),
+            "surface": text(surface_codes, pa.array(surfaces, pa.string())), "user_id": text(u, user_id_dict),
+            "rank": pa.array(rank), "item_id": text(i, item_id_dict),
+            "score": pa.array(out["utility"].to_numpy(np.float32)), "model": text(src, pa.array(names, pa.string())),
+            "reason": text(reason, pa.array(reasons, pa.string())),
             "experiment_id": pa.array(out["experiment_id"].to_numpy(object), pa.string(), from_pandas=True),
             "variant": pa.array(out["variant"].to_numpy(object), pa.string(), from_pandas=True)},
             schema=USER_RECS_SCHEMA)
-        lengths = pd.Series(surface[surface != "buy_again"]).groupby(
-            [surface[surface != "buy_again"], u[surface != "buy_again"]]).size() if rows else pd.Series(dtype=int)
-        if (lengths < min(rules.min_items, n)).any():
-            log.warning("publish ds=%s: %d lists shorter than min_items %d (catalog too small)", ds,
-                        int((lengths < min(rules.min_items, n)).sum()), rules.min_items)
-        return table
 
     step = max(1, cfg.score_chunk_users)
     t0 = time.perf_counter()

@@ -1,8 +1,10 @@
 """The business-rule re-ranking layer (docs/rules.md), driven by a YAML rules file.
 
 ``load_rules`` merges the file named by config ``rules_file`` over the defaults in
-``pipelines/rules.yaml``. ``rerank_personal`` turns each user's ordered candidates into the
-published list, vectorised over all users at once (pandas group operations, no loop over users):
+``pipelines/rules.yaml``. ``rerank_lists`` turns each user's ordered candidates into the
+published list, vectorised over a block of users at once: every step works on rectangular
+(users x slots) arrays, -1 marking an empty slot, with row-wise sorts, cumulative counts and
+scatters; no loop over users, no per-row Python (``rerank_personal`` is the same on long frames).
 
 1. drop unavailable items (inactive; out of stock when the rules say so);
 2. drop already-bought items that are not repeatable (``for_you``; ``new_for_you`` never has them);
@@ -114,105 +116,260 @@ def item_flags(items: pd.DataFrame, rules: Rules) -> pd.DataFrame:
                          "promotion": promo})
 
 
-def _first_per_user(df: pd.DataFrame, n: int | np.ndarray) -> pd.DataFrame:
-    pos = df.groupby("user_idx", sort=False).cumcount().to_numpy()
-    limit = n if np.isscalar(n) else np.asarray(n)[df["user_idx"].to_numpy()]
-    return df[pos < limit]
+class RowSet:
+    """The items (columns) of some rows of a sparse matrix, as int64 keys (row x columns + column)
+    in a hash index: membership tests for a whole (rows, k) id array at once, without fancy
+    indexing into the matrix. Row r of the set is row ``rows[r]`` of ``matrix``. ``count``: which
+    stored entries are members: "positive" (> 0), "nonzero" or "stored" (all, as implicit's
+    per-user filter reads them)."""
+
+    def __init__(self, matrix: sp.csr_matrix, rows: np.ndarray, count: str = "positive") -> None:
+        sub = matrix[np.asarray(rows, dtype=np.int64)].tocsr()
+        sub.sum_duplicates()
+        self.row_nnz = np.diff(sub.indptr)  # stored entries per row, whatever their value
+        keep = {"positive": lambda d: d > 0, "nonzero": lambda d: d != 0,
+                "stored": lambda d: np.ones(len(d), bool)}[count](sub.data)
+        self.n_cols = sub.shape[1]
+        r = np.repeat(np.arange(sub.shape[0], dtype=np.int64), self.row_nnz)
+        self.index = pd.Index((r * self.n_cols + sub.indices.astype(np.int64))[keep])
+
+    def has(self, ids: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Bool like ``ids`` (rows, k): is ids[r, c] >= 0 an entry of set row r (or ``rows[r]``)?"""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(self.index) or not ids.size:
+            return np.zeros(ids.shape, bool)
+        r = np.arange(ids.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        keys = r.reshape((-1,) + (1,) * (ids.ndim - 1)) * self.n_cols + np.maximum(ids, 0)
+        return (self.index.get_indexer(keys.ravel()) >= 0).reshape(ids.shape) & (ids >= 0)
+
+
+def row_cumcount(keys: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(rows, k): for each valid cell, how many valid cells before it in its row hold the same key
+    (pandas' groupby([row, key]).cumcount(), on a rectangular layout). Invalid cells get 0.
+    One stable sort along each (short) row."""
+    rows, k = keys.shape
+    if not keys.size:
+        return np.zeros(keys.shape, np.int64)
+    masked = np.where(valid, keys, np.iinfo(np.int64).max).astype(np.int64)
+    order = np.argsort(masked, axis=1, kind="stable")
+    sk = np.take_along_axis(masked, order, 1)
+    start = np.ones(sk.shape, bool)
+    start[:, 1:] = sk[:, 1:] != sk[:, :-1]
+    col = np.arange(k)[None, :]
+    within = col - np.maximum.accumulate(np.where(start, col, 0), axis=1)
+    out = np.empty_like(within)
+    np.put_along_axis(out, order, within, axis=1)
+    return np.where(valid, out, 0)
+
+
+def first_occurrence(ids: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(rows, k) bool: valid and no valid cell before it in its row holds the same id."""
+    return valid & (row_cumcount(np.where(valid, ids, 0), valid) == 0)
+
+
+def _empty_like(a: np.ndarray, shape: tuple) -> np.ndarray:
+    """-1 for integer arrays (an empty id or code), False / 0 otherwise."""
+    return np.full(shape, -1 if np.issubdtype(a.dtype, np.integer) else 0, dtype=a.dtype)
+
+
+def place(dest: np.ndarray, width: int, *arrays: np.ndarray):
+    """Scatter each row's cells to the columns ``dest`` (-1 or >= width: dropped): (valid, *arrays)
+    of shape (rows, width); empty cells are -1 (integers) or 0 / False."""
+    keep = (dest >= 0) & (dest < width)
+    r, c = np.nonzero(keep)
+    d = dest[r, c]
+    valid = np.zeros((dest.shape[0], width), bool)
+    valid[r, d] = True
+    outs = []
+    for a in arrays:
+        o = _empty_like(a, valid.shape)
+        o[r, d] = a[r, c]
+        outs.append(o)
+    return (valid, *outs)
+
+
+def compact(valid: np.ndarray, *arrays: np.ndarray, width: int | None = None):
+    """Per row, the valid cells moved left in their order, cut to ``width`` (default: the input
+    width): (valid, *arrays); empty cells are -1 (integers) or 0 / False."""
+    dest = np.where(valid, np.cumsum(valid, axis=1) - 1, -1)
+    return place(dest, valid.shape[1] if width is None else width, *arrays)
+
+
+def take_first(valid: np.ndarray, n: int) -> np.ndarray:
+    """The first n valid cells of each row."""
+    return valid & (np.cumsum(valid, axis=1) <= n)
+
+
+def _in_rows(ids: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """(rows, k) bool: ids[r, c] >= 0 is among others[r, :] (rows x j, -1 = empty)."""
+    if not others.shape[1] or not ids.size:
+        return np.zeros(ids.shape, bool)
+    n = int(max(ids.max(initial=0), others.max(initial=0))) + 1
+    r = np.arange(ids.shape[0], dtype=np.int64)[:, None]
+    keys = np.sort((r * n + others)[others >= 0])
+    q = r * n + np.maximum(ids, 0)
+    if not len(keys):
+        return np.zeros(ids.shape, bool)
+    pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+    return (keys[pos] == q) & (ids >= 0)
+
+
+@dataclass
+class Lists:
+    """Rectangular per-user lists: ids (-1 = empty slot), source codes and utility, (rows, k)."""
+    ids: np.ndarray
+    src: np.ndarray
+    utility: np.ndarray
+
+
+def rerank_lists(users: np.ndarray, cand_ids: np.ndarray, cand_src: np.ndarray, *, surface: str, rules: Rules,
+                 flags: pd.DataFrame, category: np.ndarray, bought: RowSet, user_categories: RowSet, top_n: int,
+                 fresh_ids: np.ndarray, fresh_slots: int, discovery_pool: np.ndarray, back_ids: np.ndarray,
+                 back_src: np.ndarray, item_index: dict[str, int], exclude_owned: RowSet | None,
+                 codes: dict[str, int]) -> Lists:
+    """Apply the rules to one surface for the users ``users`` (rows of every array), vectorised
+    over a rectangular layout: (users, k) arrays, -1 for an empty slot, no per-row Python.
+
+    ``cand_ids``/``cand_src``: each user's ordered candidates (best first) and their source codes.
+    ``bought``, ``user_categories``, ``exclude_owned``: RowSets over the same rows (purchases;
+    category codes the user interacted with; items that may never appear, or None).
+    ``fresh_ids``: brand-new item candidates, best first. ``discovery_pool``: item indices (best
+    sellers, best first) for discovery slots. ``back_ids``/``back_src``: backfill, best sellers of
+    the user's country then overall. ``codes``: the source codes of content_new_item, discovery and
+    pinned. Returns Lists of width top_n (utility 0 for every row that is not a ranked candidate).
+    """
+    m = len(users)
+    avail, repeatable = flags["available"].to_numpy(bool), flags["repeatable"].to_numpy(bool)
+    boost = 1 + rules.margin_weight * flags["margin"].to_numpy(float) \
+        + rules.promotion_weight * flags["promotion"].to_numpy(bool)
+
+    def allowed(ids: np.ndarray) -> np.ndarray:
+        safe = np.maximum(ids, 0)
+        ok = (ids >= 0) & avail[safe]
+        ok &= ~bought.has(ids) | repeatable[safe]
+        if exclude_owned is not None:
+            ok &= ~exclude_owned.has(ids)
+        return ok
+
+    # 1-3. Allowed candidates, position utility x boosts, re-sorted; then the category cap.
+    ok = allowed(cand_ids)
+    pos = np.cumsum(ok, axis=1)
+    util = np.where(ok, 1.0 / np.log2(np.maximum(pos, 1) + 1.0) * boost[np.maximum(cand_ids, 0)], -np.inf)
+    order = np.argsort(-util, axis=1, kind="stable")  # ties keep candidate order; dropped cells last
+    ids, src, util, ok = (np.take_along_axis(a, order, 1) for a in (cand_ids, cand_src, util, ok))
+    cap = max(1, int(np.floor(rules.max_category_share * top_n)))
+    ok &= row_cumcount(category[np.maximum(ids, 0)], ok) < cap
+    ok, ids, src, util = compact(ok, ids, src, util)
+    n_fresh = fresh_slots if (fresh_ids >= 0).any() else 0
+    n_disc = int(round(rules.discovery_share * top_n))
+    pins = [p for p in rules.pinned if surface in p.get("surfaces", [surface])]
+    head_n = min(max(1, top_n - n_fresh - n_disc - len(pins)), ids.shape[1])
+    head_ok, head = ok[:, :head_n], ids[:, :head_n]
+    # 5. Brand-new items (not already in the head), then discovery items: best sellers from
+    # categories the user never interacted with (users with no history: none).
+    f_ok = first_occurrence(fresh_ids, allowed(fresh_ids) & ~_in_rows(fresh_ids, head))
+    f_keep = take_first(f_ok, max(n_fresh, 0))
+    parts = [(head, src[:, :head_n], util[:, :head_n], head_ok, 0),
+             (fresh_ids, np.full(fresh_ids.shape, codes["content_new_item"]), np.zeros(fresh_ids.shape), f_keep, 1)]
+    if n_disc and len(discovery_pool):
+        pool = pd.unique(np.asarray(discovery_pool, dtype=np.int64))
+        present = (cand_ids >= 0).any(axis=1) | (back_ids >= 0).any(axis=1)
+        has_history = (user_categories.row_nnz > 0) & present
+        d_ids = np.broadcast_to(pool, (m, len(pool)))
+        seen = user_categories.has(np.broadcast_to(category[pool], (m, len(pool))))
+        d_ok = has_history[:, None] & ~seen & allowed(d_ids) \
+            & ~_in_rows(d_ids, np.hstack([head, np.where(f_ok, fresh_ids, -1)]))
+        d_keep, d_ids = compact(take_first(d_ok, n_disc), d_ids, width=min(n_disc, len(pool)))
+        parts.append((d_ids, np.full(d_ids.shape, codes["discovery"]), np.zeros(d_ids.shape), d_keep, 2))
+    # 6. The candidates beyond the head, then best sellers (tier 3: backfill up to min_items).
+    parts.append((ids[:, head_n:], src[:, head_n:], util[:, head_n:], ok[:, head_n:], 3))
+    back = (back_ids, back_src, np.zeros(back_ids.shape), allowed(back_ids), 3)
+    want = min(rules.min_items, top_n)
+
+    def assemble(parts: list, rows: np.ndarray | None = None):
+        """The list from its parts in order (first occurrence of an item wins). The category cap over
+        the whole list: capped-out items are a last resort (tier 4), so that min_items wins over
+        diversity when a catalog has too few categories; then a stable sort by tier (the parts are in
+        tier order but for the capped-out ones, which go last), keeping tiers 0-2 and the first
+        min_items: the kept cells are a prefix of the new order. Also returns the number of
+        non-capped items per row."""
+        def cat(k, dtype):
+            return np.hstack([np.asarray(p[k] if rows is None else p[k][rows], dtype) for p in parts])
+
+        ids, src, util = cat(0, np.int64), cat(1, np.int16), cat(2, np.float64)
+        ok = first_occurrence(ids, cat(3, bool))
+        tier = np.hstack([np.full((len(ids), p[0].shape[1]), p[4], np.int8) for p in parts])
+        over = ok & (row_cumcount(category[np.maximum(ids, 0)], ok) >= cap)
+        first, last = ok & ~over, over
+        n_first = first.sum(axis=1, keepdims=True)
+        dest = np.where(first, np.cumsum(first, axis=1) - 1, np.where(last, n_first + np.cumsum(last, axis=1) - 1, -1))
+        dest = np.where((first & (tier < 3)) | (dest < want), dest, -1)
+        return place(dest, top_n + len(pins), ids, src, util), n_first[:, 0]
+
+    # The backfill only matters for rows with fewer than min_items non-capped items before it (it
+    # comes last, so it changes nothing else): those rows are assembled again with it.
+    (ok, ids, src, util), n_first = assemble(parts)
+    short = np.flatnonzero(n_first < want)
+    if len(short):
+        (ok[short], ids[short], src[short], util[short]), _ = assemble(parts + [back], short)
+    # 8. Pinned items at their positions (moved there if already in the list), for users with a list.
+    for p in pins:
+        if str(p["item_id"]) not in item_index:
+            continue
+        item = item_index[str(p["item_id"])]
+        if not avail[item]:
+            continue
+        listed = ok.any(axis=1)
+        ok &= ids != item
+        ok, ids, src, util = compact(ok, ids, src, util)
+        pin = np.full((m, 1), item, np.int64)
+        put = listed & allowed(pin)[:, 0]
+        w = ids.shape[1]
+        at = np.where(put, np.minimum(int(p["position"]) - 1, ok.sum(axis=1)), w + 1)[:, None]
+        col = np.arange(w + 1)[None, :]
+        from_col = np.clip(np.where(col > at, col - 1, col), 0, max(w - 1, 0))
+        here = col == at
+        ids = np.where(here, item, np.take_along_axis(ids, from_col, 1))
+        src = np.where(here, codes["pinned"], np.take_along_axis(src, from_col, 1))
+        util = np.where(here, 0.0, np.take_along_axis(util, from_col, 1))
+        ok = here | (np.take_along_axis(ok, from_col, 1) & ((col < w) | (col > at)))
+    ok, ids, src, util = compact(ok, ids, src, util, width=top_n)
+    return Lists(np.where(ok, ids, -1), np.where(ok, src, -1).astype(np.int16), np.where(ok, util, 0.0))
+
+
+def _rect(df: pd.DataFrame, row_of: np.ndarray, rows: int, code_of: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Long rows (user_idx, item_idx, source) in list order -> (rows, k) ids and source codes."""
+    r = row_of[df["user_idx"].to_numpy(np.int64)] if len(df) else np.zeros(0, np.int64)
+    col = df.groupby("user_idx", sort=False).cumcount().to_numpy() if len(df) else np.zeros(0, np.int64)
+    width = int(col.max()) + 1 if len(col) else 1
+    ids = np.full((rows, width), -1, np.int64)
+    src = np.full((rows, width), -1, np.int16)
+    ids[r, col] = df["item_idx"].to_numpy(np.int64) if len(df) else ids[r, col]
+    src[r, col] = [code_of[x] for x in df["source"]] if len(df) else src[r, col]
+    return ids, src
 
 
 def rerank_personal(cands: pd.DataFrame, *, surface: str, rules: Rules, flags: pd.DataFrame, category: np.ndarray,
                     bought: sp.csr_matrix, user_categories: sp.csr_matrix, top_n: int,
                     fresh: pd.DataFrame, fresh_slots: int, discovery_pool: np.ndarray, backfill: pd.DataFrame,
                     item_index: dict[str, int], exclude_owned: sp.csr_matrix | None) -> pd.DataFrame:
-    """Apply the rules to one surface.
-
-    ``cands``: user_idx, item_idx, source, in each user's candidate order (best first).
-    ``category``: category code per item; ``user_categories``: users x category codes (interaction weight).
-    ``fresh``: brand-new item candidates (user_idx, item_idx, source), best first.
-    ``discovery_pool``: item indices (best sellers, best first) for discovery slots.
-    ``backfill``: user_idx, item_idx, source: best sellers of the user's country, then overall.
-    ``exclude_owned``: users x items of items that may never appear (new_for_you: all interacted items).
-    Returns user_idx, rank (1..), item_idx, utility, source (the caller turns sources into reasons).
-    """
-    avail, repeatable = flags["available"].to_numpy(), flags["repeatable"].to_numpy()
-
-    def allowed(df: pd.DataFrame) -> pd.DataFrame:
-        df = df.astype({"user_idx": np.int64, "item_idx": np.int64})
-        u, i = df["user_idx"].to_numpy(), df["item_idx"].to_numpy()
-        ok = avail[i]
-        if len(df):
-            owned = np.asarray(bought[u, i]).ravel() > 0
-            ok &= ~owned | repeatable[i]
-            if exclude_owned is not None:
-                ok &= ~(np.asarray(exclude_owned[u, i]).ravel() > 0)
-        return df[ok]
-
-    df = allowed(cands).copy()
-    df["pos"] = df.groupby("user_idx", sort=False).cumcount() + 1
-    boost = 1 + rules.margin_weight * flags["margin"].to_numpy()[df["item_idx"]] \
-        + rules.promotion_weight * flags["promotion"].to_numpy()[df["item_idx"]]
-    df["utility"] = 1.0 / np.log2(df["pos"].to_numpy() + 1.0) * boost
-    df = df.sort_values(["user_idx", "utility", "pos"], ascending=[True, False, True], kind="stable")
-    # Diversity: at most max_category_share of the list from one category.
-    cap = max(1, int(np.floor(rules.max_category_share * top_n)))
-    df["category"] = category[df["item_idx"].to_numpy()]
-    df = df[df.groupby(["user_idx", "category"], sort=False).cumcount() < cap]
-    n_fresh = fresh_slots if len(fresh) else 0
-    n_disc = int(round(rules.discovery_share * top_n))
-    n_pins = len([p for p in rules.pinned if surface in p.get("surfaces", [surface])])
-    head_n = max(1, top_n - n_fresh - n_disc - n_pins)
-    head = _first_per_user(df, head_n)
-    parts = [head.assign(tier=0)]
-    if len(fresh):
-        parts.append(allowed(fresh).assign(tier=1, utility=0.0))
-    if n_disc and len(discovery_pool):
-        # Best sellers from categories the user never interacted with (users with no history: none).
-        has_history = np.diff(user_categories.indptr) > 0
-        present = np.unique(np.concatenate([cands["user_idx"].to_numpy(np.int64),
-                                            backfill["user_idx"].to_numpy(np.int64)]))
-        users = present[has_history[present]]
-        pool_code = category[discovery_pool]
-        uu = np.repeat(users, len(discovery_pool))
-        ii = np.tile(discovery_pool, len(users))
-        seen = np.asarray(user_categories[uu, np.tile(pool_code, len(users))]).ravel() > 0
-        disc = pd.DataFrame({"user_idx": uu[~seen], "item_idx": ii[~seen]})
-        disc = disc.assign(source="discovery", tier=2, utility=0.0)
-        parts.append(allowed(disc))
-    out = pd.concat(parts, ignore_index=True)
-    out = out.drop_duplicates(["user_idx", "item_idx"], keep="first")
-    out["category"] = category[out["item_idx"].to_numpy()]
-    # Discovery items beyond n_disc and fresh items beyond their slots are not needed.
-    tier_pos = out.groupby(["user_idx", "tier"], sort=False).cumcount().to_numpy()
-    tier = out["tier"].to_numpy()
-    out = out[(tier == 0) | ((tier == 1) & (tier_pos < max(n_fresh, 0))) | ((tier == 2) & (tier_pos < n_disc))]
-    # Backfill up to min_items from best sellers (country, then overall).
-    want = min(rules.min_items, top_n)
-    # The candidates beyond the head come first, then best sellers (both "tier 3": backfill).
-    rest = df.drop(index=head.index).assign(tier=3)
-    back = allowed(backfill).assign(tier=3, utility=0.0)
-    back["category"] = category[back["item_idx"].to_numpy()]
-    out = pd.concat([out, rest, back], ignore_index=True).drop_duplicates(["user_idx", "item_idx"], keep="first")
-    out = out.sort_values(["user_idx", "tier"], kind="stable")
-    # The category cap over the whole list; capped-out items are a last resort (tier 4) so that
-    # min_items wins over diversity when a catalog has too few categories.
-    over = out.groupby(["user_idx", "category"], sort=False).cumcount().to_numpy() >= cap
-    out = out.assign(tier=np.where(over, 4, out["tier"].to_numpy())).sort_values(["user_idx", "tier"], kind="stable")
-    pos = out.groupby("user_idx", sort=False).cumcount().to_numpy()
-    out = out[(out["tier"].to_numpy() < 3) | (pos < want)]
-    # Pinned items at their positions (moved there if already in the list).
-    for p in rules.pinned:
-        if surface not in p.get("surfaces", [surface]) or str(p["item_id"]) not in item_index:
-            continue
-        item = item_index[str(p["item_id"])]
-        if not avail[item]:
-            continue
-        users = out["user_idx"].unique()
-        out = out[out["item_idx"] != item]
-        out = out.assign(order=out.groupby("user_idx", sort=False).cumcount() + 1.0)
-        pin = pd.DataFrame({"user_idx": users, "item_idx": item, "source": "pinned",
-                            "tier": -1, "utility": 0.0, "order": float(p["position"]) - 0.5})
-        out = pd.concat([out, allowed(pin)], ignore_index=True).sort_values(["user_idx", "order"], kind="stable")
-        out = out.drop(columns="order")
-    out = _first_per_user(out, top_n)
-    out = out.assign(rank=out.groupby("user_idx", sort=False).cumcount() + 1)
-    return out[["user_idx", "rank", "item_idx", "utility", "source"]].reset_index(drop=True)
+    """``rerank_lists`` on long frames (user_idx, item_idx, source, in each user's order; sparse
+    matrices over all users). Returns user_idx, rank (1..), item_idx, utility, source."""
+    names = sorted(set(cands["source"]) | set(fresh["source"]) | set(backfill["source"])
+                   | {"content_new_item", "discovery", "pinned"})
+    code_of = {k: i for i, k in enumerate(names)}
+    users = np.unique(np.concatenate([d["user_idx"].to_numpy(np.int64) for d in (cands, fresh, backfill)]))
+    row_of = np.zeros(int(users.max()) + 1 if len(users) else 1, np.int64)
+    row_of[users] = np.arange(len(users))
+    cand_ids, cand_src = _rect(cands, row_of, len(users), code_of)
+    fresh_ids, _ = _rect(fresh, row_of, len(users), code_of)
+    back_ids, back_src = _rect(backfill, row_of, len(users), code_of)
+    out = rerank_lists(users, cand_ids, cand_src, surface=surface, rules=rules, flags=flags, category=category,
+                       bought=RowSet(bought, users), user_categories=RowSet(user_categories, users), top_n=top_n,
+                       fresh_ids=fresh_ids, fresh_slots=fresh_slots, discovery_pool=discovery_pool,
+                       back_ids=back_ids, back_src=back_src, item_index=item_index,
+                       exclude_owned=None if exclude_owned is None else RowSet(exclude_owned, users), codes=code_of)
+    keep = out.ids >= 0
+    r, c = np.nonzero(keep)
+    return pd.DataFrame({"user_idx": users[r], "rank": c + 1, "item_idx": out.ids[keep],
+                         "utility": out.utility[keep], "source": np.asarray(names, dtype=object)[out.src[keep]]})

@@ -38,3 +38,23 @@ def test_hybrid_wins_only_when_it_beats_every_single_list():
     assert hybrid_wins({"hybrid": 0.30, "als": 0.25, "popularity": 0.10}, 0.0)
     assert not hybrid_wins({"hybrid": 0.25, "als": 0.25}, 0.0)  # a tie serves the champion
     assert not hybrid_wins({"hybrid": 0.26, "als": 0.25}, 0.05)  # 4% better, 5% asked
+
+
+def test_recommendation_ids_from_per_value_hashes_equal_the_row_hashes():
+    """The score step hashes each user, item, surface and rank once and combines per row; the ids
+    equal pandas' hash_pandas_object over the key rows (the definition the email export uses)."""
+    from pipelines.publish import combine_key_hashes, key_hashes, recommendation_id_array
+
+    rng = np.random.default_rng(3)
+    users = np.array([f"u{k}" for k in range(50)] + ["", "ü-ß", "12"], dtype=object)
+    items = np.array([f"SKU-{k:05d}" for k in range(30)], dtype=object)
+    surfaces = ["buy_again", "for_you", "new_for_you"]
+    u, i = rng.integers(0, len(users), 500), rng.integers(0, len(items), 500)
+    s, rank = rng.integers(0, 3, 500), rng.integers(1, 21, 500)
+    keys = pd.DataFrame({"surface": np.asarray(surfaces, dtype=object)[s], "user_id": users[u], "rank": rank,
+                         "item_id": items[i]})
+    want = recommendation_id_array("2026-11-27", keys)
+    got = recommendation_id_array("2026-11-27", hashes=combine_key_hashes(
+        [key_hashes(surfaces)[s], key_hashes(users)[u], key_hashes(range(21))[rank], key_hashes(items)[i]]))
+    assert got.equals(want)
+    assert want[0].as_py().startswith("20261127-") and len(want[0].as_py()) == 25
