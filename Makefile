@@ -51,8 +51,9 @@ DATA ?= $(CURDIR)/../shared/data/online_retail.parquet
 bench-quality: install
 	$(BIN)/python benchmarks/bench_quality.py $(DATA) --write-docs
 
-# Ten million demo events: generation, the ALS floor, block scoring and the whole nightly run (each
-# step in its own process, the score step as 2 shard tasks at once); FLOOR_ONLY=1 stops after the floor.
+# Ten million demo events: generation, the whole nightly run (each step in its own process, the score
+# step as 2 shard tasks at once), the ALS floor, block scoring, and the score step again with the
+# floor's 64-factor ALS as champion; FLOOR_ONLY=1: generation, the floor and block scoring only.
 bench-scale: install
 	$(BIN)/python benchmarks/bench_scale.py $(if $(FLOOR_ONLY),,--pipeline)
 
