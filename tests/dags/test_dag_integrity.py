@@ -1,6 +1,5 @@
 """DAG integrity: the DagBag loads, the DAG is configured as documented, the file stays thin."""
 import ast
-from pathlib import Path
 
 import pytest
 

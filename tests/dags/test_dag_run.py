@@ -3,7 +3,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import date
 
 import duckdb
 import pandas as pd

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from datetime import date
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -150,8 +150,8 @@ def test_bad_rows_are_quarantined_and_the_rest_publishes(home, tmp_path):
     lines = ["customer,sku,ts,qty,amount"]
     lines += [f"u{k:07d},i{k % 60:06d},2024-06-21T{10 + k % 10:02d}:00:00+05:30,1,2.5" for k in range(60)]
     lines += [
-        f"u0000001,i000001,2024-06-21T12:00:00-07:00,1,-3.0",   # negative price
-        f"u0000002,i000002,2024-06-21T09:00:00Z,abc,2.0",       # unparseable quantity
+        "u0000001,i000001,2024-06-21T12:00:00-07:00,1,-3.0",   # negative price
+        "u0000002,i000002,2024-06-21T09:00:00Z,abc,2.0",       # unparseable quantity
         f"{long_id},i000003,2024-06-21T09:00:00Z,1,2.0",        # very long id
         f"\"{hostile}\",i000004,2024-06-21T09:30:00Z,1,2.0",   # SQL fragment in an id: valid data
     ]

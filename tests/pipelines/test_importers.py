@@ -114,7 +114,6 @@ def test_a_partial_catalog_update_keeps_the_other_columns(tmp_path):
     from features.interactions import load_catalog
     from pipelines.config import load_config
     from pipelines.importers import import_catalog
-    from pipelines.validate import validate
 
     cfg = load_config(environ={}, home=tmp_path / "var")
     first = tmp_path / "cat.csv"
