@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from models.rows import RowSet, compact
+
 
 def block_topk(user_factors: np.ndarray, item_factors: np.ndarray, users: np.ndarray, n: int,
                exclude: sp.csr_matrix | None = None, filter_items: np.ndarray | None = None,
@@ -41,7 +43,6 @@ def block_topk(user_factors: np.ndarray, item_factors: np.ndarray, users: np.nda
     return ids, scores
 
 
-
 def block_topk_with_own(user_factors: np.ndarray, item_factors: np.ndarray, users: np.ndarray, n: int,
                         own: sp.csr_matrix, filter_items: np.ndarray | None = None, block: int = 8192,
                         num_threads: int = 0, slack: int = 16):
@@ -51,8 +52,6 @@ def block_topk_with_own(user_factors: np.ndarray, item_factors: np.ndarray, user
     One fused top (n + slack) without the per-user filter gives both: its first n, and its first n
     items the user does not own. Rows where own items take more than ``slack`` of those places (a
     few heavy users) get the filtered top n in a second call."""
-    from pipelines.rules import RowSet, compact
-
     users = np.asarray(users, dtype=np.int64)
     k = min(n + slack, item_factors.shape[0])
     ids, scores = block_topk(user_factors, item_factors, users, k, filter_items=filter_items, block=block,

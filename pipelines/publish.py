@@ -30,6 +30,7 @@ from models import load_model
 import scipy.sparse as sp
 
 from models.base import NO_ITEM, topk
+from models.rows import RowSet, compact, first_occurrence
 from pipelines import constants as C
 from pipelines import storage
 from pipelines.config import Config
@@ -64,8 +65,6 @@ def merge_many(lists: list[tuple[np.ndarray, np.ndarray]], n: int) -> tuple[np.n
 
 def _merge_rows(lists: list[tuple[np.ndarray, np.ndarray]], n: int, rows: int
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from pipelines.rules import compact, first_occurrence
-
     ids_parts, score_parts, src_parts = [], [], []
     for k, (ids, scores) in enumerate(lists):
         if ids.ndim == 1:
@@ -118,13 +117,6 @@ def country_tops(users: pd.DataFrame, full, k: int, inactive: np.ndarray
     return codes, top, top_scores, (country == "").to_numpy()
 
 
-def own_mask(exclude: sp.csr_matrix, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """(len(rows), k) bool: is ids[j, c] among the (non-zero) items of row rows[j] of ``exclude``?"""
-    from pipelines.rules import RowSet
-
-    return RowSet(exclude, rows, count="nonzero").has(ids)
-
-
 def country_popularity(users: pd.DataFrame, full, n: int, exclude, inactive: np.ndarray,
                        rows: np.ndarray | None = None, tops=None) -> tuple[np.ndarray, np.ndarray]:
     """Per user, the items most bought (distinct users) by users of the same country, best first
@@ -138,7 +130,7 @@ def country_popularity(users: pd.DataFrame, full, n: int, exclude, inactive: np.
     ids, scores = top[codes[rows]], top_scores[codes[rows]]
     ids[no_country[rows]] = NO_ITEM
     if exclude is not None and exclude.nnz:
-        ids[own_mask(exclude, rows, ids)] = NO_ITEM
+        ids[RowSet(exclude, rows, count="nonzero").has(ids)] = NO_ITEM
     return ids, scores
 
 
@@ -276,7 +268,7 @@ def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: dict, selec
     users (memory stays bounded whatever the shard size). ``selected``: the select step's decision
     (selected.json). A user's rows do not depend on which other users are in the call, so chunks and
     shards concatenate to exactly the single-call table."""
-    from pipelines.rules import Lists, RowSet, compact, item_flags, load_rules, rerank_lists
+    from pipelines.rules import Lists, item_flags, load_rules, rerank_lists
     from pipelines.surfaces import load_surface
     from pipelines.train import items_for_fit, make_model
 
@@ -355,19 +347,18 @@ def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: dict, selec
              "pinned", "buy_again"] + [k for k in model_names if k not in ("hybrid", "popularity")]
     code_of = {k: i for i, k in enumerate(names)}
     surfaces = sorted([C.SURFACE_FOR_YOU, "new_for_you", "buy_again"])
-    # Backfill: best sellers of the user's country (a country x rank table), then overall.
+    # Backfill: best sellers of the user's country (a country x rank table), then overall. Every user
+    # has a country code (a missing country is "").
     country_codes, country_names = pd.factorize(country)
-    back_table = np.full((len(country_names) + 1, max(int(by_country.groupby("country").size().max()), 1)
+    back_table = np.full((len(country_names), max(int(by_country.groupby("country").size().max()), 1)
                           if len(by_country) else 1), NO_ITEM, np.int64)
     if len(by_country):
         bc = by_country.assign(code=pd.Index(country_names).get_indexer(by_country["country"]))
         bc = bc[bc["code"] >= 0]
         back_table[bc["code"].to_numpy(), bc.groupby("code", sort=False).cumcount().to_numpy()] = bc["item_idx"]
-    country_codes = np.where(country_codes < 0, len(country_names), country_codes)
     overall_n = overall[:n]
     reasons = ["picked for you", "you buy this regularly", "matches your interests", "best seller", "new arrival",
-               "discovery: outside your usual categories", "featured"] + [f"popular in {c}" for c in country_names] \
-        + ["popular in "]
+               "discovery: outside your usual categories", "featured"] + [f"popular in {c}" for c in country_names]
     reason_of_source = np.zeros(len(names), np.int32)
     for k, r in (("content_interests", 2), ("popularity", 3), ("content_new_item", 4), ("discovery", 5),
                  ("pinned", 6)):
@@ -376,7 +367,7 @@ def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: dict, selec
     item_id_dict = pa.array(item_ids, pa.string())
     # recommendation_id: each key column's value hashes, computed once per distinct value.
     user_hash, item_hash, surface_hash = key_hashes(user_ids), key_hashes(item_ids), key_hashes(surfaces)
-    rank_hash = key_hashes(range(n + len(rules.pinned) + 1))
+    rank_hash = key_hashes(range(n + 1))  # ranks 1..top_n
 
     def chunk(users: np.ndarray) -> pd.DataFrame:
         m = len(users)

@@ -27,6 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 import yaml
 
+from models.rows import RowSet, compact, first_occurrence, in_rows, place, row_cumcount, take_first
 from pipelines.config import Config
 
 log = logging.getLogger(__name__)
@@ -116,104 +117,6 @@ def item_flags(items: pd.DataFrame, rules: Rules) -> pd.DataFrame:
                          "promotion": promo})
 
 
-class RowSet:
-    """The items (columns) of some rows of a sparse matrix, as int64 keys (row x columns + column)
-    in a hash index: membership tests for a whole (rows, k) id array at once, without fancy
-    indexing into the matrix. Row r of the set is row ``rows[r]`` of ``matrix``. ``count``: which
-    stored entries are members: "positive" (> 0), "nonzero" or "stored" (all, as implicit's
-    per-user filter reads them)."""
-
-    def __init__(self, matrix: sp.csr_matrix, rows: np.ndarray, count: str = "positive") -> None:
-        sub = matrix[np.asarray(rows, dtype=np.int64)].tocsr()
-        sub.sum_duplicates()
-        self.row_nnz = np.diff(sub.indptr)  # stored entries per row, whatever their value
-        keep = {"positive": lambda d: d > 0, "nonzero": lambda d: d != 0,
-                "stored": lambda d: np.ones(len(d), bool)}[count](sub.data)
-        self.n_cols = sub.shape[1]
-        r = np.repeat(np.arange(sub.shape[0], dtype=np.int64), self.row_nnz)
-        self.index = pd.Index((r * self.n_cols + sub.indices.astype(np.int64))[keep])
-
-    def has(self, ids: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """Bool like ``ids`` (rows, k): is ids[r, c] >= 0 an entry of set row r (or ``rows[r]``)?"""
-        ids = np.asarray(ids, dtype=np.int64)
-        if not len(self.index) or not ids.size:
-            return np.zeros(ids.shape, bool)
-        r = np.arange(ids.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-        keys = r.reshape((-1,) + (1,) * (ids.ndim - 1)) * self.n_cols + np.maximum(ids, 0)
-        return (self.index.get_indexer(keys.ravel()) >= 0).reshape(ids.shape) & (ids >= 0)
-
-
-def row_cumcount(keys: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(rows, k): for each valid cell, how many valid cells before it in its row hold the same key
-    (pandas' groupby([row, key]).cumcount(), on a rectangular layout). Invalid cells get 0.
-    One stable sort along each (short) row."""
-    rows, k = keys.shape
-    if not keys.size:
-        return np.zeros(keys.shape, np.int64)
-    masked = np.where(valid, keys, np.iinfo(np.int64).max).astype(np.int64)
-    order = np.argsort(masked, axis=1, kind="stable")
-    sk = np.take_along_axis(masked, order, 1)
-    start = np.ones(sk.shape, bool)
-    start[:, 1:] = sk[:, 1:] != sk[:, :-1]
-    col = np.arange(k)[None, :]
-    within = col - np.maximum.accumulate(np.where(start, col, 0), axis=1)
-    out = np.empty_like(within)
-    np.put_along_axis(out, order, within, axis=1)
-    return np.where(valid, out, 0)
-
-
-def first_occurrence(ids: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(rows, k) bool: valid and no valid cell before it in its row holds the same id."""
-    return valid & (row_cumcount(np.where(valid, ids, 0), valid) == 0)
-
-
-def _empty_like(a: np.ndarray, shape: tuple) -> np.ndarray:
-    """-1 for integer arrays (an empty id or code), False / 0 otherwise."""
-    return np.full(shape, -1 if np.issubdtype(a.dtype, np.integer) else 0, dtype=a.dtype)
-
-
-def place(dest: np.ndarray, width: int, *arrays: np.ndarray):
-    """Scatter each row's cells to the columns ``dest`` (-1 or >= width: dropped): (valid, *arrays)
-    of shape (rows, width); empty cells are -1 (integers) or 0 / False."""
-    keep = (dest >= 0) & (dest < width)
-    r, c = np.nonzero(keep)
-    d = dest[r, c]
-    valid = np.zeros((dest.shape[0], width), bool)
-    valid[r, d] = True
-    outs = []
-    for a in arrays:
-        o = _empty_like(a, valid.shape)
-        o[r, d] = a[r, c]
-        outs.append(o)
-    return (valid, *outs)
-
-
-def compact(valid: np.ndarray, *arrays: np.ndarray, width: int | None = None):
-    """Per row, the valid cells moved left in their order, cut to ``width`` (default: the input
-    width): (valid, *arrays); empty cells are -1 (integers) or 0 / False."""
-    dest = np.where(valid, np.cumsum(valid, axis=1) - 1, -1)
-    return place(dest, valid.shape[1] if width is None else width, *arrays)
-
-
-def take_first(valid: np.ndarray, n: int) -> np.ndarray:
-    """The first n valid cells of each row."""
-    return valid & (np.cumsum(valid, axis=1) <= n)
-
-
-def _in_rows(ids: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """(rows, k) bool: ids[r, c] >= 0 is among others[r, :] (rows x j, -1 = empty)."""
-    if not others.shape[1] or not ids.size:
-        return np.zeros(ids.shape, bool)
-    n = int(max(ids.max(initial=0), others.max(initial=0))) + 1
-    r = np.arange(ids.shape[0], dtype=np.int64)[:, None]
-    keys = np.sort((r * n + others)[others >= 0])
-    q = r * n + np.maximum(ids, 0)
-    if not len(keys):
-        return np.zeros(ids.shape, bool)
-    pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
-    return (keys[pos] == q) & (ids >= 0)
-
-
 @dataclass
 class Lists:
     """Rectangular per-user lists: ids (-1 = empty slot), source codes and utility, (rows, k)."""
@@ -267,7 +170,7 @@ def rerank_lists(users: np.ndarray, cand_ids: np.ndarray, cand_src: np.ndarray, 
     head_ok, head = ok[:, :head_n], ids[:, :head_n]
     # 5. Brand-new items (not already in the head), then discovery items: best sellers from
     # categories the user never interacted with (users with no history: none).
-    f_ok = first_occurrence(fresh_ids, allowed(fresh_ids) & ~_in_rows(fresh_ids, head))
+    f_ok = first_occurrence(fresh_ids, allowed(fresh_ids) & ~in_rows(fresh_ids, head))
     f_keep = take_first(f_ok, max(n_fresh, 0))
     parts = [(head, src[:, :head_n], util[:, :head_n], head_ok, 0),
              (fresh_ids, np.full(fresh_ids.shape, codes["content_new_item"]), np.zeros(fresh_ids.shape), f_keep, 1)]
@@ -278,7 +181,7 @@ def rerank_lists(users: np.ndarray, cand_ids: np.ndarray, cand_src: np.ndarray, 
         d_ids = np.broadcast_to(pool, (m, len(pool)))
         seen = user_categories.has(np.broadcast_to(category[pool], (m, len(pool))))
         d_ok = has_history[:, None] & ~seen & allowed(d_ids) \
-            & ~_in_rows(d_ids, np.hstack([head, np.where(f_ok, fresh_ids, -1)]))
+            & ~in_rows(d_ids, np.hstack([head, np.where(f_ok, fresh_ids, -1)]))
         d_keep, d_ids = compact(take_first(d_ok, n_disc), d_ids, width=min(n_disc, len(pool)))
         parts.append((d_ids, np.full(d_ids.shape, codes["discovery"]), np.zeros(d_ids.shape), d_keep, 2))
     # 6. The candidates beyond the head, then best sellers (tier 3: backfill up to min_items).
@@ -339,13 +242,13 @@ def rerank_lists(users: np.ndarray, cand_ids: np.ndarray, cand_src: np.ndarray, 
 
 def _rect(df: pd.DataFrame, row_of: np.ndarray, rows: int, code_of: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """Long rows (user_idx, item_idx, source) in list order -> (rows, k) ids and source codes."""
-    r = row_of[df["user_idx"].to_numpy(np.int64)] if len(df) else np.zeros(0, np.int64)
-    col = df.groupby("user_idx", sort=False).cumcount().to_numpy() if len(df) else np.zeros(0, np.int64)
-    width = int(col.max()) + 1 if len(col) else 1
-    ids = np.full((rows, width), -1, np.int64)
-    src = np.full((rows, width), -1, np.int16)
-    ids[r, col] = df["item_idx"].to_numpy(np.int64) if len(df) else ids[r, col]
-    src[r, col] = [code_of[x] for x in df["source"]] if len(df) else src[r, col]
+    col = df.groupby("user_idx", sort=False).cumcount().to_numpy()
+    ids = np.full((rows, int(col.max()) + 1 if len(col) else 1), -1, np.int64)
+    src = np.full(ids.shape, -1, np.int16)
+    if len(df):
+        r = row_of[df["user_idx"].to_numpy(np.int64)]
+        ids[r, col] = df["item_idx"].to_numpy(np.int64)
+        src[r, col] = [code_of[x] for x in df["source"]]
     return ids, src
 
 
