@@ -71,7 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from models import REGISTRY
-    from pipelines.metrics import ranking_metrics
+    from pipelines.evaluation.metrics import ranking_metrics
 
     x, truth, users, items, text, trending = load(Path(args.path))
     item_frame = pd.DataFrame({"item_idx": range(len(items)), "text": text.to_numpy(),
@@ -127,7 +127,7 @@ def published_lists(path: Path, users, items, t) -> list[dict]:
     import duckdb
 
     from pipelines.cli import main as recsys
-    from pipelines.metrics import ranking_metrics
+    from pipelines.evaluation.metrics import ranking_metrics
 
     with tempfile.TemporaryDirectory() as tmp:
         home = str(Path(tmp) / "var")

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from pipelines.artifacts import layout
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,7 +86,7 @@ def main() -> None:
 
     from models.scoring import block_topk
     from pipelines.config import load_config
-    from pipelines.demo_scale import generate_scale
+    from pipelines.dev.demo_scale import generate_scale
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-scale-")) / "var"
     cfg = load_config(environ={}, home=home)
@@ -122,16 +123,16 @@ def main() -> None:
     # factors line up with the pipeline's users and items), else straight from the landing Parquet.
     t0 = time.perf_counter()
     if args.pipeline:
-        from features.interactions import load_features
+        from features.interactions import read_features
 
-        x = load_features(cfg, args.ds)["full"].astype(np.float32).tocsr()
+        x = read_features(cfg, args.ds).full.astype(np.float32).tocsr()
     else:
         con = duckdb.connect()
-        w = cfg.event_weights
+        w = cfg.features.event_weights
         m = con.execute(f"""
             WITH e AS (SELECT user_id, item_id, sum(CASE event_type WHEN 'purchase' THEN {w['purchase']}
                               WHEN 'add_to_cart' THEN {w['add_to_cart']} ELSE {w['view']} END) AS w
-                       FROM read_parquet('{cfg.landing}/events/*/*.parquet') GROUP BY ALL),
+                       FROM read_parquet('{layout(cfg).landing}/events/*/*.parquet') GROUP BY ALL),
                  u AS (SELECT user_id, row_number() OVER (ORDER BY user_id) - 1 AS ui FROM (SELECT DISTINCT user_id FROM e)),
                  i AS (SELECT item_id, row_number() OVER (ORDER BY item_id) - 1 AS ii FROM (SELECT DISTINCT item_id FROM e))
             SELECT ui, ii, w FROM e JOIN u USING (user_id) JOIN i USING (item_id)""").fetchnumpy()
@@ -174,7 +175,7 @@ def main() -> None:
         # rules layer, on the same factors as implicit's recommend. The pipeline's champion is put back.
         from models import REGISTRY
 
-        champion = cfg.models_dir(args.ds) / "champion"
+        champion = layout(cfg).models_dir(args.ds) / "champion"
         kept = champion.with_name("champion.pipeline")
         als = REGISTRY["als"](factors=64, regularization=0.05, alpha=2.0, iterations=15, random_state=7)
         als.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from pipelines.artifacts import layout
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT = REPO.parent / "shared" / "data" / "online_retail.parquet"
@@ -31,17 +32,17 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from pipelines.cli import main as cli
     from pipelines.config import load_config
-    from pipelines.serving import cart_recs, rerank
+    from pipelines.services.serving import cart_recs, rerank
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-serving-")) / "var"
     cfg = load_config(environ={}, home=home)
-    if not cfg.duckdb_path.exists():
+    if not layout(cfg).duckdb_path.exists():
         print(f"importing {args.path} and running ds {DS} into {home} ...", flush=True)
         assert cli(["--home", str(home), "-q", "import-online-retail", args.path]) == 0
         assert cli(["--home", str(home), "-q", "run", "--ds", DS]) == 0
     import duckdb
 
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    con = duckdb.connect(str(layout(cfg).duckdb_path), read_only=True)
     cart = [r[0] for r in con.execute("SELECT item_id FROM latest_cart_cross_sell GROUP BY item_id "
                                       "ORDER BY count(*) DESC LIMIT 3").fetchall()]
     user = con.execute("SELECT user_id FROM latest_user_recommendations GROUP BY user_id "

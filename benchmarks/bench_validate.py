@@ -46,8 +46,8 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from pipelines.config import load_config
-    from pipelines.importers import land_frames
-    from pipelines.validate import run_expectations, validate
+    from pipelines.services.importers import land_frames
+    from pipelines.validation.gate import run_expectations, validate
 
     events = make_events(args.rows, args.dirty)
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,11 +16,14 @@ past date. Owner: data engineering / analytics.
 """
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+
+from pipelines.config import load_config
+
+CFG = load_config()
 
 
 @dag(
@@ -30,7 +33,7 @@ from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
     start_date=pendulum.datetime(2000, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "data-engineering", "retries": int(os.environ.get("RECSYS_TASK_RETRIES", "2")),
+    default_args={"owner": "data-engineering", "retries": CFG.scale.task_retries,
                   "retry_delay": timedelta(minutes=5)},
     tags=["recsys", "ab-testing"],
     doc_md=__doc__,

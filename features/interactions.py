@@ -31,8 +31,10 @@ import scipy.sparse as sp
 from features.text import item_categories, item_text
 from models.buy_again import smoothed_repeat_rate
 from pipelines import constants as C
-from pipelines import storage
+from pipelines.artifacts import layout
 from pipelines.config import Config
+from pipelines.infra import storage
+from pipelines.infra.consent import drop_forgotten, opted_out
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,8 @@ class FeatureError(ValueError):
 
 def _window(cfg: Config, ds: str) -> tuple[date, date, date | None]:
     end = date.fromisoformat(ds) + timedelta(days=1)  # exclusive: events up to the end of ds (UTC)
-    holdout_start = end - timedelta(days=cfg.holdout_days)
-    start = end - timedelta(days=cfg.history_days) if cfg.history_days > 0 else None
+    holdout_start = end - timedelta(days=cfg.features.holdout_days)
+    start = end - timedelta(days=cfg.features.history_days) if cfg.features.history_days > 0 else None
     return end, holdout_start, start
 
 
@@ -86,13 +88,13 @@ def user_attributes(validated: Path) -> pd.DataFrame:
 
 def build_features(cfg: Config, ds: str, run_id: str) -> dict:
     end, holdout_start, start = _window(cfg, ds)
-    files = sorted((cfg.validated / "events").glob(f"{C.EVENT_DATE}=*/part.parquet"))
+    files = sorted((layout(cfg).validated / "events").glob(f"{C.EVENT_DATE}=*/part.parquet"))
     files = [f for f in files if f.parent.name.split("=", 1)[1] < end.isoformat()]
     if not files:
-        raise FeatureError(f"no validated events up to ds={ds} under {cfg.validated / 'events'}; "
+        raise FeatureError(f"no validated events up to ds={ds} under {layout(cfg).validated / 'events'}; "
                            "run the validate step (or import data) first")
     con = duckdb.connect()
-    w = cfg.event_weights
+    w = cfg.features.event_weights
     weight_sql = "CASE event_type " + " ".join(f"WHEN '{k}' THEN {float(v)}" for k, v in w.items()) + " ELSE 0 END"
     lo = f"AND event_time >= TIMESTAMPTZ '{start.isoformat()} 00:00:00+00'" if start else ""
     con.execute(f"""
@@ -104,16 +106,15 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
     if n_events == 0:
         raise FeatureError(f"no valid events in the window ending {end} for ds={ds}")
 
-    catalog = load_catalog(con, cfg.validated)
+    catalog = load_catalog(con, layout(cfg).validated)
     con.register("catalog", catalog)
     # Users: everyone with an event in the window, plus registered users (users file) with stated
     # interests but no events yet: a new sign-up who answered the quiz gets content-based lists.
-    attrs = user_attributes(cfg.validated)
+    attrs = user_attributes(layout(cfg).validated)
     registered = attrs.index[attrs["interests"].fillna("").str.strip().ne("")].astype(str).to_numpy()
     # Forgotten users (recsys forget) never come back, even if an old feed is landed again.
-    from pipelines.privacy import drop_forgotten
 
-    if (cfg.home / "privacy" / "forgotten.parquet").exists():
+    if (layout(cfg).forgotten_path).exists():
         ids = con.execute("SELECT DISTINCT user_id FROM ev").df()
         con.register("gone", ids[~ids["user_id"].isin(drop_forgotten(cfg, ids)["user_id"])])
         con.execute("DELETE FROM ev WHERE user_id IN (SELECT user_id FROM gone)")
@@ -124,7 +125,6 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
         FROM (SELECT DISTINCT user_id FROM ev UNION SELECT user_id FROM registered)""")
     # Users who opted out of personalisation keep their place (they get non-personalised lists) but
     # none of their events reaches a model, a pair table or a popularity count (docs/privacy.md).
-    from pipelines.privacy import opted_out
 
     no_personal = sorted(opted_out(cfg, "consent_personalization"))
     con.register("optout", pd.DataFrame({"user_id": pd.Series(no_personal, dtype=object)}))
@@ -133,7 +133,7 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
         SELECT (row_number() OVER (ORDER BY item_id)) - 1 AS item_idx, item_id
         FROM (SELECT item_id FROM ev UNION SELECT item_id FROM catalog)""")
     hs = f"TIMESTAMPTZ '{holdout_start.isoformat()} 00:00:00+00'"
-    pop_days = cfg.popularity_days
+    pop_days = cfg.features.popularity_days
     # Popularity: distinct buyers per item in the trailing window before each cut-off.
     pop = con.execute(f"""
         SELECT i.item_idx,
@@ -143,7 +143,7 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
               AND e.event_time >= TIMESTAMPTZ '{end.isoformat()} 00:00:00+00' - INTERVAL {pop_days} DAY) AS pop_full
         FROM items i LEFT JOIN ev e USING (item_id) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
     # Trending: purchases weighted by exp(-ln 2 * age / half-life), age in days before each cut-off.
-    hl = float(cfg.trending_half_life_days)
+    hl = float(cfg.features.trending_half_life_days)
     trend = con.execute(f"""
         SELECT i.item_idx,
           coalesce(sum(exp(-ln(2) * (epoch({hs}) - epoch(e.event_time)) / 86400.0 / {hl}))
@@ -177,7 +177,7 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
         SELECT DISTINCT u.user_idx, i.item_idx FROM ev e JOIN users u USING (user_id) JOIN items i USING (item_id)
         WHERE e.event_type = 'purchase' AND e.event_time >= {hs} ORDER BY 1, 2""").df()
     # Compact daily interactions for the two-stage ranker, which needs matrices at several cut-offs.
-    daily = con.sql(f"""
+    daily = con.sql("""
         SELECT u.user_idx::INTEGER AS user_idx, i.item_idx::INTEGER AS item_idx,
                (epoch(e.event_time) // 86400)::INTEGER AS day, sum(e.w)::FLOAT AS w,
                count(*) FILTER (WHERE e.event_type = 'purchase')::INTEGER AS purchases
@@ -214,7 +214,7 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
         return m
 
     train, full = matrix(cells["w_train"]), matrix(cells["w_full"])
-    final = cfg.features_dir(ds)
+    final = layout(cfg).features_dir(ds)
     stage = storage.staging_dir(final)
     sp.save_npz(stage / "train.npz", train)
     sp.save_npz(stage / "full.npz", full)
@@ -245,11 +245,11 @@ def latest_items(cfg: Config, columns: list[str]) -> pd.DataFrame | None:
     return pd.read_parquet(files[-1], columns=columns) if files else None
 
 
-def load_features(cfg: Config, ds: str) -> dict:
+def read_features(cfg: Config, ds: str) -> dict:
     """Read back what build_features wrote for ds."""
     import pyarrow.parquet as pq
 
-    d = cfg.features_dir(ds)
+    d = layout(cfg).features_dir(ds)
     if not (d / "meta.json").exists():
         raise FeatureError(f"no features for ds={ds} at {d}; run the features step first")
     return {

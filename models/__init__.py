@@ -1,16 +1,9 @@
-"""Recommenders behind one contract (models.base.Recommender) and the registry of candidates."""
-from models.base import Recommender, load_model
-from models.popularity import PopularityRecommender, TrendingRecommender
-from models.als import ALSRecommender
-from models.itemknn import ItemKNNRecommender
-from models.content import ContentRecommender
-from models.buy_again import BuyAgainRecommender
-from models.ease import EASERecommender
-from models.bpr import BPRRecommender
+"""Recommenders behind one contract (models.base.Recommender), registered by name (models.registry).
 
-REGISTRY: dict[str, type[Recommender]] = {
-    m.name: m for m in (PopularityRecommender, TrendingRecommender, BuyAgainRecommender, ALSRecommender, BPRRecommender,
-                        ItemKNNRecommender, EASERecommender, ContentRecommender)
-}
+Importing the package imports every model module, so ``REGISTRY`` is complete.
+"""
+from models import als, bpr, buy_again, content, ease, itemknn, popularity  # noqa: F401  (they register)
+from models.base import Recommender
+from models.registry import REGISTRY, load_model, make_model, register
 
-__all__ = ["Recommender", "REGISTRY", "load_model"]
+__all__ = ["Recommender", "REGISTRY", "load_model", "make_model", "register"]

@@ -6,8 +6,11 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from models.base import Recommender
+from models.registry import register
+from models.scoring import block_topk, block_topk_with_own
 
 
+@register
 class ALSRecommender(Recommender):
     name = "als"
     # recommend_with_own: extra places in the unfiltered top n for the user's own items.
@@ -49,14 +52,12 @@ class ALSRecommender(Recommender):
         return out
 
     def recommend(self, users, user_items, n, exclude=None, filter_items=None):
-        from models.scoring import block_topk
 
         return block_topk(self.user_factors_, self.item_factors_, users, n, exclude=exclude,
                           filter_items=filter_items, block=self.block_users)
 
     def recommend_with_own(self, users, user_items, n, own, filter_items=None):
         """Both lists from one fused top (n + own_slack) (models.scoring.block_topk_with_own)."""
-        from models.scoring import block_topk_with_own
 
         return block_topk_with_own(self.user_factors_, self.item_factors_, users, n, own, filter_items=filter_items,
                                    block=self.block_users, slack=self.own_slack)

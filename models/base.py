@@ -373,9 +373,3 @@ class Recommender:
         model._set_arrays(arrays)
         return model
 
-
-def load_model(path: str | Path) -> Recommender:
-    from models import REGISTRY
-
-    name = json.loads((Path(path) / "params.json").read_text())["name"]
-    return REGISTRY[name].load(path)

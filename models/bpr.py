@@ -6,8 +6,10 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from models.als import ALSRecommender
+from models.registry import register
 
 
+@register
 class BPRRecommender(ALSRecommender):
     """Same scoring and persistence as ALS (factor dot products); only the fit differs."""
 

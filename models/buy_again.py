@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from models.base import Recommender
+from models.registry import register
 
 
 def smoothed_repeat_rate(repeat_buyers: np.ndarray, buyers: np.ndarray, smoothing: float = 10.0) -> np.ndarray:
@@ -22,6 +23,7 @@ def smoothed_repeat_rate(repeat_buyers: np.ndarray, buyers: np.ndarray, smoothin
     return (repeat_buyers + smoothing * prior) / (buyers + smoothing)
 
 
+@register
 class BuyAgainRecommender(Recommender):
     name = "buy_again"
     sparse = True

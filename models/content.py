@@ -11,11 +11,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from models.base import Recommender
-
+from models.registry import register
 
 TOKEN_PATTERN = r"(?u)\b\w[\w-]+\b"
 
 
+@register
 class ContentRecommender(Recommender):
     name = "content"
 

@@ -9,8 +9,10 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from models.base import Recommender
+from models.registry import register
 
 
+@register
 class EASERecommender(Recommender):
     name = "ease"
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from models.base import Recommender
+from models.base import Recommender, sparse_topk
+from models.registry import register
 
 
+@register
 class ItemKNNRecommender(Recommender):
     name = "itemknn"
     sparse = True
@@ -43,7 +45,6 @@ class ItemKNNRecommender(Recommender):
         """An item's own neighbours (the rows of the K-nearest similarity matrix, as implicit's
         ``similar_items``), scaled by the item's strongest neighbour so scores lie in (0, 1]: no
         second product, so the cost is the stored neighbours only."""
-        from models.base import sparse_topk
 
         items = np.asarray(items, dtype=np.int64)
         n_items = self.similarity_.shape[1]

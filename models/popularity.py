@@ -4,9 +4,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from models.base import Recommender
+from models.base import Recommender, mask_block, topk
+from models.registry import register
 
 
+@register
 class PopularityRecommender(Recommender):
     """Score = ``items['popularity']`` if given (e.g. distinct recent buyers), else the column sums."""
 
@@ -39,7 +41,6 @@ class PopularityRecommender(Recommender):
     def similar_items(self, items, n, filter_items=None):
         s = np.broadcast_to(self.scores_, (len(items), len(self.scores_))).copy()
         s[np.arange(len(items)), np.asarray(items)] = -np.inf
-        from models.base import mask_block, topk
 
         mask_block(s, None, filter_items)
         return topk(s, n)
@@ -51,6 +52,7 @@ class PopularityRecommender(Recommender):
         self.scores_ = arrays["scores_"]
 
 
+@register
 class TrendingRecommender(PopularityRecommender):
     """Time-decayed popularity: score = ``items['trending']``, the item's purchases each weighted by
     ``0.5 ** (age_days / trending_half_life_days)`` before the cut-off (features step), so what sells

@@ -10,6 +10,8 @@ import warnings
 
 import mlflow.pyfunc
 
+from models import load_model
+
 # MLflow nudges towards a type-hinted predict() when the class is defined; our input is a plain
 # frame of user ids, and a loose hint only trades this warning for another one.
 warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method.*", category=UserWarning)
@@ -23,8 +25,6 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
         import pandas as pd
 
         self.n = int((context.model_config or {}).get("n", self.n))
-
-        from models import load_model
 
         self.model = load_model(context.artifacts["model"])
         self.users = pd.read_parquet(context.artifacts["users"])

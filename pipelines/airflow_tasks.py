@@ -29,20 +29,20 @@ def resolve_ds(context: Mapping[str, Any]) -> str:
 
 def run_task(step: str, context: Mapping[str, Any], shard: int | None = None) -> dict:
     """Run one pipeline step for the DAG run in ``context``; returns the step's small result for XCom."""
+    from features.interactions import FeatureError
+    from pipelines.artifacts import ArtifactMissing
     from pipelines.config import load_config
     from pipelines.run import run_step
+    from pipelines.validation.gate import ValidationError
 
     ds = resolve_ds(context)
     run_id = str(context.get("run_id") or getattr(context.get("dag_run"), "run_id", "airflow"))
     cfg = load_config()
     log.info("recsys step %s for ds=%s, run %s, data root %s", step, ds, run_id, cfg.home)
-    from features.interactions import FeatureError
-    from pipelines.validate import ValidationError
-
     try:
         return run_step(step, cfg, ds, run_id, airflow_run_id=run_id, shard=shard)
-    except (ValidationError, FeatureError) as exc:
-        # Bad data does not get better by waiting: fail at once instead of retrying twice.
+    except (ValidationError, FeatureError, ArtifactMissing) as exc:
+        # Bad data (or a missing input) does not get better by waiting: fail at once, no retries.
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException(str(exc)) from exc

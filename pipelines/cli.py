@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from pipelines.artifacts import latest_items, layout, mlflow_uri
 from pipelines.config import load_config
 from pipelines.constants import STEPS
 
@@ -29,7 +30,7 @@ def airflow_env(cfg) -> dict[str, str]:
     env["RECSYS_HOME"] = str(cfg.home)
     env.setdefault("AIRFLOW_CONFIG", str(REPO / "airflow.cfg"))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    (cfg.airflow_dir / "logs").mkdir(parents=True, exist_ok=True)
+    (layout(cfg).airflow_dir / "logs").mkdir(parents=True, exist_ok=True)
     # Every Airflow component (API server, scheduler, dag processor, task runners) must sign and check
     # tokens with the same keys; unset, each process invents its own and tasks die with
     # "Signature verification failed". Kept under the data root, never in the repository.
@@ -43,7 +44,7 @@ def airflow_secrets(cfg) -> dict[str, str]:
     import json
     import secrets
 
-    path = cfg.airflow_dir / "secrets.json"
+    path = layout(cfg).airflow_dir / "secrets.json"
     if not path.exists():
         values = {"AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
                   "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
@@ -57,23 +58,23 @@ def airflow_secrets(cfg) -> dict[str, str]:
 
 def cmd_demo_data(args, cfg):
     if args.scale:
-        from pipelines.demo_scale import generate_scale
+        from pipelines.dev.demo_scale import generate_scale
 
         res = generate_scale(cfg, users=args.users or 1_000_000, items=args.items or 100_000,
                              events=args.events, days=args.days or 30, end_date=args.end_date or _yesterday(),
                              seed=args.seed)
         print(res)
     else:
-        from pipelines.importers import import_demo
+        from pipelines.services.importers import import_demo
 
         res = import_demo(cfg, seed=args.seed, users=args.users or 2000, items=args.items or 400,
                           days=args.days or 90, end_date=args.end_date or _yesterday())
         print(res.summary())
-    print(f"landing zone: {cfg.landing}")
+    print(f"landing zone: {layout(cfg).landing}")
 
 
 def cmd_import_events(args, cfg):
-    from pipelines.importers import import_events
+    from pipelines.services.importers import import_events
 
     res = import_events(cfg, args.file, user_col=args.user_col, item_col=args.item_col, time_col=args.time_col,
                         time_format=args.time_format, event_type=args.event_type, event_type_col=args.event_type_col,
@@ -83,20 +84,20 @@ def cmd_import_events(args, cfg):
 
 
 def cmd_import_online_retail(args, cfg):
-    from pipelines.importers import import_online_retail
+    from pipelines.services.importers import import_online_retail
 
     print(import_online_retail(cfg, args.path).summary())
 
 
 def cmd_import_catalog(args, cfg):
-    from pipelines.importers import import_catalog
+    from pipelines.services.importers import import_catalog
 
     print(import_catalog(cfg, args.path).summary())
     print("catalog update landed: the next run applies it to every table (or rerun: recsys run --ds D)")
 
 
 def cmd_import_users(args, cfg):
-    from pipelines.importers import import_users
+    from pipelines.services.importers import import_users
 
     print(import_users(cfg, args.path).summary())
 
@@ -109,26 +110,26 @@ def _print(df) -> None:
 
 
 def cmd_cart_recs(args, cfg):
-    from pipelines.serving import cart_recs
+    from pipelines.services.serving import cart_recs
 
     _print(cart_recs(cfg, args.items, n=args.n))
 
 
 def cmd_rerank(args, cfg):
-    from pipelines.serving import rerank
+    from pipelines.services.serving import rerank
 
     _print(rerank(cfg, args.user, args.items))
 
 
 def cmd_export(args, cfg):
-    from pipelines.serving import export_email
+    from pipelines.services.serving import export_email
 
     n = export_email(cfg, args.ds, Path(args.out))
     print(f"wrote {n} customers to {args.out}")
 
 
 def cmd_consent(args, cfg):
-    from pipelines.privacy import consent_flags, record_consent
+    from pipelines.infra.consent import consent_flags, record_consent
 
     to_bool = {"on": True, "off": False, None: None}
     record_consent(cfg, args.user, to_bool[args.personalization], to_bool[args.email])
@@ -140,7 +141,7 @@ def cmd_consent(args, cfg):
 
 
 def cmd_forget(args, cfg):
-    from pipelines.privacy import forget
+    from pipelines.services.privacy import forget
 
     audit = forget(cfg, args.user)
     print(f"forgot the user: request {audit['request_id']}: {audit['parquet_rows_removed']} rows in "
@@ -150,15 +151,15 @@ def cmd_forget(args, cfg):
 
 
 def cmd_import_outcomes(args, cfg):
-    from pipelines.ab_report import import_outcomes
+    from pipelines.services.ab_report import import_outcomes
 
     n = import_outcomes(cfg, args.path)
     print(f"landed {n} outcome events" if n else "this file was imported before; nothing written")
 
 
 def cmd_ab(args, cfg):
-    from pipelines import ab
-    from pipelines.ab_report import ab_report, plan_text
+    from pipelines.services import ab
+    from pipelines.services.ab_report import ab_report, plan_text
 
     if args.ab_command == "plan":
         if args.baseline_rate is not None:
@@ -173,14 +174,13 @@ def cmd_ab(args, cfg):
         print(f"experiments {res['experiments']}: {res['rows']} rows in ab_results; report {res['report']}"
               + (f"; SAMPLE RATIO MISMATCH in {res['srm_flags']}" if res["srm_flags"] else ""))
     elif args.ab_command == "simulate":
-        from pipelines.ab_sim import simulate
+        from pipelines.dev.ab_sim import simulate
 
         exp = {e.id: e for e in ab.load_experiments(cfg).experiments}.get(args.experiment)
         if exp is None:
             raise ValueError(f"ab simulate: no experiment {args.experiment!r} in the experiments file")
         # The true lift goes to every arm that gets lists; "none" arms (holdouts) keep the control's rates.
         treated = [v.name for v in exp.variants if v.name != exp.control_variant and v.lists != "none"]
-        from features.interactions import latest_items
 
         items = latest_items(cfg, ["item_id"])
         catalog = None if items is None else items["item_id"].to_numpy(object)
@@ -207,13 +207,13 @@ def cmd_run(args, cfg):
 
 
 def cmd_show(args, cfg):
-    from pipelines import storage
+    from pipelines.infra import warehouse
 
-    if not cfg.duckdb_path.exists():
-        raise SystemExit(f"no warehouse yet at {cfg.duckdb_path}; run the pipeline first")
-    con = storage.connect_warehouse(cfg.duckdb_path, read_only=True)
-    print(f"DuckDB warehouse: {cfg.duckdb_path}")
-    print(f"Parquet tables:   {cfg.warehouse / 'parquet'}/<table>/ds=<ds>/part-0.parquet")
+    if not layout(cfg).duckdb_path.exists():
+        raise SystemExit(f"no warehouse yet at {layout(cfg).duckdb_path}; run the pipeline first")
+    con = warehouse.connect_warehouse(layout(cfg).duckdb_path, read_only=True)
+    print(f"DuckDB warehouse: {layout(cfg).duckdb_path}")
+    print(f"Parquet tables:   {layout(cfg).warehouse / 'parquet'}/<table>/ds=<ds>/part-0.parquet")
     tables = [r[0] for r in con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_name IN "
         "(SELECT table_name FROM information_schema.columns WHERE column_name = 'ds') ORDER BY 1").fetchall()]
@@ -253,7 +253,7 @@ def cmd_airflow_test(args, cfg):
     env = airflow_env(cfg)
     env["RECSYS_TASK_RETRIES"] = "0"
     exe = str(Path(sys.executable).parent / "airflow")
-    log_path = cfg.airflow_dir / f"dags-test-{args.ds}.log"
+    log_path = layout(cfg).airflow_dir / f"dags-test-{args.ds}.log"
     print(f"airflow dags test recsys_nightly {args.ds} (full log: {log_path})", flush=True)
     state = None
     with open(log_path, "w", encoding="utf-8") as logf:
@@ -276,10 +276,10 @@ def cmd_airflow_test(args, cfg):
 
 
 def cmd_mlflow_ui(args, cfg):
-    cfg.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    layout(cfg).mlflow_dir.mkdir(parents=True, exist_ok=True)
     exe = str(Path(sys.executable).parent / "mlflow")
-    os.execvp(exe, [exe, "ui", "--backend-store-uri", cfg.mlflow_uri, "--default-artifact-root",
-                    (cfg.mlflow_dir / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(args.port)])
+    os.execvp(exe, [exe, "ui", "--backend-store-uri", mlflow_uri(cfg), "--default-artifact-root",
+                    (layout(cfg).mlflow_dir / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(args.port)])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,10 +1,18 @@
-"""One frozen configuration object: defaults <- YAML file <- environment variables.
+"""One frozen configuration object in sections: defaults <- YAML file <- environment variables.
 
-* YAML: the file named by ``RECSYS_CONFIG`` (flat keys, same names as the fields below).
-* Environment: ``RECSYS_<FIELD>`` in upper case, e.g. ``RECSYS_ALS_FACTORS=32``;
-  ``RECSYS_HOME`` sets the data root.
+``cfg.models.als_factors``, ``cfg.evaluation.eval_k``, ``cfg.scale.publish_shards``: each section is
+a frozen dataclass; ``Config`` holds the data root, the seed and one instance of each section.
 
-No step reads Airflow Variables or connections; the DAG passes nothing but ``ds`` and the run id.
+* YAML: the file named by ``RECSYS_CONFIG``, either flat keys (``als_factors: 32``) or keys under
+  their section (``models: {als_factors: 32}``); both forms may be mixed. An unknown key fails.
+* Environment: ``RECSYS_<FIELD>`` in upper case, e.g. ``RECSYS_ALS_FACTORS=32`` (field names are
+  unique across sections, so the variable names do not carry the section); ``RECSYS_HOME`` sets
+  the data root.
+* Code: ``load_config(top_n=5)`` and ``cfg.replace(gate_margin=0.05)`` take the same flat names.
+
+No step reads Airflow Variables or connections, and nothing but this module reads ``RECSYS_*``
+variables: the DAG files read their settings (shards, retries) through ``load_config`` too.
+Paths under the data root are not settings: ``pipelines.artifacts`` owns them.
 """
 from __future__ import annotations
 
@@ -22,12 +30,9 @@ def _default_weights() -> Mapping[str, float]:
 
 
 @dataclass(frozen=True)
-class Config:
-    home: Path = Path("var")
-    seed: int = 42
-    # Recommendation list length per user and surface, and the cut-off used by the evaluation.
-    top_n: int = 20
-    eval_k: int = 10
+class FeatureSettings:
+    """How events become model inputs (features step)."""
+    event_weights: Mapping[str, float] = field(default_factory=_default_weights)
     # Temporal holdout: the last `holdout_days` days up to ds are the evaluation window.
     holdout_days: int = 7
     # Only events of the last `history_days` days up to ds feed the models (0 = all history).
@@ -36,38 +41,84 @@ class Config:
     popularity_days: int = 30
     # Trending: purchases decayed with this half-life (days) before the cut-off.
     trending_half_life_days: float = 7.0
-    # Brand-new items (first seen within new_item_days of ds, or catalog-only) get up to
-    # new_item_slots of the last positions of each personal list, by content similarity to the
-    # user's history (they have no interactions yet, so no collaborative model can place them).
-    new_item_days: int = 14
-    new_item_slots: int = 2
-    # New items scored per user for those slots, at most (fresh_pool in pipelines/publish.py).
-    new_item_pool: int = 2_000
-    event_weights: Mapping[str, float] = field(default_factory=_default_weights)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Candidate models and their hyperparameters. ``<model>_<parameter>`` is the constructor
+    parameter ``parameter`` of the model registered as ``model`` (models.registry builds each model
+    from these; ``random_state`` comes from the top-level seed)."""
+    # Candidate models evaluated every night; the best on NDCG@eval_k becomes champion.
+    candidates: tuple[str, ...] = ("popularity", "trending", "buy_again", "als", "bpr", "itemknn", "ease", "content")
     als_factors: int = 64
     als_regularization: float = 0.05
     als_alpha: float = 2.0
     als_iterations: int = 15
-    itemknn_neighbours: int = 100
-    itemknn_weighting: str = "bm25"
     bpr_factors: int = 64
     bpr_iterations: int = 100
+    bpr_learning_rate: float = 0.01
+    bpr_regularization: float = 0.01
+    itemknn_neighbours: int = 100
+    itemknn_weighting: str = "bm25"
     ease_regularization: float = 200.0
+    ease_binary: bool = True
+    # EASE holds an items x items dense matrix: skipped above this catalog size.
+    ease_max_items: int = 20_000
+    # buy_again: repeat rates shrunk towards the catalog-wide share with this many pseudo-buyers.
+    buy_again_smoothing: float = 10.0
+    content_min_df: int = 1
+    content_ngram_max: int = 2
+    content_max_features: int = 50_000
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """Offline evaluation (evaluate step) and the nightly hyperparameter search."""
+    # Cut-off of precision@K, recall@K and NDCG@K.
+    eval_k: int = 10
+    # Each segment is scored on a fixed random sample of at most this many users: metrics to about
+    # +-0.003 NDCG, in bounded time at any size.
+    eval_max_users: int = 10_000
     # Seconds the nightly hyperparameter search may spend (0 = no search).
     search_budget_seconds: float = 60.0
-    # Two-stage hybrid (pipelines/hybrid.py): label window, number of stacked training windows,
-    # candidates per generator.
+
+
+@dataclass(frozen=True)
+class HybridSettings:
+    """The two-stage hybrid (rank step, pipelines/hybrid/)."""
+    # Label window, number of stacked training windows, candidates per generator.
     ranker_window_days: int = 28
     ranker_windows: int = 2
     ranker_candidates: int = 50
     # The hybrid serves a surface only when its holdout NDCG beats the best single model by this share.
     hybrid_min_gain: float = 0.0
-    # EASE holds an items x items dense matrix: skipped above this catalog size.
-    ease_max_items: int = 20_000
+    # The hybrid re-ranks the lists of at most this many users per night (the most active first);
+    # the others get the champion's lists. Its cost is per (user, candidate) pair (docs/deploy.md).
+    hybrid_max_users: int = 50_000
+
+
+@dataclass(frozen=True)
+class RankingSettings:
+    """The personal lists and the product-page neighbours (score and publish steps)."""
+    # Recommendation list length per user and surface.
+    top_n: int = 20
+    # Brand-new items (first seen within new_item_days of ds, or catalog-only) get up to
+    # new_item_slots of the last positions of each personal list, by content similarity to the
+    # user's history (they have no interactions yet, so no collaborative model can place them).
+    new_item_days: int = 14
+    new_item_slots: int = 2
+    # New items scored per user for those slots, at most (pipelines.ranking.sources.fresh_pool).
+    new_item_pool: int = 2_000
+    # Business rules file (YAML, docs/rules.md); empty = the built-in defaults (pipelines/ranking/rules.yaml).
+    rules_file: str = ""
     similar_items_n: int = 20
     # similar_items: weight of the content cosine against the item-kNN (co-interaction) cosine.
     similar_content_weight: float = 0.5
-    # ---- surfaces (pipelines/surfaces.py, docs/tables.md)
+
+
+@dataclass(frozen=True)
+class SurfaceSettings:
+    """The surfaces step's tables (docs/tables.md)."""
     # Pairs bought together: baskets of more items than this (wholesale orders) are left out; a pair
     # needs at least fbt_min_pair_count baskets (minimum support) and a lift above fbt_min_lift.
     fbt_max_basket_items: int = 50
@@ -85,31 +136,24 @@ class Config:
     # Length of the best-seller and trending lists per country, and of each user's category affinity.
     fallback_n: int = 50
     affinity_n: int = 10
-    # PostgreSQL serving copy of the latest tables (RECSYS_SERVING_URL), e.g.
-    # postgresql://recsys@db.internal:5432/recsys; empty = off (docs/tables.md, "Serving copy").
-    serving_url: str = ""
-    # A/B experiments (YAML, docs/ab-testing.md); empty = none.
-    experiments_file: str = ""
-    # Business rules file (YAML, docs/rules.md); empty = the built-in defaults (pipelines/rules.yaml).
-    rules_file: str = ""
-    # User shards of the score step (Airflow maps one task per shard; RECSYS_PUBLISH_SHARDS must be
-    # set for the scheduler that parses the DAG too). Every shard becomes visible at publish, together.
-    publish_shards: int = 1
-    # Users scored per block, and the most floats a dense score block may hold (rows = this / items):
-    # memory stays bounded whatever the number of users.
-    score_block_users: int = 4096
-    score_block_cells: int = 16_777_216
-    # The score step builds the lists of this many users at a time (memory of the rules layer).
-    score_chunk_users: int = 50_000
-    # Offline evaluation (evaluate step, the hybrid's windows) scores a fixed random sample of at
-    # most this many users per segment: metrics to about +-0.003 NDCG, in bounded time at any size.
-    eval_max_users: int = 10_000
-    # The hybrid re-ranks the lists of at most this many users per night (the most active first);
-    # the others get the champion's lists. Its cost is per (user, candidate) pair (docs/deploy.md).
-    hybrid_max_users: int = 50_000
-    # Candidate models evaluated every night; the best on NDCG@eval_k becomes champion.
-    candidates: tuple[str, ...] = ("popularity", "trending", "buy_again", "als", "bpr", "itemknn", "ease", "content")
-    # ---- validation gate (docs/validation.md)
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """Champion/challenger gate (select step) and the MLflow names it uses."""
+    # The alias moves when the night's best model beats the current champion's model and the
+    # baselines on NDCG@eval_k by this share, keeping coverage within tolerance.
+    gate_margin: float = 0.01
+    gate_coverage_tolerance: float = 0.10
+    mlflow_experiment: str = "recsys_nightly"
+    # An MLflow tracking server (e.g. http://mlflow:5000) instead of the SQLite store under the data root.
+    mlflow_tracking_uri: str = ""
+    registered_model: str = "recsys_recommender"
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """The validation gate (docs/validation.md)."""
     # A run fails when more than this share of its rows is quarantined for data errors.
     max_quarantine_share: float = 0.10
     # Rules whose rows are set aside but do not count as errors towards the share limit: guest
@@ -123,56 +167,89 @@ class Config:
     freshness_rule: str = "warn"
     max_id_length: int = 256
     max_quantity: int = 100_000
-    # Champion/challenger gate: the alias moves when the night's best model beats the current
-    # champion's model and the baselines on NDCG@eval_k by this share, keeping coverage within tolerance.
-    gate_margin: float = 0.01
-    gate_coverage_tolerance: float = 0.10
-    mlflow_experiment: str = "recsys_nightly"
-    # An MLflow tracking server (e.g. http://mlflow:5000) instead of the SQLite store under the data root.
-    mlflow_tracking_uri: str = ""
-    registered_model: str = "recsys_recommender"
 
-    # ---- derived paths (one place for the layout under the data root) ----
-    @property
-    def landing(self) -> Path:
-        return self.home / "landing"
 
-    @property
-    def validated(self) -> Path:
-        return self.home / "validated"
+@dataclass(frozen=True)
+class ServingSettings:
+    """Copies of the tables for the web team."""
+    # PostgreSQL serving copy of the latest tables (RECSYS_SERVING_URL), e.g.
+    # postgresql://recsys@db.internal:5432/recsys; empty = off (docs/tables.md, "Serving copy").
+    serving_url: str = ""
 
-    @property
-    def quarantine(self) -> Path:
-        return self.home / "quarantine"
 
-    def features_dir(self, ds: str) -> Path:
-        return self.home / "features" / f"ds={ds}"
+@dataclass(frozen=True)
+class ABSettings:
+    """A/B experiments (docs/ab-testing.md)."""
+    # The experiments file (YAML); empty = none.
+    experiments_file: str = ""
 
-    def models_dir(self, ds: str) -> Path:
-        return self.home / "models" / f"ds={ds}"
 
-    def eval_dir(self, ds: str) -> Path:
-        return self.home / "eval" / f"ds={ds}"
+@dataclass(frozen=True)
+class ScaleSettings:
+    """Work split and memory bounds (docs/deploy.md)."""
+    # User shards of the score step (Airflow maps one task per shard; RECSYS_PUBLISH_SHARDS must be
+    # set for the scheduler that parses the DAG too). Every shard becomes visible at publish, together.
+    publish_shards: int = 1
+    # Users scored per block, and the most floats a dense score block may hold (rows = this / items):
+    # memory stays bounded whatever the number of users.
+    score_block_users: int = 4096
+    score_block_cells: int = 16_777_216
+    # The score step builds the lists of this many users at a time (memory of the rules layer).
+    score_chunk_users: int = 50_000
+    # Airflow retries per task (the nightly keeps 2; `recsys airflow-test` sets 0 to fail fast).
+    task_retries: int = 2
 
-    @property
-    def warehouse(self) -> Path:
-        return self.home / "warehouse"
 
-    @property
-    def duckdb_path(self) -> Path:
-        return self.warehouse / "recsys.duckdb"
+SECTIONS: Mapping[str, type] = MappingProxyType({
+    "features": FeatureSettings, "models": ModelSettings, "evaluation": EvaluationSettings,
+    "hybrid": HybridSettings, "ranking": RankingSettings, "surfaces": SurfaceSettings, "gate": GateSettings,
+    "validation": ValidationSettings, "serving": ServingSettings, "ab": ABSettings, "scale": ScaleSettings})
 
-    @property
-    def mlflow_dir(self) -> Path:
-        return self.home / "mlflow"
 
-    @property
-    def mlflow_uri(self) -> str:
-        return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+@dataclass(frozen=True)
+class Config:
+    home: Path = Path("var")
+    seed: int = 42
+    features: FeatureSettings = field(default_factory=FeatureSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    hybrid: HybridSettings = field(default_factory=HybridSettings)
+    ranking: RankingSettings = field(default_factory=RankingSettings)
+    surfaces: SurfaceSettings = field(default_factory=SurfaceSettings)
+    gate: GateSettings = field(default_factory=GateSettings)
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
+    serving: ServingSettings = field(default_factory=ServingSettings)
+    ab: ABSettings = field(default_factory=ABSettings)
+    scale: ScaleSettings = field(default_factory=ScaleSettings)
 
-    @property
-    def airflow_dir(self) -> Path:
-        return self.home / "airflow"
+    def replace(self, **flat: Any) -> "Config":
+        """A copy with settings changed by their flat names (``top_n=5``), coerced to the field's
+        type; ``home`` and ``seed`` are top-level. An unknown name fails, listing the known ones."""
+        top = {k: v for k, v in flat.items() if k in ("home", "seed")}
+        per_section: dict[str, dict[str, Any]] = {}
+        for name, value in flat.items():
+            if name in top:
+                continue
+            section = SECTION_OF.get(name)
+            if section is None:
+                raise ValueError(f"config: unknown setting {name!r}; known: {sorted(SECTION_OF) + ['home', 'seed']}")
+            per_section.setdefault(section, {})[name] = value
+        changed = {s: dataclasses.replace(getattr(self, s), **v) for s, v in per_section.items()}
+        return dataclasses.replace(self, **top, **changed)
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its flat name (logged as MLflow params, shown by ``recsys config``)."""
+        out: dict[str, Any] = {"home": self.home, "seed": self.seed}
+        for section in SECTIONS:
+            values = getattr(self, section)
+            out.update({f.name: getattr(values, f.name) for f in fields(values)})
+        return out
+
+
+# Flat setting name -> its section (names are unique across sections: checked at import).
+SECTION_OF: Mapping[str, str] = MappingProxyType(
+    {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)})
+assert len(SECTION_OF) == sum(len(fields(c)) for c in SECTIONS.values()), "a setting name is used by two sections"
 
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:
@@ -201,28 +278,48 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
         raise ValueError(f"config: {name}={raw!r} is not a valid {type(default).__name__}") from exc
 
 
+def _yaml_values(yaml_path: str) -> dict[str, Any]:
+    """Flat settings from the YAML file: top-level flat keys and keys under a section name."""
+    import yaml
+
+    with open(yaml_path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    known = set(SECTION_OF) | {"home", "seed"}
+    values: dict[str, Any] = {}
+    unknown: list[str] = []
+    for key, value in data.items():
+        if key in SECTIONS and isinstance(value, Mapping):
+            for sub, v in value.items():
+                if SECTION_OF.get(sub) == key:
+                    values[sub] = v
+                else:
+                    unknown.append(f"{key}.{sub}")
+        elif key in known:
+            values[key] = value
+        else:
+            unknown.append(str(key))
+    if unknown:
+        raise ValueError(f"config file {yaml_path}: unknown keys {sorted(unknown)}; known keys: {sorted(known)} "
+                         f"(flat, or under their section: {', '.join(SECTIONS)})")
+    return values
+
+
 def load_config(environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
     """Build the Config from defaults, the YAML file in RECSYS_CONFIG, RECSYS_* variables, overrides."""
     env = os.environ if environ is None else environ
     defaults = Config()
     values: dict[str, Any] = {}
-    known = {f.name for f in fields(Config)}
-    yaml_path = env.get("RECSYS_CONFIG")
-    if yaml_path:
-        import yaml
-
-        with open(yaml_path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"config file {yaml_path}: unknown keys {unknown}; known keys: {sorted(known)}")
-        values.update(data)
-    for f in fields(Config):
-        key = f"RECSYS_{f.name.upper()}"
+    if env.get("RECSYS_CONFIG"):
+        values.update(_yaml_values(env["RECSYS_CONFIG"]))
+    for name in ("home", "seed", *SECTION_OF):
+        key = f"RECSYS_{name.upper()}"
         if key in env:
-            values[f.name] = env[key]
+            values[name] = env[key]
     values.update({k: v for k, v in overrides.items() if v is not None})
-    coerced = {k: _coerce(k, v, getattr(defaults, k)) for k, v in values.items()}
-    cfg = dataclasses.replace(defaults, **coerced)
+    flat_defaults = defaults.flat()
+    unknown = sorted(set(values) - set(flat_defaults))
+    if unknown:
+        raise ValueError(f"config: unknown settings {unknown}; known: {sorted(flat_defaults)}")
+    cfg = defaults.replace(**{k: _coerce(k, v, flat_defaults[k]) for k, v in values.items()})
     # The data root is always absolute: Airflow task processes and sqlite URIs need it.
-    return dataclasses.replace(cfg, home=cfg.home.expanduser().resolve())
+    return cfg.replace(home=cfg.home.expanduser().resolve())

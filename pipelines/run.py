@@ -1,7 +1,8 @@
-"""The nightly steps in order, in-process: what ``recsys run`` and the Airflow DAG both call.
+"""Run steps in-process by name: what ``recsys run``, the Airflow tasks and the tests call.
 
-Each step is a plain function ``step(cfg, ds, run_id) -> small dict`` reading the inputs of ``ds``
-and writing the outputs of ``ds``, so a rerun or a backfill of a ds gives the same result.
+Each step is ``pipelines.steps.<name>.run(cfg, ds, run_id, **options) -> small dict``, reading the
+inputs of ``ds`` and writing the outputs of ``ds``, so a rerun or a backfill of a ds gives the same
+result. The order is ``pipelines.steps.STEPS``.
 """
 from __future__ import annotations
 
@@ -9,19 +10,10 @@ import logging
 import time
 from datetime import date
 
-from features.interactions import build_features
 from pipelines.config import Config
-from pipelines.evaluate import evaluate
-from pipelines.hybrid import rank
-from pipelines.publish import publish
-from pipelines.select import select
-from pipelines.surfaces import surfaces
-from pipelines.train import train
-from pipelines.validate import validate
+from pipelines.steps import STEPS, get_step
 
 log = logging.getLogger(__name__)
-
-from pipelines.constants import STEPS
 
 
 def check_ds(ds: str) -> str:
@@ -33,32 +25,12 @@ def check_ds(ds: str) -> str:
 
 def run_step(name: str, cfg: Config, ds: str, run_id: str, airflow_run_id: str | None = None,
              shard: int | None = None) -> dict:
+    """One step of ``STEPS`` (or ``OTHER_STEPS``) for ``ds``; ``shard`` only for mapped steps (None
+    runs every shard in turn), ``airflow_run_id`` only for the steps that record it."""
+    step = get_step(name)
     ds = check_ds(ds)
-    if name == "validate":
-        return validate(cfg, ds, run_id)
-    if name == "features":
-        return build_features(cfg, ds, run_id)
-    if name == "train":
-        return train(cfg, ds, run_id)
-    if name == "evaluate":
-        return evaluate(cfg, ds, run_id)
-    if name == "rank":
-        return rank(cfg, ds, run_id)
-    if name == "select":
-        return select(cfg, ds, run_id, airflow_run_id)
-    if name == "ab_report":  # the recsys_ab_report DAG's one task, not a nightly step
-        from pipelines.ab_report import ab_report
-
-        return ab_report(cfg, ds, run_id)
-    if name == "surfaces":
-        return surfaces(cfg, ds, run_id)
-    if name == "score":
-        from pipelines.publish import score
-
-        return score(cfg, ds, run_id, shard)
-    if name == "publish":
-        return publish(cfg, ds, run_id)
-    raise ValueError(f"unknown step {name!r}; steps: {STEPS}")
+    given = {"airflow_run_id": airflow_run_id, "shard": shard}
+    return step.function()(cfg, ds, run_id, **{k: given[k] for k in step.options})
 
 
 def run_all(cfg: Config, ds: str, run_id: str) -> dict:

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from pipelines.cli import main
+from pipelines.artifacts import layout
 
 DS = "2011-11-08"
 
@@ -107,12 +108,12 @@ def clean_purchases(path, net_of_returns: bool = False) -> pd.DataFrame:
 
 
 def test_every_surface_table_and_its_invariants(or_run, online_retail_path):
-    from features.interactions import load_features
+    from features.interactions import read_features
     from pipelines.config import load_config
-    from pipelines.rules import item_flags, load_rules
+    from pipelines.ranking.rules import item_flags, load_rules
 
     cfg = load_config(environ={}, home=or_run / "var")
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    con = duckdb.connect(str(layout(cfg).duckdb_path), read_only=True)
     q = lambda sql: con.execute(sql).df()
     tables = ("user_recommendations", "similar_items", "frequently_bought_together", "complete_the_look",
               "cart_cross_sell", "post_purchase_email", "trending", "best_sellers", "user_category_affinity")
@@ -120,7 +121,7 @@ def test_every_surface_table_and_its_invariants(or_run, online_retail_path):
     con.close()
     for t, df in data.items():
         assert len(df), t
-    items = load_features(cfg, DS)["items"]
+    items = read_features(cfg, DS).items
     flags = item_flags(items, load_rules(cfg))
     unavailable = set(items.loc[~flags["available"].to_numpy(), "item_id"])
     assert {"POST", "M", "DOT"} <= unavailable
@@ -152,7 +153,7 @@ def test_every_surface_table_and_its_invariants(or_run, online_retail_path):
     net = clean_purchases(online_retail_path, net_of_returns=True)
     baskets = net[~net["item_id"].isin(unavailable)][["order_id", "item_id"]].drop_duplicates()
     size = baskets.groupby("order_id").size()
-    baskets = baskets[baskets["order_id"].map(size) <= cfg.fbt_max_basket_items]
+    baskets = baskets[baskets["order_id"].map(size) <= cfg.surfaces.fbt_max_basket_items]
     n = baskets["order_id"].nunique()
     top = fbt.sort_values(["pair_count", "item_id", "other_item_id"], ascending=[False, True, True]).iloc[0]
     a = set(baskets.loc[baskets.item_id == top["item_id"], "order_id"])

@@ -11,10 +11,11 @@ import requests
 
 from tests.conftest import REPO
 from tests.dags.airflow_helpers import BIN, DS, demo_home, free_port, stop
+from pipelines.artifacts import layout
 
 
 def published(cfg) -> pd.DataFrame:
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    con = duckdb.connect(str(layout(cfg).duckdb_path), read_only=True)
     try:
         return con.execute("SELECT user_id, count(*) AS n FROM user_recommendations WHERE ds = ?::DATE "
                            "AND surface = 'for_you' GROUP BY 1",
@@ -26,7 +27,7 @@ def published(cfg) -> pd.DataFrame:
 def demo_users(cfg) -> int:
     import pyarrow.parquet as pq
 
-    files = sorted((cfg.validated / "events").glob("event_date=*/part.parquet"))
+    files = sorted((layout(cfg).validated / "events").glob("event_date=*/part.parquet"))
     return pd.concat([pq.read_table(f).to_pandas() for f in files])["user_id"].nunique()
 
 
@@ -63,16 +64,15 @@ roi: {daily_visitors: 1000, period_days: 30, cost: 100}
 def test_scheduler_runs_dag_triggered_through_rest_api(tmp_path):
     cfg, env = demo_home(tmp_path / "var")
     # An experiment running on DS and simulated outcome events for it: recsys_ab_report runs after the nightly.
-    import dataclasses
 
-    from pipelines.ab import load_experiments
-    from pipelines.ab_report import import_outcomes
-    from pipelines.ab_sim import simulate
+    from pipelines.services.ab import load_experiments
+    from pipelines.services.ab_report import import_outcomes
+    from pipelines.dev.ab_sim import simulate
 
     env["RECSYS_PUBLISH_SHARDS"] = "3"  # the scheduler maps the score step over three user shards
     (tmp_path / "experiments.yaml").write_text(EXPERIMENT)
     env["RECSYS_EXPERIMENTS_FILE"] = str(tmp_path / "experiments.yaml")
-    cfg = dataclasses.replace(cfg, experiments_file=str(tmp_path / "experiments.yaml"))
+    cfg = cfg.replace(experiments_file=str(tmp_path / "experiments.yaml"))
     exp = load_experiments(cfg).experiments[0]
     _, events = simulate(exp, 3000, seed=1, lift={"treatment": 0.05}, days=11)
     events.to_csv(tmp_path / "outcomes.csv", index=False)
@@ -100,7 +100,7 @@ def test_scheduler_runs_dag_triggered_through_rest_api(tmp_path):
                                  f"{(tmp_path / 'standalone.log').read_text()[-3000:]}")
 
         wait_for("API server", lambda: requests.get(f"{base}/api/v2/monitor/health", timeout=5).ok or None, 240)
-        pw_file = cfg.airflow_dir / "simple_auth_manager_passwords.json.generated"
+        pw_file = layout(cfg).airflow_dir / "simple_auth_manager_passwords.json.generated"
         password = wait_for("password file", lambda: pw_file.exists() and
                             __import__("json").loads(pw_file.read_text()).get("admin"), 60)
         token = requests.post(f"{base}/auth/token", json={"username": "admin", "password": password},
@@ -141,7 +141,7 @@ def test_scheduler_runs_dag_triggered_through_rest_api(tmp_path):
         log.close()
     rows = published(cfg)
     assert len(rows) == demo_users(cfg) and (rows["n"] == 20).all()
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    con = duckdb.connect(str(layout(cfg).duckdb_path), read_only=True)
     assert con.execute("SELECT DISTINCT run_id FROM user_recommendations WHERE ds = ?::DATE", [DS]).fetchall() \
         == [("e2e_test",)]
     # The sharded run wrote exactly the tables of a single-shard run: redo score and publish in one
@@ -153,10 +153,10 @@ def test_scheduler_runs_dag_triggered_through_rest_api(tmp_path):
     con.close()
     from pipelines.run import run_step
 
-    single = dataclasses.replace(cfg, publish_shards=1)
+    single = cfg.replace(publish_shards=1)
     assert run_step("score", single, DS, "e2e_test")["shards"] == 1
     run_step("publish", single, DS, "e2e_test")
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    con = duckdb.connect(str(layout(cfg).duckdb_path), read_only=True)
     for t, df in sharded.items():
         if t == "ab_results":
             continue  # written by the report DAG, not by publish

@@ -1,11 +1,11 @@
 """The rules layer as first written: pandas group operations over long rows, one step per rule.
-Kept as the test oracle for the rectangular implementation (pipelines.rules.rerank_lists): two
+Kept as the test oracle for the rectangular implementation (pipelines.ranking.rules.rerank_lists): two
 independent ways to the same lists."""
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pipelines.rules import Rules
+from pipelines.ranking.rules import Rules
 
 
 def _first_per_user(df: pd.DataFrame, n: int | np.ndarray) -> pd.DataFrame:

@@ -11,8 +11,9 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from pipelines.ab import Experiment, Variant, analyse, assign, bucket, plan_means, plan_proportions, srm
-from pipelines.ab_sim import simulate
+from pipelines.services.ab import Experiment, Variant, analyse, assign, bucket, plan_means, plan_proportions, srm
+from pipelines.dev.ab_sim import simulate
+from pipelines.artifacts import layout
 
 EXP = Experiment("exp-1", (Variant("control", 0.5), Variant("treatment", 0.5, "challenger")),
                  date(2026, 1, 1), date(2026, 1, 31), salt="exp-1")
@@ -27,7 +28,7 @@ def test_bucket_is_sha256_of_salt_and_user_computed_by_hand():
 def test_assignment_is_identical_across_processes_and_hash_seeds():
     users = [f"user{k}" for k in range(2000)]
     here = assign(EXP, users)["variant"].tolist()
-    code = ("import sys; from datetime import date; from pipelines.ab import *; "
+    code = ("import sys; from datetime import date; from pipelines.services.ab import *; "
             "e = Experiment('exp-1', (Variant('control', 0.5), Variant('treatment', 0.5, 'challenger')), "
             "date(2026, 1, 1), date(2026, 1, 31), salt='exp-1'); "
             "print(','.join(assign(e, [f'user{k}' for k in range(2000)])['variant']))")
@@ -118,7 +119,7 @@ def test_an_injected_52_48_split_on_a_50_50_design_is_flagged():
 
 
 def test_lift_and_interval_by_hand_on_a_tiny_case():
-    from pipelines.ab import compare
+    from pipelines.services.ab import compare
 
     # Control mean 0.10 (var of the mean 0.0001), treatment 0.12 (0.0001): lift 20%,
     # se = sqrt(0.0001 / 0.01 + 0.0144 * 0.0001 / 0.0001) = sqrt(0.01 + 0.0144) = 0.1562.
@@ -130,12 +131,11 @@ def test_lift_and_interval_by_hand_on_a_tiny_case():
 
 
 def test_published_lists_carry_the_experiment_and_each_arm_gets_its_own_lists(tmp_path):
-    import dataclasses
 
     import duckdb
 
     from pipelines.config import load_config
-    from pipelines.importers import import_demo
+    from pipelines.services.importers import import_demo
     from pipelines.run import run_all
 
     ds = "2024-06-30"
@@ -143,11 +143,10 @@ def test_published_lists_carry_the_experiment_and_each_arm_gets_its_own_lists(tm
         "experiments:\n  - id: arms\n    start: 2024-06-01\n    end: 2024-07-31\n    surfaces: [for_you, new_for_you]\n"
         "    variants:\n      - {name: control, share: 0.4, lists: current}\n"
         "      - {name: popular, share: 0.4, lists: popularity}\n      - {name: holdout, share: 0.2, lists: none}\n")
-    cfg = dataclasses.replace(load_config(environ={}, home=tmp_path / "var"),
-                              experiments_file=str(tmp_path / "exp.yaml"), search_budget_seconds=0)
+    cfg = load_config(environ={}, home=tmp_path / "var").replace(experiments_file=str(tmp_path / "exp.yaml"), search_budget_seconds=0)
     import_demo(cfg, seed=5, users=200, items=60, days=30, end_date=ds)
     run_all(cfg, ds, "r1")
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    con = duckdb.connect(str(layout(cfg).duckdb_path), read_only=True)
     recs = con.execute("SELECT * FROM user_recommendations").df()
     assigned = con.execute("SELECT * FROM ab_assignments").df()
     con.close()
@@ -167,15 +166,14 @@ def test_published_lists_carry_the_experiment_and_each_arm_gets_its_own_lists(tm
 
 
 def load_exp(cfg):
-    from pipelines.ab import load_experiments
+    from pipelines.services.ab import load_experiments
 
     return load_experiments(cfg).experiments[0]
 
 
 def test_experiment_file_errors_are_clear(tmp_path):
-    import dataclasses
 
-    from pipelines.ab import ExperimentError, load_experiments
+    from pipelines.services.ab import ExperimentError, load_experiments
     from pipelines.config import load_config
 
     cfg = load_config(environ={}, home=tmp_path)
@@ -183,17 +181,17 @@ def test_experiment_file_errors_are_clear(tmp_path):
     f.write_text("experiments:\n  - id: x\n    start: 2024-01-01\n    end: 2024-02-01\n"
                  "    variants: [{name: a, share: 0.6}, {name: b, share: 0.6}]\n")
     with pytest.raises(ExperimentError, match="shares sum to 1.2"):
-        load_experiments(dataclasses.replace(cfg, experiments_file=str(f)))
+        load_experiments(cfg.replace(experiments_file=str(f)))
     f.write_text("experiments:\n  - id: x\n    start: 2024-01-01\n    end: 2024-02-01\n"
                  "    variants: [{name: a, share: 0.5}, {name: b, share: 0.5, lists: magic}]\n")
     with pytest.raises(ExperimentError, match="unknown lists"):
-        load_experiments(dataclasses.replace(cfg, experiments_file=str(f)))
+        load_experiments(cfg.replace(experiments_file=str(f)))
 
 
 def test_import_outcomes_rejects_bad_rows_with_file_column_rule_and_lines(tmp_path):
-    from pipelines.ab_report import import_outcomes
+    from pipelines.services.ab_report import import_outcomes
     from pipelines.config import load_config
-    from pipelines.importers import ImportError_
+    from pipelines.services.importers import ImportError_
 
     cfg = load_config(environ={}, home=tmp_path / "var")
     f = tmp_path / "o.csv"
@@ -204,13 +202,13 @@ def test_import_outcomes_rejects_bad_rows_with_file_column_rule_and_lines(tmp_pa
     f.write_text("user_id,event_type,event_time\nu1,view,2024-01-01T10:00:00Z\n")
     with pytest.raises(ImportError_, match="'event_type': rule unknown_event_type"):
         import_outcomes(cfg, f)
-    assert not (cfg.landing / "outcomes").exists()
+    assert not (layout(cfg).landing / "outcomes").exists()
 
 
 def test_roi_turns_the_lift_into_revenue_by_hand():
     from scipy import stats
 
-    from pipelines.ab import roi
+    from pipelines.services.ab import roi
 
     res = pd.DataFrame([{"metric": "revenue_per_visitor", "variant": "treatment", "mean_control": 2.0,
                          "lift": 0.05, "lift_low": 0.01, "lift_high": 0.09}])

@@ -1,17 +1,17 @@
 """Users with no usable history get what shoppers of their country buy, then global best sellers."""
-import dataclasses
 
 import duckdb
 import pandas as pd
 
 from pipelines.config import load_config
-from pipelines.importers import land_frames
+from pipelines.services.importers import land_frames
 from pipelines.run import run_all
 from tests.conftest import events_frame
+from pipelines.artifacts import layout
 
 
 def test_empty_history_users_get_their_countrys_favourites(tmp_path):
-    cfg = dataclasses.replace(load_config(environ={}, home=tmp_path / "var"), top_n=3, eval_k=3,
+    cfg = load_config(environ={}, home=tmp_path / "var").replace(top_n=3, eval_k=3,
                               candidates=("popularity", "buy_again"), search_budget_seconds=0,
                               similar_items_n=2, max_quarantine_share=1.0)
     rows = []
@@ -26,7 +26,7 @@ def test_empty_history_users_get_their_countrys_favourites(tmp_path):
     items = pd.DataFrame({"item_id": ["G", "F", "X", "Z"], "title": ["g", "f", "x", "z"]})
     land_frames(cfg, "b1", events_frame(rows), items, users)
     run_all(cfg, "2024-05-20", "r1")
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    con = duckdb.connect(str(layout(cfg).duckdb_path), read_only=True)
     got = con.execute("SELECT surface, rank, item_id, model FROM user_recommendations WHERE user_id = 'fr_new' "
                       "ORDER BY surface, rank").fetchall()
     gb = con.execute("SELECT item_id FROM user_recommendations WHERE user_id = 'gb1' AND surface = 'new_for_you' "
@@ -43,7 +43,7 @@ def test_new_items_reach_lists_by_content_and_quiz_answers_give_a_new_user_a_con
     # Two kinds of items only: the default category cap (half a list) would hold the new item back.
     rules = tmp_path / "rules.yaml"
     rules.write_text("diversity:\n  max_category_share: 1.0\n")
-    cfg = dataclasses.replace(load_config(environ={}, home=tmp_path / "var"), top_n=4, eval_k=3,
+    cfg = load_config(environ={}, home=tmp_path / "var").replace(top_n=4, eval_k=3,
                               candidates=("popularity", "buy_again"), search_budget_seconds=0,
                               similar_items_n=2, max_quarantine_share=1.0, new_item_slots=1, new_item_days=3,
                               rules_file=str(rules))
@@ -61,7 +61,7 @@ def test_new_items_reach_lists_by_content_and_quiz_answers_give_a_new_user_a_con
     users = pd.DataFrame({"user_id": ["quiz1"], "country": ["FR"], "interests": ["I love my garden"]})
     land_frames(cfg, "b1", events_frame(rows), items, users)
     run_all(cfg, "2024-05-20", "r1")
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    con = duckdb.connect(str(layout(cfg).duckdb_path), read_only=True)
     recs = con.execute("SELECT user_id, surface, rank, item_id, model FROM user_recommendations").df()
     con.close()
     g0 = recs[(recs.user_id == "g0") & (recs.surface == "for_you")].sort_values("rank")

@@ -2,6 +2,7 @@
 import pytest
 
 from pipelines.config import load_config
+from pipelines.artifacts import layout
 
 
 def test_precedence_defaults_yaml_env_override(tmp_path):
@@ -9,13 +10,13 @@ def test_precedence_defaults_yaml_env_override(tmp_path):
     y.write_text("als_factors: 16\nseed: 7\ncandidates: [popularity, als]\nevent_weights: {view: 0.5}\n")
     env = {"RECSYS_CONFIG": str(y), "RECSYS_SEED": "9", "RECSYS_HOME": str(tmp_path / "h")}
     cfg = load_config(environ=env, top_n=5)
-    assert cfg.als_factors == 16          # from YAML
+    assert cfg.models.als_factors == 16          # from YAML
     assert cfg.seed == 9                  # env beats YAML
-    assert cfg.top_n == 5                 # explicit override beats all
-    assert cfg.candidates == ("popularity", "als")
-    assert cfg.event_weights["view"] == 0.5 and cfg.event_weights["purchase"] == 8.0  # merged with defaults
+    assert cfg.ranking.top_n == 5                 # explicit override beats all
+    assert cfg.models.candidates == ("popularity", "als")
+    assert cfg.features.event_weights["view"] == 0.5 and cfg.features.event_weights["purchase"] == 8.0  # merged with defaults
     assert cfg.home == (tmp_path / "h").resolve() and cfg.home.is_absolute()
-    assert cfg.duckdb_path == cfg.home / "warehouse" / "recsys.duckdb"
+    assert layout(cfg).duckdb_path == cfg.home / "warehouse" / "recsys.duckdb"
 
 
 def test_relative_home_becomes_absolute(monkeypatch, tmp_path):

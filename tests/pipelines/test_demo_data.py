@@ -1,7 +1,8 @@
 """The demo generator: deterministic, and the retail patterns it promises are really in the data."""
 import pandas as pd
 
-from pipelines.demo_data import CONSUMABLE, generate
+from pipelines.dev.demo_data import CONSUMABLE, generate
+from pipelines.artifacts import layout
 
 ARGS = dict(users=400, items=120, days=45, end_date="2024-06-30")
 
@@ -49,14 +50,14 @@ def test_scale_generator_writes_one_partition_a_day_with_the_asked_counts_determ
     import pyarrow.parquet as pq
 
     from pipelines.config import load_config
-    from pipelines.demo_scale import generate_scale
+    from pipelines.dev.demo_scale import generate_scale
 
     tables = []
     for root in ("a", "b"):
         cfg = load_config(environ={}, home=tmp_path / root)
         out = generate_scale(cfg, users=500, items=120, events=9_001, days=3, end_date="2026-11-27", seed=3)
         assert out["events"] == 9_001
-        parts = sorted((cfg.landing / "events").glob("event_date=*/*.parquet"))
+        parts = sorted((layout(cfg).landing / "events").glob("event_date=*/*.parquet"))
         assert [p.parent.name for p in parts] == ["event_date=2026-11-25", "event_date=2026-11-26",
                                                   "event_date=2026-11-27"]
         ev = pa_concat([pq.read_table(p) for p in parts])

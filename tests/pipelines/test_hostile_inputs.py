@@ -1,6 +1,5 @@
 """Hostile and broken inputs: each gets a clear error or a quarantine, and a failed run leaves the
 published tables and the landing files exactly as they were."""
-import dataclasses
 import hashlib
 import shutil
 
@@ -12,10 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import load_config
-from pipelines.importers import ImportError_, import_demo, import_events, land_frames
+from pipelines.services.importers import ImportError_, import_demo, import_events, land_frames
 from pipelines.run import run_all
-from pipelines.validate import ValidationError
+from pipelines.validation.gate import ValidationError
 from tests.conftest import events_frame
+from pipelines.artifacts import layout
 
 D0, D1 = "2024-06-20", "2024-06-21"
 PUBLISHED = ("user_recommendations", "similar_items", "model_runs")
@@ -34,16 +34,16 @@ def baseline(tmp_path_factory):
 def home(baseline, tmp_path):
     target = tmp_path / "var"
     shutil.copytree(baseline.home, target)
-    return dataclasses.replace(baseline, home=target)
+    return baseline.replace(home=target)
 
 
 def snapshot(cfg) -> dict:
     """Everything a reader of the published tables or the landing zone could see."""
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    con = duckdb.connect(str(layout(cfg).duckdb_path), read_only=True)
     tables = {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in PUBLISHED}
     con.close()
     files = {str(p.relative_to(cfg.home)): hashlib.sha256(p.read_bytes()).hexdigest()
-             for root in (cfg.landing, cfg.warehouse / "parquet") for p in sorted(root.rglob("*")) if p.is_file()}
+             for root in (layout(cfg).landing, layout(cfg).warehouse / "parquet") for p in sorted(root.rglob("*")) if p.is_file()}
     return {"tables": tables, "files": files}
 
 
@@ -52,7 +52,7 @@ def fails_and_changes_nothing(cfg, match: str):
     with pytest.raises(ValidationError, match=match) as err:
         run_all(cfg, D1, "bad-run")
     assert snapshot(cfg) == before
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    con = duckdb.connect(str(layout(cfg).duckdb_path), read_only=True)
     row = con.execute("SELECT success, message FROM validation_runs WHERE run_id = 'bad-run' AND dataset = 'events'"
                       ).fetchall()
     con.close()
@@ -61,7 +61,7 @@ def fails_and_changes_nothing(cfg, match: str):
 
 
 def land_raw(cfg, table: pa.Table, name="batch-hostile.parquet") -> str:
-    path = cfg.landing / "events" / f"event_date={D1}" / name
+    path = layout(cfg).landing / "events" / f"event_date={D1}" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
     return str(path)

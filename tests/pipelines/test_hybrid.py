@@ -1,16 +1,16 @@
 """Two-stage hybrid: list merging and top-n by hand, and no leakage from the evaluation window."""
-import dataclasses
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from features.interactions import build_features, load_features
-from pipelines.hybrid import HybridRun, candidate_frame, top_n
-from pipelines.importers import import_demo
-from pipelines.publish import merge_many
-from pipelines.validate import validate
+from features.interactions import build_features
+from pipelines.hybrid.ranker import HybridRun, candidate_frame, top_n
+from pipelines.services.importers import import_demo
+from pipelines.ranking.personal import merge_many
+from pipelines.validation.gate import validate
+from pipelines.artifacts import layout, read_features
 
 
 def test_top_n_per_user_by_score_with_item_tiebreak():
@@ -37,7 +37,7 @@ def demo_features(tmp_path_factory):
     from pipelines.config import load_config
 
     cfg = load_config(environ={}, home=tmp_path_factory.mktemp("hyb") / "var")
-    cfg = dataclasses.replace(cfg, ranker_window_days=14, ranker_windows=2, ranker_candidates=20)
+    cfg = cfg.replace(ranker_window_days=14, ranker_windows=2, ranker_candidates=20)
     import_demo(cfg, seed=9, users=300, items=80, days=60, end_date="2024-06-30")
     validate(cfg, "2024-06-30", "r")
     build_features(cfg, "2024-06-30", "r")
@@ -46,14 +46,14 @@ def demo_features(tmp_path_factory):
 
 def test_the_evaluation_ranker_never_sees_the_evaluation_window(demo_features):
     cfg = demo_features
-    f = load_features(cfg, "2024-06-30")
-    daily = pq.read_table(cfg.features_dir("2024-06-30") / "daily.parquet").to_pandas()
+    f = read_features(cfg, "2024-06-30")
+    daily = pq.read_table(layout(cfg).features_dir("2024-06-30") / "daily.parquet").to_pandas()
     t3 = (pd.Timestamp("2024-06-30") - pd.Timestamp("1970-01-01")).days + 1
-    t2 = t3 - cfg.ranker_window_days
-    text, inactive = f["items"]["text"].to_numpy(), np.array([], dtype=np.int64)
+    t2 = t3 - cfg.hybrid.ranker_window_days
+    text, inactive = f.items["text"].to_numpy(), np.array([], dtype=np.int64)
 
     def eval_scores(d):
-        run = HybridRun(cfg, d, f["full"].shape, text, inactive)
+        run = HybridRun(cfg, d, f.full.shape, text, inactive)
         ranker = run.train(t2, new_only=False)
         c2, gens = run.at(t2)
         users = np.flatnonzero(np.diff(c2.x.indptr) > 0)

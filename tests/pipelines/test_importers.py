@@ -4,11 +4,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cli import main
-from pipelines.importers import ImportError_, import_events, import_online_retail
+from pipelines.services.importers import ImportError_, import_events, import_online_retail
+from pipelines.artifacts import layout
 
 
 def read_landed(cfg, dataset="events") -> pd.DataFrame:
-    files = sorted((cfg.landing / dataset).rglob("batch-*.parquet"))
+    files = sorted((layout(cfg).landing / dataset).rglob("batch-*.parquet"))
     return pd.concat([pq.read_table(f).to_pandas().assign(_part=f.parent.name) for f in files], ignore_index=True)
 
 
@@ -42,15 +43,15 @@ def test_import_events_maps_columns_and_converts_times_to_utc(cfg, csv_file):
 def test_reimporting_the_same_file_writes_nothing(cfg, csv_file):
     kw = dict(user_col="customer", item_col="sku", time_col="ts", event_type="view")
     import_events(cfg, csv_file, **kw)
-    before = sorted(p.stat().st_mtime_ns for p in cfg.landing.rglob("*.parquet"))
+    before = sorted(p.stat().st_mtime_ns for p in layout(cfg).landing.rglob("*.parquet"))
     assert import_events(cfg, csv_file, **kw).skipped
-    assert sorted(p.stat().st_mtime_ns for p in cfg.landing.rglob("*.parquet")) == before
+    assert sorted(p.stat().st_mtime_ns for p in layout(cfg).landing.rglob("*.parquet")) == before
 
 
 def test_wrong_column_fails_naming_it_and_writes_nothing(cfg, csv_file):
     with pytest.raises(ImportError_, match=r"'userid' \(for user_id\) not found.*'customer'"):
         import_events(cfg, csv_file, user_col="userid", item_col="sku", time_col="ts", event_type="view")
-    assert not cfg.landing.exists()
+    assert not layout(cfg).landing.exists()
 
 
 def test_cli_reports_wrong_column_with_exit_code_2(cfg, csv_file, capsys):
@@ -58,7 +59,7 @@ def test_cli_reports_wrong_column_with_exit_code_2(cfg, csv_file, capsys):
                "--item-col", "product", "--time-col", "ts", "--event-type", "view"])
     assert rc == 2
     assert "'product' (for item_id) not found" in capsys.readouterr().err
-    assert not cfg.landing.exists()
+    assert not layout(cfg).landing.exists()
 
 
 def test_online_retail_adapter(cfg, tmp_path):
@@ -86,7 +87,7 @@ def test_online_retail_adapter(cfg, tmp_path):
 
 def test_catalog_update_errors_name_file_column_rule_and_lines_and_write_nothing(tmp_path):
     from pipelines.config import load_config
-    from pipelines.importers import ImportError_, import_catalog, import_users
+    from pipelines.services.importers import ImportError_, import_catalog, import_users
 
     cfg = load_config(environ={}, home=tmp_path / "var")
     bad = tmp_path / "stock.csv"
@@ -105,7 +106,7 @@ def test_catalog_update_errors_name_file_column_rule_and_lines_and_write_nothing
     users.write_text("user_id,consent_email\nu1,sometimes\n")
     with pytest.raises(ImportError_, match="'consent_email': rule invalid_bool"):
         import_users(cfg, users)
-    assert not (cfg.landing / "items").exists() and not (cfg.landing / "users").exists()
+    assert not (layout(cfg).landing / "items").exists() and not (layout(cfg).landing / "users").exists()
 
 
 def test_a_partial_catalog_update_keeps_the_other_columns(tmp_path):
@@ -113,7 +114,7 @@ def test_a_partial_catalog_update_keeps_the_other_columns(tmp_path):
 
     from features.interactions import load_catalog
     from pipelines.config import load_config
-    from pipelines.importers import import_catalog
+    from pipelines.services.importers import import_catalog
 
     cfg = load_config(environ={}, home=tmp_path / "var")
     first = tmp_path / "cat.csv"
@@ -122,10 +123,10 @@ def test_a_partial_catalog_update_keeps_the_other_columns(tmp_path):
     second.write_text("item_id,in_stock\nB,false\n")
     import_catalog(cfg, first)
     import_catalog(cfg, second)
-    from pipelines.validate import ExpectationRunner, validate_reference
+    from pipelines.validation.gate import ExpectationRunner, validate_reference
 
     runner = ExpectationRunner(tmp_path / "docs", "r1", "2024-01-01", cfg)
     validate_reference(cfg, "items", runner)
-    cat = load_catalog(duckdb.connect(), cfg.validated).set_index("item_id")
+    cat = load_catalog(duckdb.connect(), layout(cfg).validated).set_index("item_id")
     assert cat.loc["B", "title"] == "Blue mug" and bool(cat.loc["B", "in_stock"]) is False
     assert bool(cat.loc["A", "in_stock"]) is True and cat.loc["A", "margin"] == 0.2

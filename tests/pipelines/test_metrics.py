@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from pipelines.metrics import ranking_metrics
+from pipelines.evaluation.metrics import ranking_metrics
 
 
 def truth_matrix(rows: list[list[int]], n_items: int = 10) -> sp.csr_matrix:
@@ -46,14 +46,14 @@ def test_users_without_truth_are_not_averaged():
 
 
 def test_novelty_by_hand():
-    from pipelines.metrics import novelty
+    from pipelines.evaluation.metrics import novelty
 
     share = np.array([0.5, 0.25, 0.125])
     assert novelty(np.array([[0, 1], [2, -1]]), share) == pytest.approx((1 + 2 + 3) / 3)
 
 
 def test_intra_list_diversity_by_hand():
-    from pipelines.metrics import intra_list_diversity
+    from pipelines.evaluation.metrics import intra_list_diversity
 
     vectors = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
     # list [0, 1]: cos 0 -> diversity 1; list [0, 2]: cos 1/sqrt(2) -> 1 - 0.7071;
@@ -63,7 +63,7 @@ def test_intra_list_diversity_by_hand():
 
 
 def test_segment_recall_by_hand():
-    from pipelines.metrics import segment_recall
+    from pipelines.evaluation.metrics import segment_recall
 
     recs = np.array([[1, 2, 3], [4, 5, 6]])
     truth = truth_matrix([[1, 7, 8], [9]])
@@ -76,7 +76,7 @@ def test_segment_recall_by_hand():
 
 
 def test_sample_users_is_a_fixed_uniform_subset():
-    from pipelines.metrics import sample_users
+    from pipelines.evaluation.metrics import sample_users
 
     users = np.arange(0, 50_000, 5)
     a, b = sample_users(users, 1_000, 7), sample_users(users, 1_000, 7)

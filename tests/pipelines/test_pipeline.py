@@ -7,9 +7,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from features.interactions import load_features
-from pipelines.importers import import_demo, land_frames
+from pipelines.services.importers import import_demo, land_frames
 from pipelines.run import run_all
+from pipelines.artifacts import layout, mlflow_uri, read_features
 
 DS = "2024-06-30"
 
@@ -29,7 +29,7 @@ def demo_run(tmp_path_factory):
 
 
 def warehouse(cfg, sql, *params):
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    con = duckdb.connect(str(layout(cfg).duckdb_path), read_only=True)
     try:
         return con.execute(sql, list(params)).df()
     finally:
@@ -38,7 +38,7 @@ def warehouse(cfg, sql, *params):
 
 def valid_events(cfg) -> pd.DataFrame:
     """Read from the validated files with pandas, independently of the features step."""
-    files = sorted((cfg.validated / "events").glob("event_date=*/part.parquet"))
+    files = sorted((layout(cfg).validated / "events").glob("event_date=*/part.parquet"))
     ev = pd.concat([pq.read_table(f).to_pandas() for f in files])
     return ev[ev["event_time"] < pd.Timestamp("2024-07-01", tz="UTC")]
 
@@ -65,7 +65,7 @@ def test_new_for_you_never_repeats_what_the_user_has_touched(demo_run):
     seen = valid_events(cfg)[["user_id", "item_id"]].drop_duplicates()
     # Interactions whose weights cancel out (bought then returned) are not "touched" any more.
     overlap = recs.merge(seen, on=["user_id", "item_id"])
-    full = load_features(cfg, DS)
+    full = read_features(cfg, DS)
     users = full["users"].set_index("user_id")["user_idx"]
     items = full["items"].set_index("item_id")["item_idx"]
     dense = full["full"].toarray()
@@ -75,7 +75,7 @@ def test_new_for_you_never_repeats_what_the_user_has_touched(demo_run):
 
 def test_search_results_are_what_the_candidates_report(demo_run):
     cfg, first = demo_run
-    summary = json.loads((cfg.eval_dir(DS) / "summary.json").read_text())
+    summary = json.loads((layout(cfg).eval_dir(DS) / "summary.json").read_text())
     assert summary["search"], "the default budget leaves room for trials on this small data"
     for name, params in summary["params"].items():
         best = max((t for t in summary["search"] if t["model"] == name), key=lambda t: t["ndcg"])
@@ -91,10 +91,10 @@ def test_similar_items_and_model_runs(demo_run):
     sim = warehouse(cfg, "SELECT * FROM similar_items WHERE ds = ?::DATE", DS)
     assert "i000000" not in set(sim["item_id"]) | set(sim["similar_item_id"])
     assert (sim["item_id"] != sim["similar_item_id"]).all()
-    assert sim.groupby("item_id")["rank"].max().max() == cfg.similar_items_n
+    assert sim.groupby("item_id")["rank"].max().max() == cfg.ranking.similar_items_n
     everything = warehouse(cfg, "SELECT * FROM model_runs WHERE ds = ?::DATE", DS)
     runs = everything[(everything["protocol"] == "holdout") & (everything["segment"] == "returning")]
-    assert set(runs["model"]) == set(cfg.candidates)
+    assert set(runs["model"]) == set(cfg.models.candidates)
     ranker = everything[everything["protocol"] == "ranker_window"]
     assert set(ranker["task"]) == {"all", "new"} and "hybrid" in set(ranker["model"])
     new_users = everything[everything["segment"] == "new"]
@@ -111,8 +111,8 @@ def test_mlflow_run_and_champion_alias(demo_run):
     cfg, first = demo_run
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=cfg.mlflow_uri, registry_uri=cfg.mlflow_uri)
-    mv = client.get_model_version_by_alias(cfg.registered_model, "champion")
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri(cfg), registry_uri=mlflow_uri(cfg))
+    mv = client.get_model_version_by_alias(cfg.gate.registered_model, "champion")
     assert str(mv.version) == first["select"]["model_version"]
     assert mv.tags["ds"] == DS and mv.tags["model"] == first["select"]["champion"]
     run = client.get_run(first["select"]["mlflow_run_id"])
@@ -130,13 +130,13 @@ def test_mlflow_run_and_champion_alias(demo_run):
     # One parent run per night, a nested run per candidate and one for the hybrid.
     children = client.search_runs([run.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
-    assert sorted(c.data.tags["candidate"] for c in children) == sorted([*cfg.candidates, "hybrid"])
+    assert sorted(c.data.tags["candidate"] for c in children) == sorted([*cfg.models.candidates, "hybrid"])
     assert run.data.tags["gate_decision"] == "promote" and "first champion" in run.data.tags["gate_reason"]
     # The registered model loads through MLflow and recommends like the published table.
-    model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}@champion")
+    model = mlflow.pyfunc.load_model(f"models:/{cfg.gate.registered_model}@champion")
     users = warehouse(cfg, "SELECT DISTINCT user_id FROM user_recommendations ORDER BY 1 LIMIT 3")["user_id"]
     pred = model.predict(pd.DataFrame({"user_id": users}))
-    assert len(pred) == 3 * cfg.top_n
+    assert len(pred) == 3 * cfg.ranking.top_n
 
 
 def test_rerun_replaces_the_ds_with_the_same_counts(demo_run):
@@ -153,34 +153,32 @@ def test_rerun_replaces_the_ds_with_the_same_counts(demo_run):
 
 def test_gate_keeps_the_alias_when_the_challenger_is_not_better_enough(demo_run):
     cfg, _ = demo_run
-    import dataclasses
 
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=cfg.mlflow_uri, registry_uri=cfg.mlflow_uri)
-    before = client.get_model_version_by_alias(cfg.registered_model, "champion")
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri(cfg), registry_uri=mlflow_uri(cfg))
+    before = client.get_model_version_by_alias(cfg.gate.registered_model, "champion")
     # Pretend the champion is the popularity model and ask for an impossible 1000% gain.
-    client.set_model_version_tag(cfg.registered_model, before.version, "model", "popularity")
-    strict = dataclasses.replace(cfg, gate_margin=10.0)
+    client.set_model_version_tag(cfg.gate.registered_model, before.version, "model", "popularity")
+    strict = cfg.replace(gate_margin=10.0)
     out = run_all(strict, DS, "run-3")["select"]
     assert out["promoted"] is False and "does not beat" in out["reason"]
-    after = client.get_model_version_by_alias(cfg.registered_model, "champion")
+    after = client.get_model_version_by_alias(cfg.gate.registered_model, "champion")
     assert after.version == before.version  # the alias did not move
-    assert client.get_model_version_by_alias(cfg.registered_model, "challenger").version == int(out["model_version"])
+    assert client.get_model_version_by_alias(cfg.gate.registered_model, "challenger").version == int(out["model_version"])
     assert out["champion"] == "popularity"  # tonight's lists come from the champion's model type
     run = client.get_run(out["mlflow_run_id"])
     assert run.data.tags["gate_decision"] == "keep"
 
 
 def test_three_user_shards_publish_exactly_the_single_shard_lists(demo_run):
-    import dataclasses
 
-    from pipelines.publish import shard_of
+    from pipelines.infra.hashing import shard_of
     from pipelines.run import run_step
 
     cfg, _ = demo_run
     before = warehouse(cfg, "SELECT * FROM user_recommendations WHERE ds = ?::DATE", DS)
-    sharded = dataclasses.replace(cfg, publish_shards=3)
+    sharded = cfg.replace(publish_shards=3)
     run_id = before["run_id"].iloc[0]  # the same run, its lists recomputed in three shards
     out = run_step("score", sharded, DS, run_id)
     assert out["shards"] == 3 and out["rows"] == len(before)

@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 
-from pipelines.report import popularity_bias
+from pipelines.evaluation.report import popularity_bias
 
 
 def test_popularity_bias_shares_per_decile():

@@ -1,5 +1,4 @@
 """The rules layer on lists small enough to work out by hand."""
-import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -7,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 
 from pipelines.config import load_config
-from pipelines.rules import Rules, RulesError, item_flags, load_rules, rerank_personal
+from pipelines.ranking.rules import Rules, RulesError, item_flags, load_rules, rerank_personal
 
 
 def rules(**kw) -> Rules:
@@ -71,14 +70,14 @@ def test_rules_file_overrides_and_errors(tmp_path):
     assert load_rules(cfg).min_items == 20  # the built-in defaults
     f = tmp_path / "rules.yaml"
     f.write_text("boosts:\n  promotion_weight: 0.3\nmin_items: 5\n")
-    r = load_rules(dataclasses.replace(cfg, rules_file=str(f)))
+    r = load_rules(cfg.replace(rules_file=str(f)))
     assert (r.promotion_weight, r.margin_weight, r.min_items) == (0.3, 0.1, 5)
     f.write_text("boosts:\n  promotion_weight: 2\n")
     with pytest.raises(RulesError, match="promotion_weight must be within"):
-        load_rules(dataclasses.replace(cfg, rules_file=str(f)))
+        load_rules(cfg.replace(rules_file=str(f)))
     f.write_text("diversity:\n  max_per_brand: 2\n")
     with pytest.raises(RulesError, match="unknown rule diversity.'max_per_brand'"):
-        load_rules(dataclasses.replace(cfg, rules_file=str(f)))
+        load_rules(cfg.replace(rules_file=str(f)))
 
 
 @pytest.mark.parametrize("seed,kw", [

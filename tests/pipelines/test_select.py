@@ -1,17 +1,16 @@
 """The champion/challenger gate, case by case."""
-import dataclasses
 
 import pytest
 
 from pipelines.config import load_config
-from pipelines.select import gate
+from pipelines.evaluation.gate import gate
 
 
 def m(ndcg, cov=0.3):
     return {"ndcg_at_10": ndcg, "coverage_at_10": cov}
 
 
-CFG = dataclasses.replace(load_config(environ={}), gate_margin=0.05, gate_coverage_tolerance=0.10)
+CFG = load_config(environ={}).replace(gate_margin=0.05, gate_coverage_tolerance=0.10)
 METRICS = {"popularity": m(0.10, 0.01), "buy_again": m(0.30), "als": m(0.28), "ease": m(0.33, 0.30), "bpr": m(0.36, 0.20)}
 
 

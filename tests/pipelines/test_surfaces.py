@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cli import main
-from pipelines.importers import import_demo
+from pipelines.services.importers import import_demo
 from pipelines.run import run_all
+from pipelines.artifacts import layout
 
 DS = "2024-06-30"
 SURFACE_TABLES = ("frequently_bought_together", "complete_the_look", "cart_cross_sell", "trending", "best_sellers",
@@ -34,7 +35,7 @@ def run(tmp_path_factory):
 
 
 def q(cfg, sql, *params) -> pd.DataFrame:
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    con = duckdb.connect(str(layout(cfg).duckdb_path), read_only=True)
     try:
         return con.execute(sql, list(params)).df()
     finally:
@@ -42,16 +43,16 @@ def q(cfg, sql, *params) -> pd.DataFrame:
 
 
 def purchases(cfg) -> pd.DataFrame:
-    files = sorted((cfg.validated / "events").glob("event_date=*/part.parquet"))
+    files = sorted((layout(cfg).validated / "events").glob("event_date=*/part.parquet"))
     ev = pd.concat([pq.read_table(f).to_pandas() for f in files])
     ev = ev[(ev["event_type"] == "purchase") & (ev["event_time"] < pd.Timestamp("2024-07-01", tz="UTC"))]
     return ev
 
 
 def catalog(cfg) -> pd.DataFrame:
-    from features.interactions import load_features
+    from features.interactions import read_features
 
-    return load_features(cfg, DS)["items"]
+    return read_features(cfg, DS).items
 
 
 def test_every_table_has_rows_and_no_unavailable_item(run):
@@ -98,7 +99,7 @@ def test_lift_support_confidence_by_hand_and_symmetry(run):
 
 
 def test_personal_lists_obey_the_rules(run):
-    from pipelines.rules import item_flags, load_rules
+    from pipelines.ranking.rules import item_flags, load_rules
 
     recs = q(run, "SELECT * FROM user_recommendations WHERE ds = ?::DATE", DS)
     items = catalog(run)
@@ -165,7 +166,7 @@ def test_best_sellers_and_trending_by_hand(run):
 
 
 def test_cart_recs_and_rerank_answer_from_the_tables(run, capsys):
-    from pipelines.serving import cart_recs, rerank
+    from pipelines.services.serving import cart_recs, rerank
 
     pairs = q(run, "SELECT * FROM latest_cart_cross_sell")
     a, b = pairs["item_id"].value_counts().index[:2]

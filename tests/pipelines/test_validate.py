@@ -1,5 +1,4 @@
 """Validation gate: row rules and quarantine, accounting, Great Expectations, Data Docs."""
-import dataclasses
 import json
 
 import duckdb
@@ -7,10 +6,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from features.interactions import build_features, load_features
-from pipelines.importers import land_frames
-from pipelines.validate import ValidationError, row_rule_masks, run_expectations, validate
+from features.interactions import build_features
+from pipelines.services.importers import land_frames
+from pipelines.validation.gate import ValidationError, row_rule_masks, run_expectations, validate
 from tests.conftest import events_frame
+from pipelines.artifacts import layout, read_features
 
 HOSTILE = "x'; DROP TABLE users; --\"semi;colon"
 
@@ -32,7 +32,7 @@ def dirty_events():
 
 @pytest.fixture
 def lenient(cfg):
-    return dataclasses.replace(cfg, max_quarantine_share=1.0)
+    return cfg.replace(max_quarantine_share=1.0)
 
 
 def test_quarantine_names_rules_and_accounting_holds(lenient):
@@ -40,13 +40,13 @@ def test_quarantine_names_rules_and_accounting_holds(lenient):
     land_frames(cfg, "b1", dirty_events(), None, None)
     out = validate(cfg, "2024-03-01", "r1")
     assert (out["rows_in"], out["rows_valid"], out["rows_quarantined"]) == (10, 2, 8)
-    q = pq.read_table(cfg.quarantine / "events" / "event_date=2024-03-01" / "part.parquet").to_pandas()
+    q = pq.read_table(layout(cfg).quarantine / "events" / "event_date=2024-03-01" / "part.parquet").to_pandas()
     assert sorted(q["rule"]) == sorted([
         "duplicate_event", "null_user_id", "null_item_id", "unknown_event_type", "quantity_out_of_range",
         "negative_price", "null_user_id;negative_price", "id_too_long"])
-    v = pq.read_table(cfg.validated / "events" / "event_date=2024-03-01" / "part.parquet").to_pandas()
+    v = pq.read_table(layout(cfg).validated / "events" / "event_date=2024-03-01" / "part.parquet").to_pandas()
     assert sorted(v["user_id"]) == sorted(["u1", HOSTILE])
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    con = duckdb.connect(str(layout(cfg).duckdb_path), read_only=True)
     run = con.execute("SELECT rows_in, rows_valid, rows_quarantined, success, rule_counts FROM validation_runs "
                       "WHERE dataset = 'events'").fetchall()
     stored = con.execute("SELECT user_id, rule FROM quarantined_events ORDER BY rule").fetchall()
@@ -56,7 +56,7 @@ def test_quarantine_names_rules_and_accounting_holds(lenient):
     assert len(stored) == 8 and (None, "null_user_id;negative_price") in stored
     # Hostile ids travel through DuckDB as data.
     build_features(cfg, "2024-03-01", "r1")
-    assert HOSTILE in load_features(cfg, "2024-03-01")["users"]["user_id"].tolist()
+    assert HOSTILE in read_features(cfg, "2024-03-01").users["user_id"].tolist()
 
 
 def test_revalidating_a_partition_replaces_its_quarantined_rows(lenient):
@@ -66,7 +66,7 @@ def test_revalidating_a_partition_replaces_its_quarantined_rows(lenient):
     land_frames(cfg, "b2", dirty_events().head(2).assign(order_id="o9"), None, None)  # one more duplicate
     out = validate(cfg, "2024-03-01", "r2")
     assert out["partitions_validated"] == 1 and out["rows_in"] == 12
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    con = duckdb.connect(str(layout(cfg).duckdb_path), read_only=True)
     assert con.execute("SELECT count(*), count(DISTINCT run_id) FROM quarantined_events").fetchall() == [(9, 1)]
     con.close()
 
@@ -87,8 +87,8 @@ def test_share_limit_fails_naming_file_column_rule_counts_and_examples(cfg):
     assert "rule quarantine_share" in msg and "limit of 10%" in msg
     assert "event_date=2024-03-01/batch-b1.parquet" in msg
     assert "negative_price (column price): 2 rows" in msg and "'price': -4.0" in msg
-    assert not (cfg.validated / "events").exists()  # nothing goes on from a failed run
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    assert not (layout(cfg).validated / "events").exists()  # nothing goes on from a failed run
+    con = duckdb.connect(str(layout(cfg).duckdb_path), read_only=True)
     assert con.execute("SELECT success, message LIKE '%quarantine_share%' FROM validation_runs "
                        "WHERE dataset = 'events'").fetchall() == [(False, True)]
     con.close()
@@ -152,7 +152,7 @@ def test_volume_and_freshness_warn_by_default_and_fail_when_configured(cfg):
     assert any("rule volume_anomaly: 1 events on 2024-03-09 against a trailing 7-day median of 20" in w
                for w in out["warnings"])
     assert any("rule stale_feed" in w for w in validate(cfg, "2024-03-10", "r2")["warnings"])
-    strict = dataclasses.replace(cfg, volume_rule="fail", freshness_rule="fail")
+    strict = cfg.replace(volume_rule="fail", freshness_rule="fail")
     with pytest.raises(ValidationError, match="rule stale_feed: no events landed for ds=2024-03-10"):
         validate(strict, "2024-03-10", "r3")
     # A new feed has no trailing median: days 1..7 have no seven days before them.

@@ -24,16 +24,23 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-
-from features.interactions import load_features
-from models import load_model
 import scipy.sparse as sp
 
+from models import load_model
 from models.base import NO_ITEM, topk
+from models.registry import items_for_fit, make_model
 from models.rows import RowSet, compact, first_occurrence
 from pipelines import constants as C
-from pipelines import storage
+from pipelines.artifacts import Features, layout
 from pipelines.config import Config
+from pipelines.hybrid.choice import hybrid_choice
+from pipelines.infra.hashing import (
+    combine_key_hashes,
+    key_hashes,
+    recommendation_id_array,
+)
+from pipelines.ranking.rules import Lists, item_flags, load_rules, rerank_lists
+from pipelines.ranking.surface_tables import load_surface
 
 log = logging.getLogger(__name__)
 
@@ -83,21 +90,6 @@ def _merge_rows(lists: list[tuple[np.ndarray, np.ndarray]], n: int, rows: int
     return out_ids, out_src, out_scores
 
 
-def hybrid_choice(cfg: Config, ds: str) -> dict[str, bool]:
-    """Per task, whether the hybrid beat every single generator on its holdout by hybrid_min_gain."""
-    path = cfg.eval_dir(ds) / "hybrid_summary.json"
-    if not path.exists():
-        return {"all": False, "new": False}
-    ndcg = storage.read_json(path)["ndcg"]
-    out = {}
-    from pipelines.hybrid import hybrid_wins
-
-    for task, by_model in ndcg.items():
-        best_single = max(v for k, v in by_model.items() if k != "hybrid")
-        out[task] = hybrid_wins(by_model, cfg.hybrid_min_gain)
-        log.info("publish ds=%s: %s lists from %s (hybrid ndcg %.4f, best single %.4f)", ds, task,
-                 "the hybrid" if out[task] else "the champion", by_model.get("hybrid", 0.0), best_single)
-    return out
 
 
 def country_tops(users: pd.DataFrame, full, k: int, inactive: np.ndarray
@@ -169,7 +161,7 @@ def content_lists(profiles: sp.csr_matrix, item_vectors: sp.csr_matrix, cand: np
 def new_items(cfg: Config, ds: str, items: pd.DataFrame) -> np.ndarray:
     """Active items first seen within ``new_item_days`` up to ds, or never seen in any event."""
     first = pd.to_datetime(items["first_seen"]) if "first_seen" in items else pd.Series(pd.NaT, index=items.index)
-    since = pd.Timestamp(ds) - pd.Timedelta(days=cfg.new_item_days - 1)
+    since = pd.Timestamp(ds) - pd.Timedelta(days=cfg.ranking.new_item_days - 1)
     fresh = (first.isna() | (first >= since)).to_numpy(bool)
     return np.flatnonzero(fresh & items["active"].to_numpy(dtype=bool))
 
@@ -190,65 +182,30 @@ def fresh_pool(items: pd.DataFrame, fresh: np.ndarray, limit: int) -> np.ndarray
 
 
 def hybrid_lists(cfg: Config, ds: str, surface: str, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-    recs = pd.read_parquet(cfg.models_dir(ds) / "hybrid" / "recommendations.parquet")
+    recs = pd.read_parquet(layout(cfg).models_dir(ds) / "hybrid" / "recommendations.parquet")
     recs = recs[recs["surface"] == surface]
-    ids = np.full((n_users, cfg.top_n), NO_ITEM, dtype=np.int64)
-    scores = np.full((n_users, cfg.top_n), np.nan, dtype=np.float32)
+    ids = np.full((n_users, cfg.ranking.top_n), NO_ITEM, dtype=np.int64)
+    scores = np.full((n_users, cfg.ranking.top_n), np.nan, dtype=np.float32)
     ids[recs["user_idx"], recs["rank"] - 1] = recs["item_idx"]
     scores[recs["user_idx"], recs["rank"] - 1] = recs["score"]
     return ids, scores
 
 
-def recommendation_ids(ds: str, keys: pd.DataFrame) -> np.ndarray:
-    """A stable id per published recommendation (ds + a 64-bit hash of surface, user, rank and item),
-    carried by every table and export so outcome events can be attributed (docs/ab-testing.md)."""
-    return recommendation_id_array(ds, keys).to_numpy(zero_copy_only=False).astype(object)
 
 
-RECO_HASH_KEY = "recsys-reco-0001"
 
 
-def key_hashes(values) -> np.ndarray:
-    """The 64-bit hash of each value's text, as ``recommendation_id_array`` uses it per key column:
-    hash a column's distinct values once and gather (a user's id hashes the same in every row)."""
-    return pd.util.hash_array(np.asarray([str(v) for v in values], dtype=object), hash_key=RECO_HASH_KEY)
 
 
-def combine_key_hashes(columns: list[np.ndarray]) -> np.ndarray:
-    """The row hash of the key columns' value hashes, exactly as pandas' ``hash_pandas_object``
-    combines a DataFrame's column hashes (pinned by a test against it)."""
-    mult = np.uint64(1000003)
-    out = np.zeros(len(columns[0]), np.uint64) + np.uint64(0x345678)
-    for i, a in enumerate(columns):
-        inverse_i = len(columns) - i
-        out ^= a
-        out *= mult
-        mult += np.uint64(82520 + inverse_i + inverse_i)
-    return out + np.uint64(97531)
 
 
-def recommendation_id_array(ds: str, keys: pd.DataFrame | None = None, hashes: np.ndarray | None = None) -> pa.Array:
-    """``recommendation_ids`` as an Arrow string array: "<yyyymmdd>-<16 hex digits>", the hex digits
-    written with a lookup table over the hash's bytes (no per-row string formatting). ``keys``:
-    surface, user id, rank, item id columns in that order; or ``hashes``, the row hashes already
-    combined from per-value hashes (``combine_key_hashes``)."""
-    h = pd.util.hash_pandas_object(keys.astype(str), index=False, hash_key=RECO_HASH_KEY).to_numpy() \
-        if hashes is None else hashes
-    prefix = np.frombuffer((ds.replace("-", "") + "-").encode(), np.uint8)
-    raw = h.astype(">u8").view(np.uint8).reshape(-1, 8)
-    digits = np.frombuffer(b"0123456789abcdef", np.uint8)
-    out = np.empty((len(h), len(prefix) + 16), np.uint8)
-    out[:, :len(prefix)] = prefix
-    out[:, len(prefix)::2] = digits[raw >> 4]
-    out[:, len(prefix) + 1::2] = digits[raw & 15]
-    return pa.array(out.reshape(-1).view(f"S{out.shape[1]}")).cast(pa.string())
 
 
 def purchase_matrix(cfg: Config, ds: str, shape: tuple[int, int]) -> sp.csr_matrix:
     """Users x items: distinct days with a purchase, up to ds (from the features step's daily table)."""
     import pyarrow.parquet as pq
 
-    d = pq.read_table(cfg.features_dir(ds) / "daily.parquet", columns=["user_idx", "item_idx", "purchases"]).to_pandas()
+    d = pq.read_table(layout(cfg).features_dir(ds) / "daily.parquet", columns=["user_idx", "item_idx", "purchases"]).to_pandas()
     d = d[d["purchases"] > 0]
     m = sp.csr_matrix((np.ones(len(d), np.float32), (d["user_idx"], d["item_idx"])), shape=shape)
     m.sum_duplicates()
@@ -261,26 +218,23 @@ USER_RECS_SCHEMA = pa.schema([
     ("model", pa.string()), ("reason", pa.string()), ("experiment_id", pa.string()), ("variant", pa.string())])
 
 
-def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: dict, selected: dict,
+def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: Features, selected: dict,
                                experiments: list | None = None, users: np.ndarray | None = None):
     """``for_you``, ``new_for_you`` and ``buy_again`` for every user (or the user indices ``users``:
     one shard), through the rules layer, as one Arrow table per chunk of ``score_chunk_users``
     users (memory stays bounded whatever the shard size). ``selected``: the select step's decision
     (selected.json). A user's rows do not depend on which other users are in the call, so chunks and
     shards concatenate to exactly the single-call table."""
-    from pipelines.rules import Lists, item_flags, load_rules, rerank_lists
-    from pipelines.surfaces import load_surface
-    from pipelines.train import items_for_fit, make_model
 
     rules = load_rules(cfg)
     champion_name = selected["champion"]
-    full, items, users_df = f["full"], f["items"], f["users"]
+    full, items, users_df = f.full, f.items, f.users
     flags = item_flags(items, rules)
     unavailable = np.flatnonzero(~flags["available"].to_numpy())
-    champion = load_model(cfg.models_dir(ds) / "champion")
-    popularity = load_model(cfg.models_dir(ds) / "popularity")
-    content = load_model(cfg.models_dir(ds) / "content")
-    n_users, n = full.shape[0], cfg.top_n
+    champion = load_model(layout(cfg).models_dir(ds) / "champion")
+    popularity = load_model(layout(cfg).models_dir(ds) / "popularity")
+    content = load_model(layout(cfg).models_dir(ds) / "content")
+    n_users, n = full.shape[0], cfg.ranking.top_n
     width = 2 * n  # candidates per user before the rules drop and re-order some
     users = np.arange(n_users) if users is None else np.asarray(users, dtype=np.int64)
     empty_history = np.diff(full.indptr) == 0
@@ -312,8 +266,8 @@ def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: dict, selec
         return out
 
     fresh_items = new_items(cfg, ds, items)
-    fresh_items = fresh_pool(items, fresh_items[flags["available"].to_numpy()[fresh_items]], cfg.new_item_pool)
-    slots = min(cfg.new_item_slots, n) if len(fresh_items) else 0
+    fresh_items = fresh_pool(items, fresh_items[flags["available"].to_numpy()[fresh_items]], cfg.ranking.new_item_pool)
+    slots = min(cfg.ranking.new_item_slots, n) if len(fresh_items) else 0
     best = load_surface(cfg, ds, "best_sellers")
     best = best.assign(item_idx=best["item_id"].map(item_index)).dropna(subset=["item_idx"])
     best["item_idx"] = best["item_idx"].astype(np.int64)
@@ -328,7 +282,7 @@ def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: dict, selec
     # One set of lists per kind an active experiment needs ("current" always): docs/ab-testing.md.
     experiments = experiments or []
     kinds = ["current"] + sorted({v.lists for exp, _ in experiments for v in exp.variants} - {"current", "none"})
-    chall_dir = cfg.models_dir(ds) / "challenger"
+    chall_dir = layout(cfg).models_dir(ds) / "challenger"
     sources = {"current": (champion, champion_name, True), "champion": (champion, champion_name, False),
                "challenger": (load_model(chall_dir) if (chall_dir / "params.json").exists() else champion,
                               selected.get("challenger", champion_name), False),
@@ -379,7 +333,7 @@ def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: dict, selec
                               np.full((m, len(overall_n)), code_of["popularity"], np.int16)])
         fresh_ids = np.full((m, 0), NO_ITEM, np.int64)
         if slots:
-            fresh_ids, _ = content_lists(prof, vectors, fresh_items, slots, full[users], cfg.score_block_users)
+            fresh_ids, _ = content_lists(prof, vectors, fresh_items, slots, full[users], cfg.scale.score_block_users)
         per_kind = {}
         for kind in kinds:
             model, model_name, allow_hybrid = sources[kind]
@@ -402,7 +356,7 @@ def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: dict, selec
                 st = stated[users]
                 if st.any() and model is not None:
                     interest_ids[st], interest_scores[st] = content_lists(
-                        prof[np.flatnonzero(st)], vectors, available_items, width, None, cfg.score_block_users)
+                        prof[np.flatnonzero(st)], vectors, available_items, width, None, cfg.scale.score_block_users)
                 lists = [(champ_ids, champ_scores), (interest_ids, interest_scores), (country_ids, country_scores),
                          (pop_ids, pop_scores)]
                 list_names = [model_name, "content_interests", "popular_in_country", "popularity"]
@@ -494,7 +448,7 @@ def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: dict, selec
             "variant": pa.array(out["variant"].to_numpy(object), pa.string(), from_pandas=True)},
             schema=USER_RECS_SCHEMA)
 
-    step = max(1, cfg.score_chunk_users)
+    step = max(1, cfg.scale.score_chunk_users)
     t0 = time.perf_counter()
     for start in range(0, max(len(users), 1), step):
         yield to_table(chunk(users[start:start + step]))
@@ -504,233 +458,32 @@ def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: dict, selec
                      done / max(time.perf_counter() - t0, 1e-9))
 
 
-def user_recommendations(cfg: Config, ds: str, run_id: str, f: dict, selected: dict,
+def user_recommendations(cfg: Config, ds: str, run_id: str, f: Features, selected: dict,
                          experiments: list | None = None, users: np.ndarray | None = None) -> pa.Table:
     """All of ``user_recommendation_tables`` as one table (tests, and publish without staged shards)."""
     return pa.concat_tables(list(user_recommendation_tables(cfg, ds, run_id, f, selected, experiments, users)))
 
 
-def similar_items(cfg: Config, ds: str, run_id: str, f: dict, available: np.ndarray) -> pa.Table:
-    """Product page "similar items": content (TF-IDF) and collaborative (item-kNN co-interaction)
-    cosines blended, ``similar_content_weight`` x content + (1 - it) x item-kNN, over the union of
-    both models' top 2n neighbours; available items only."""
-    items = f["items"]
-    anchors = np.flatnonzero(available)
-    unavailable = np.flatnonzero(~available)
-    n = cfg.similar_items_n
-    w = cfg.similar_content_weight
-    parts = []
-    for name, weight in (("content", w), ("itemknn", 1.0 - w)):
-        model = load_model(cfg.models_dir(ds) / name)
-        ids, scores = model.similar_items(anchors, 2 * n, filter_items=unavailable)
-        keep = ids.ravel() >= 0
-        parts.append(pd.DataFrame({"a": np.repeat(anchors, ids.shape[1])[keep], "b": ids.ravel()[keep],
-                                   name: scores.ravel()[keep].astype(np.float64)}))
-    both = parts[0].merge(parts[1], on=["a", "b"], how="outer").fillna({"content": 0.0, "itemknn": 0.0})
-    both["score"] = w * both["content"] + (1.0 - w) * both["itemknn"]
-    both = both[both["score"] > 0].sort_values(["a", "score", "b"], ascending=[True, False, True])
-    both["rank"] = both.groupby("a").cumcount() + 1
-    both = both[both["rank"] <= n]
-    item_ids = items["item_id"].to_numpy()
-    model = np.where((both["content"] > 0) & (both["itemknn"] > 0), "content+itemknn",
-                     np.where(both["content"] > 0, "content", "itemknn"))
-    table = pd.DataFrame({
-        "ds": date.fromisoformat(ds), "run_id": run_id,
-        "item_id": item_ids[both["a"].to_numpy()], "rank": both["rank"].to_numpy(np.int32),
-        "similar_item_id": item_ids[both["b"].to_numpy()], "score": both["score"].to_numpy(np.float32),
-        "content_score": both["content"].to_numpy(np.float32), "itemknn_score": both["itemknn"].to_numpy(np.float32),
-        "model": model})
-    return pa.Table.from_pandas(table, preserve_index=False)
 
 
-def email_rows(ds: str, df: pd.DataFrame, ok_items: set) -> pd.DataFrame:
-    """The email list with items no longer available taken out of each customer's lists (items,
-    reasons and scores together) and a recommendation id per item."""
-    if df.empty:
-        return df.assign(recommendation_ids=[[] for _ in range(len(df))])
-    long = df[["user_id", "recommended_items", "reasons", "scores"]].explode(["recommended_items", "reasons", "scores"])
-    long = long[long["recommended_items"].isin(ok_items)]
-    long["rank"] = long.groupby("user_id").cumcount() + 1
-    long["recommendation_ids"] = recommendation_ids(
-        ds, long.assign(surface="post_purchase_email")[["surface", "user_id", "rank", "recommended_items"]])
-    lists = long.groupby("user_id", sort=False).agg(
-        recommended_items=("recommended_items", list), reasons=("reasons", list),
-        scores=("scores", lambda v: [float(x) for x in v]), recommendation_ids=("recommendation_ids", list))
-    out = df[["user_id", "purchased_items"]].merge(lists, left_on="user_id", right_index=True, how="inner")
-    return out.reset_index(drop=True)
 
 
-def surface_tables(cfg: Config, ds: str, run_id: str, f: dict, available: np.ndarray) -> dict[str, pa.Table]:
-    """The surfaces step's tables, stamped with ds and run_id; unavailable items filtered out (the
-    catalog may have changed since the surfaces step ran, e.g. a rerun of publish after import-catalog)."""
-    from pipelines.surfaces import load_surface
-
-    ok_items = set(f["items"]["item_id"].to_numpy()[available])
-    item_cols = {"frequently_bought_together": ("item_id", "other_item_id"),
-                 "complete_the_look": ("item_id", "other_item_id"),
-                 "cart_cross_sell": ("item_id", "add_item_id"),
-                 "trending": ("item_id",), "best_sellers": ("item_id",)}
-    out = {}
-    for name in ("frequently_bought_together", "complete_the_look", "cart_cross_sell", "trending", "best_sellers",
-                 "post_purchase_email", "user_category_affinity"):
-        df = load_surface(cfg, ds, name)
-        for col in item_cols.get(name, ()):
-            df = df[df[col].isin(ok_items)]
-        if name == "post_purchase_email":
-            df = email_rows(ds, df, ok_items)
-        if "rank" in df and name in item_cols:
-            key = "country" if name in ("trending", "best_sellers") else "item_id"
-            df = df.assign(rank=(df.groupby(key).cumcount() + 1).astype(np.int32))
-        df.insert(0, "run_id", run_id)
-        df.insert(0, "ds", date.fromisoformat(ds))
-        out[name] = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
-    return out
 
 
-def model_runs(cfg: Config, ds: str, run_id: str) -> pa.Table:
-    m = pd.read_parquet(cfg.eval_dir(ds) / "metrics.parquet")
-    m.insert(0, "run_id", run_id)
-    m.insert(0, "ds", date.fromisoformat(ds))
-    if "segment" not in m:
-        m["segment"] = "returning"
-    m["task"], m["protocol"] = "all", "holdout"
-    hybrid_path = cfg.eval_dir(ds) / "hybrid_metrics.parquet"
-    if hybrid_path.exists():
-        # The rank step's own protocol (window of ranker_window_days): hybrid vs its generators.
-        h = pd.read_parquet(hybrid_path)
-        h = h.assign(ds=date.fromisoformat(ds), run_id=run_id, segment="returning", protocol="ranker_window")
-        m = pd.concat([m, h], ignore_index=True)
-    cols = ["ds", "run_id", "protocol", "model", "segment", "task", "metric", "value"]
-    return pa.Table.from_pandas(m[cols], preserve_index=False)
 
 
-# ---------------------------------------------------------------- user shards (scale-out)
-def shard_of(user_ids, n_shards: int) -> np.ndarray:
-    """Shard index per user: the sha256 bucket of the user id (pipelines.ab.bucket), so a user stays
-    in one shard for a given shard count, on every machine."""
-    from pipelines.ab import bucket
-
-    return np.minimum((bucket("recsys-shard", user_ids) * n_shards).astype(np.int64), n_shards - 1)
 
 
-def shard_path(cfg: Config, ds: str, shard: int, n_shards: int):
-    return cfg.models_dir(ds) / "shards" / f"user_recommendations-{shard:03d}-of-{n_shards:03d}.parquet"
 
 
-def score_shard(cfg: Config, ds: str, run_id: str, shard: int) -> dict:
-    """The ``score`` task of one shard: the personal lists of the users of that shard, staged as
-    Parquet for the publish step (which makes every shard visible in one transaction)."""
-    n = cfg.publish_shards
-    if not 0 <= shard < n:
-        raise ValueError(f"shard {shard} out of range for publish_shards={n}")
-    from pipelines.ab import active_assignments
-
-    selected = storage.read_json(cfg.models_dir(ds) / "selected.json")
-    f = load_features(cfg, ds)
-    user_ids = f["users"]["user_id"].to_numpy()
-    users = np.flatnonzero(shard_of(user_ids, n) == shard)
-    experiments = active_assignments(cfg, ds, user_ids)
-    tables = user_recommendation_tables(cfg, ds, run_id, f, selected, experiments, users)
-    path, rows = storage.atomic_write_parquet_batches(tables, USER_RECS_SCHEMA, shard_path(cfg, ds, shard, n))
-    log.info("score ds=%s shard %d/%d: %d users, %d rows", ds, shard + 1, n, len(users), rows)
-    return {"ds": ds, "shard": shard, "shards": n, "users": int(len(users)), "rows": rows, "path": str(path)}
 
 
-def score(cfg: Config, ds: str, run_id: str, shard: int | None = None) -> dict:
-    """In-process: every shard in turn (Airflow maps one task per shard instead)."""
-    if shard is not None:
-        return score_shard(cfg, ds, run_id, shard)
-    parts = [score_shard(cfg, ds, run_id, k) for k in range(cfg.publish_shards)]
-    return {"ds": ds, "shards": len(parts), "rows": sum(p["rows"] for p in parts)}
 
 
 USER_RECS_ORDER = "surface, user_id, rank"
 
 
-def staged_user_recommendations(cfg: Config, ds: str, run_id: str) -> list | None:
-    """The score step's shard files of this run (publish streams them into the warehouse); None when
-    any is missing or belongs to another run (publish then computes the lists itself)."""
-    import duckdb
-
-    n = cfg.publish_shards
-    paths = [shard_path(cfg, ds, k, n) for k in range(n)]
-    if not all(p.exists() for p in paths):
-        return None
-    files = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
-    other = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet({files}) WHERE run_id <> ?", [run_id]).fetchall()[0][0]
-    if other:
-        log.warning("publish ds=%s: staged shards belong to another run; computing the lists here", ds)
-        return None
-    return paths
 
 
-def publish_serving_copy(cfg: Config, ds: str, run_id: str, tables: dict[str, pa.Table]) -> str:
-    """The PostgreSQL copy (pipelines/serving_pg.py) when ``serving_url`` is set, for the newest ds
-    only: a rerun or backfill of an older date leaves the copy on the newest one."""
-    if not cfg.serving_url:
-        return "off"
-    con = storage.connect_warehouse(cfg.duckdb_path, read_only=True)
-    try:
-        newest = str(con.execute(f'SELECT max(ds) FROM "{C.T_USER_RECS}"').fetchall()[0][0])
-    finally:
-        con.close()
-    if newest != ds:
-        log.info("publish ds=%s: serving copy left on the newest ds %s", ds, newest)
-        return f"kept {newest}"
-    from pipelines.serving_pg import publish_postgres
-
-    publish_postgres(cfg.serving_url, ds, run_id, tables)
-    return "published"
 
 
-def publish(cfg: Config, ds: str, run_id: str) -> dict:
-    selected = storage.read_json(cfg.models_dir(ds) / "selected.json")
-    f = load_features(cfg, ds)
-    from pipelines.rules import item_flags, load_rules
-
-    available = item_flags(f["items"], load_rules(cfg))["available"].to_numpy()
-    from pipelines.ab import active_assignments, assignments_table
-
-    experiments = active_assignments(cfg, ds, f["users"]["user_id"].to_numpy())
-    recs = staged_user_recommendations(cfg, ds, run_id)
-    if recs is None:
-        log.info("publish ds=%s: no complete set of score shards for this run; computing the lists in one go", ds)
-        recs = user_recommendations(cfg, ds, run_id, f, selected, experiments)
-    tables = {
-        C.T_USER_RECS: recs,
-        C.T_SIMILAR: similar_items(cfg, ds, run_id, f, available),
-        C.T_MODEL_RUNS: model_runs(cfg, ds, run_id),
-        **surface_tables(cfg, ds, run_id, f, available),
-        "ab_assignments": assignments_table(ds, run_id, experiments),
-    }
-    counts = storage.publish_tables(cfg.duckdb_path, cfg.warehouse / "parquet", ds, tables,
-                                    order_by={C.T_USER_RECS: USER_RECS_ORDER})
-    log.info("publish ds=%s: %s -> %s", ds, counts, cfg.duckdb_path)
-    con = storage.connect_warehouse(cfg.duckdb_path, read_only=True)
-    try:
-        # The report needs slot counts per surface, model and item, not the rows themselves.
-        slots = con.execute(f'SELECT surface, model, item_id, count(*) AS n FROM "{C.T_USER_RECS}" '
-                            "WHERE ds = ?::DATE GROUP BY ALL", [ds]).df()
-        if cfg.serving_url:
-            # The PostgreSQL copy loads the table it copies (docs/deploy.md: memory at scale).
-            tables[C.T_USER_RECS] = con.execute(f'SELECT * FROM "{C.T_USER_RECS}" WHERE ds = ?::DATE '
-                                                f"ORDER BY {USER_RECS_ORDER}", [ds]).to_arrow_table()
-    finally:
-        con.close()
-    serving = publish_serving_copy(cfg, ds, run_id, tables)
-    from pipelines.report import build_report
-
-    report = build_report(cfg, ds, run_id, f, slots)
-    try:
-        from pipelines import tracking
-
-        mlflow = tracking.setup(cfg)
-        with mlflow.start_run(run_id=selected["mlflow_run_id"]) as run:
-            mlflow.log_metrics({f"published.{k}": v for k, v in counts.items()})
-            mlflow.log_artifact(str(report), "report")
-            mlflow.set_tag("report", f"{run.info.artifact_uri}/report/report.html")
-            mlflow.set_tag("published", "true")
-    except Exception as exc:  # the tables are already published; a tracking hiccup must not undo that
-        log.warning("publish ds=%s: could not log counts to MLflow: %s", ds, exc)
-    return {"ds": ds, "run_id": run_id, "rows": counts, "duckdb": str(cfg.duckdb_path), "report": str(report),
-            "serving_copy": serving}

@@ -18,20 +18,19 @@ published with the other tables by the publish step, in one transaction.
 from __future__ import annotations
 
 import logging
-import time
 from datetime import date, timedelta
 
 import duckdb
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from features.interactions import load_features
 from pipelines import constants as C
-from pipelines import storage
+from pipelines.artifacts import Features, layout
 from pipelines.config import Config
+from pipelines.infra.consent import opted_out
+from pipelines.ranking.rules import item_flags, load_rules
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +41,24 @@ def surfaces_dir(cfg: Config, ds: str):
     return cfg.home / "surfaces" / f"ds={ds}"
 
 
-def purchases(cfg: Config, ds: str, f: dict) -> duckdb.DuckDBPyConnection:
+def purchases(cfg: Config, ds: str, f: Features) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection holding ``p``: one row per purchase line of the window, for the users of
     the features step (consent and deletions already applied), with the basket key and the day."""
     end = date.fromisoformat(ds) + timedelta(days=1)
-    files = sorted((cfg.validated / "events").glob(f"{C.EVENT_DATE}=*/part.parquet"))
+    files = sorted((layout(cfg).validated / "events").glob(f"{C.EVENT_DATE}=*/part.parquet"))
     files = [x for x in files if x.parent.name.split("=", 1)[1] < end.isoformat()]
-    if cfg.history_days > 0:
-        start = (end - timedelta(days=cfg.history_days)).isoformat()
+    if cfg.features.history_days > 0:
+        start = (end - timedelta(days=cfg.features.history_days)).isoformat()
         files = [x for x in files if x.parent.name.split("=", 1)[1] >= start]
     con = duckdb.connect()
-    users = f["users"]
+    users = f.users
     if "personalized" in users:
         users = users[users["personalized"]]
     con.register("fusers", users[["user_id"]].assign(country=users["country"].fillna("")))
-    from pipelines.rules import item_flags, load_rules
 
     # The rules layer's own availability (inactive; out of stock when the rules drop it).
-    ok = item_flags(f["items"], load_rules(cfg))["available"].to_numpy()
-    con.register("fitems", f["items"][["item_id"]].assign(ok=ok))
+    ok = item_flags(f.items, load_rules(cfg))["available"].to_numpy()
+    con.register("fitems", f.items[["item_id"]].assign(ok=ok))
     # Basket: the order; else the session; else the user's day (documented in docs/tables.md).
     con.execute(f"""
         CREATE TEMP TABLE pr AS
@@ -96,14 +94,14 @@ def pair_tables(cfg: Config, con, categories: pd.DataFrame) -> dict[str, pd.Data
         CREATE TEMP TABLE b AS
         WITH d AS (SELECT DISTINCT basket, item_id FROM p),
              s AS (SELECT basket, count(*) AS n FROM d GROUP BY basket)
-        SELECT d.* FROM d JOIN s USING (basket) WHERE s.n <= {int(cfg.fbt_max_basket_items)}""")
+        SELECT d.* FROM d JOIN s USING (basket) WHERE s.n <= {int(cfg.surfaces.fbt_max_basket_items)}""")
     n_baskets = con.execute("SELECT count(DISTINCT basket) FROM b").fetchall()[0][0]
     con.register("cats", categories)
     pairs = con.execute(f"""
         WITH n AS (SELECT item_id, count(*) AS n FROM b GROUP BY item_id),
              pr AS (SELECT x.item_id AS item_id, y.item_id AS other_item_id, count(*) AS pair_count
                     FROM b x JOIN b y ON x.basket = y.basket AND x.item_id <> y.item_id
-                    GROUP BY ALL HAVING count(*) >= {int(cfg.fbt_min_pair_count)})
+                    GROUP BY ALL HAVING count(*) >= {int(cfg.surfaces.fbt_min_pair_count)})
         SELECT pr.item_id, pr.other_item_id, pr.pair_count, na.n AS item_baskets, nb.n AS other_baskets,
                pr.pair_count / {max(n_baskets, 1)}::DOUBLE AS support,
                pr.pair_count / na.n::DOUBLE AS confidence,
@@ -111,19 +109,19 @@ def pair_tables(cfg: Config, con, categories: pd.DataFrame) -> dict[str, pd.Data
                ca.category AS category, cb.category AS other_category
         FROM pr JOIN n na ON na.item_id = pr.item_id JOIN n nb ON nb.item_id = pr.other_item_id
         LEFT JOIN cats ca ON ca.item_id = pr.item_id LEFT JOIN cats cb ON cb.item_id = pr.other_item_id
-        WHERE pr.pair_count * {max(n_baskets, 1)}::DOUBLE / (na.n * nb.n) > {float(cfg.fbt_min_lift)}""").df()
+        WHERE pr.pair_count * {max(n_baskets, 1)}::DOUBLE / (na.n * nb.n) > {float(cfg.surfaces.fbt_min_lift)}""").df()
 
     def top(df: pd.DataFrame, n: int) -> pd.DataFrame:
         df = df.sort_values(["item_id", "confidence", "lift", "other_item_id"], ascending=[True, False, False, True])
         df = df.assign(rank=df.groupby("item_id").cumcount() + 1)
         return df[df["rank"] <= n].reset_index(drop=True)
 
-    fbt = top(pairs, cfg.fbt_n)
-    ctl = top(pairs[pairs["category"].fillna("") != pairs["other_category"].fillna("")], cfg.fbt_n)
-    cart = top(pairs, cfg.cart_pairs_n)
+    fbt = top(pairs, cfg.surfaces.fbt_n)
+    ctl = top(pairs[pairs["category"].fillna("") != pairs["other_category"].fillna("")], cfg.surfaces.fbt_n)
+    cart = top(pairs, cfg.surfaces.cart_pairs_n)
     cols = ["item_id", "rank", "other_item_id", "pair_count", "support", "confidence", "lift"]
     log.info("surfaces: %d baskets, %d pairs with lift > %s and >= %d baskets", n_baskets, len(pairs),
-             cfg.fbt_min_lift, cfg.fbt_min_pair_count)
+             cfg.surfaces.fbt_min_lift, cfg.surfaces.fbt_min_pair_count)
     return {
         "frequently_bought_together": fbt[cols].assign(reason="bought together with " + fbt["item_id"]),
         "complete_the_look": ctl[cols + ["category", "other_category"]].assign(
@@ -142,14 +140,14 @@ def others_bought_next(cfg: Config, con) -> pd.DataFrame:
              n AS (SELECT item_id, count(*) AS buyers FROM f GROUP BY item_id),
              nx AS (SELECT f.item_id, d.item_id AS next_item_id, count(DISTINCT f.user_id) AS customers
                     FROM f JOIN d ON f.user_id = d.user_id AND d.day > f.first_day
-                         AND d.day <= f.first_day + INTERVAL {int(cfg.next_purchase_days)} DAY
+                         AND d.day <= f.first_day + INTERVAL {int(cfg.surfaces.next_purchase_days)} DAY
                          AND d.item_id <> f.item_id
-                    GROUP BY ALL HAVING count(DISTINCT f.user_id) >= {int(cfg.fbt_min_pair_count)})
+                    GROUP BY ALL HAVING count(DISTINCT f.user_id) >= {int(cfg.surfaces.fbt_min_pair_count)})
         SELECT nx.item_id, nx.next_item_id, nx.customers, n.buyers,
                nx.customers / n.buyers::DOUBLE AS confidence
         FROM nx JOIN n USING (item_id)
         QUALIFY row_number() OVER (PARTITION BY nx.item_id ORDER BY confidence DESC, nx.next_item_id)
-                <= {int(cfg.email_candidates)}
+                <= {int(cfg.surfaces.email_candidates)}
         ORDER BY 1, 5 DESC, 2""").df()
 
 
@@ -158,9 +156,9 @@ def popularity_tables(cfg: Config, con, ds: str) -> dict[str, pd.DataFrame]:
     against the weekly average of the ``trending_weeks`` weeks before), per country and ALL."""
     end = date.fromisoformat(ds) + timedelta(days=1)
     week = end - timedelta(days=7)
-    before = week - timedelta(days=7 * cfg.trending_weeks)
-    pop_start = end - timedelta(days=cfg.popularity_days)
-    n = cfg.fallback_n
+    before = week - timedelta(days=7 * cfg.surfaces.trending_weeks)
+    pop_start = end - timedelta(days=cfg.features.popularity_days)
+    n = cfg.surfaces.fallback_n
     best = con.execute(f"""
         WITH x AS (SELECT * FROM p WHERE day >= DATE '{pop_start}'),
              g AS (SELECT country, item_id, count(DISTINCT user_id) AS buyers, sum(quantity) AS units,
@@ -179,9 +177,9 @@ def popularity_tables(cfg: Config, con, ds: str) -> dict[str, pd.DataFrame]:
                    UNION ALL
                    SELECT '{ALL}', item_id, count(DISTINCT user_id) FILTER (WHERE this_week),
                           count(DISTINCT user_id) FILTER (WHERE NOT this_week) FROM x GROUP BY ALL),
-             s AS (SELECT *, buyers_before / {cfg.trending_weeks}::DOUBLE AS weekly_before,
-                          (buyers_this_week + 1) / (buyers_before / {cfg.trending_weeks}::DOUBLE + 1) AS trend_score
-                   FROM g WHERE buyers_this_week >= {int(cfg.trending_min_buyers)})
+             s AS (SELECT *, buyers_before / {cfg.surfaces.trending_weeks}::DOUBLE AS weekly_before,
+                          (buyers_this_week + 1) / (buyers_before / {cfg.surfaces.trending_weeks}::DOUBLE + 1) AS trend_score
+                   FROM g WHERE buyers_this_week >= {int(cfg.surfaces.trending_min_buyers)})
         SELECT country, row_number() OVER (PARTITION BY country ORDER BY trend_score DESC, buyers_this_week DESC,
                item_id) AS rank, item_id, buyers_this_week, weekly_before AS buyers_per_week_before, trend_score
         FROM s QUALIFY rank <= {n} ORDER BY country, rank""").df()
@@ -194,7 +192,6 @@ def post_purchase_email(cfg: Config, con, ds: str, pairs: pd.DataFrame, next_ite
     that day and up to ``email_n`` ranked items others bought next, never one the customer already
     bought. Sources in order: others bought next (sum of confidences over the day's items), bought
     together, best sellers of the customer's country, overall best sellers."""
-    from pipelines.privacy import opted_out
 
     con.register("obn", next_items)
     con.register("fbt", pairs)
@@ -216,13 +213,13 @@ def post_purchase_email(cfg: Config, con, ds: str, pairs: pd.DataFrame, next_ite
                SELECT u.user_id, s.item_id, CASE WHEN s.country = '{ALL}' THEN 4 ELSE 3 END, s.buyers,
                       CASE WHEN s.country = '{ALL}' THEN 'best seller' ELSE 'popular in ' || s.country END
                FROM (SELECT DISTINCT user_id, country FROM buyers) u
-               JOIN best s ON (s.country = u.country OR s.country = '{ALL}') AND s.rank <= {int(cfg.email_n) * 3}),
+               JOIN best s ON (s.country = u.country OR s.country = '{ALL}') AND s.rank <= {int(cfg.surfaces.email_n) * 3}),
              ranked AS (
                SELECT * FROM c ANTI JOIN owned USING (user_id, item_id)
                QUALIFY row_number() OVER (PARTITION BY user_id, item_id ORDER BY src, score DESC) = 1),
              top AS (
                SELECT *, row_number() OVER (PARTITION BY user_id ORDER BY src, score DESC, item_id) AS rank
-               FROM ranked QUALIFY rank <= {int(cfg.email_n)})
+               FROM ranked QUALIFY rank <= {int(cfg.surfaces.email_n)})
         SELECT t.user_id,
                (SELECT list(DISTINCT b.item_id ORDER BY b.item_id) FROM buyers b WHERE b.user_id = t.user_id)
                    AS purchased_items,
@@ -233,9 +230,9 @@ def post_purchase_email(cfg: Config, con, ds: str, pairs: pd.DataFrame, next_ite
     return df
 
 
-def category_affinity(cfg: Config, f: dict) -> pd.DataFrame:
+def category_affinity(cfg: Config, f: Features) -> pd.DataFrame:
     """Per user, the share of their interaction weight per category, top ``affinity_n``."""
-    full, items = f["full"], f["items"]
+    full, items = f.full, f.items
     codes, names = pd.factorize(items["category_key"].astype(str))
     onehot = sp.csr_matrix((np.ones(len(codes), np.float32), (np.arange(len(codes)), codes)),
                            shape=(len(codes), len(names)))
@@ -247,31 +244,11 @@ def category_affinity(cfg: Config, f: dict) -> pd.DataFrame:
     df["affinity"] = df["weight"] / total[df["user_idx"].to_numpy()]
     df = df.sort_values(["user_idx", "affinity", "category"], ascending=[True, False, True])
     df["rank"] = df.groupby("user_idx").cumcount() + 1
-    df = df[df["rank"] <= cfg.affinity_n]
-    df.insert(0, "user_id", f["users"]["user_id"].to_numpy()[df["user_idx"].to_numpy()])
+    df = df[df["rank"] <= cfg.surfaces.affinity_n]
+    df.insert(0, "user_id", f.users["user_id"].to_numpy()[df["user_idx"].to_numpy()])
     return df[["user_id", "rank", "category", "affinity", "weight"]].reset_index(drop=True)
 
 
-def surfaces(cfg: Config, ds: str, run_id: str) -> dict:
-    t0 = time.perf_counter()
-    f = load_features(cfg, ds)
-    con = purchases(cfg, ds, f)
-    cats = f["items"][["item_id", "category_key"]].rename(columns={"category_key": "category"})
-    tables = pair_tables(cfg, con, cats)
-    tables["others_bought_next"] = others_bought_next(cfg, con)
-    tables.update(popularity_tables(cfg, con, ds))
-    tables["post_purchase_email"] = post_purchase_email(
-        cfg, con, ds, tables["frequently_bought_together"], tables["others_bought_next"], tables["best_sellers"])
-    con.close()
-    tables["user_category_affinity"] = category_affinity(cfg, f)
-    final = surfaces_dir(cfg, ds)
-    stage = storage.staging_dir(final)
-    for name, df in tables.items():
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), stage / f"{name}.parquet")
-    storage.replace_dir(stage, final)
-    counts = {k: len(v) for k, v in tables.items()}
-    log.info("surfaces ds=%s: %s in %.1fs", ds, counts, time.perf_counter() - t0)
-    return {"ds": ds, "rows": counts}
 
 
 def load_surface(cfg: Config, ds: str, name: str) -> pd.DataFrame:

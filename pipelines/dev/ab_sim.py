@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.ab import Experiment, assign
+from pipelines.services.ab import Experiment, assign
 
 
 def simulate(exp: Experiment, n_users: int, seed: int, lift: dict[str, float] | None = None,

@@ -1,16 +1,8 @@
-"""Privacy controls: consent flags and the right to be forgotten (docs/privacy.md).
+"""Privacy requests: consent changes and the right to be forgotten (docs/privacy.md).
 
-Consent comes from two places, the later one winning per user and flag:
-
-* the users file (columns ``consent_personalization``, ``consent_email``), landed and validated
-  with the other user attributes;
-* ``recsys consent USER --personalization off|on --email off|on``, appended to
-  ``$RECSYS_HOME/privacy/consent/`` (one small Parquet file per change, timestamped).
-
-A missing flag means consent (the retailer collects consent before sending data). Everything
-downstream reads ``consent_flags``: the features step drops the events of users who opted out of
-personalisation from training (they still get non-personalised lists), and the post-purchase email
-leaves out users who opted out of email.
+The ledger they write (consent log, salted hashes of forgotten users) is pipelines/infra/consent.py,
+which every step reads; ``forget`` also scrubs the user from every file, table and export already
+written under the data root, and from the PostgreSQL serving copy.
 """
 from __future__ import annotations
 
@@ -24,15 +16,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.artifacts import layout
 from pipelines.config import Config
+from pipelines.infra import warehouse
+from pipelines.infra.consent import consent_dir, user_hash
+from pipelines.infra.postgres import forget_postgres
 
 log = logging.getLogger(__name__)
 
-FLAGS = ("consent_personalization", "consent_email")
 
 
-def consent_dir(cfg: Config) -> Path:
-    return cfg.home / "privacy" / "consent"
 
 
 def record_consent(cfg: Config, user_id: str, personalization: bool | None, email: bool | None) -> Path:
@@ -49,43 +42,8 @@ def record_consent(cfg: Config, user_id: str, personalization: bool | None, emai
     return path
 
 
-def consent_flags(cfg: Config) -> pd.DataFrame:
-    """Per user who ever stated a flag: ``consent_personalization`` and ``consent_email`` (booleans,
-    True where never stated). Users files first (in landing order), then the CLI log (in time order)."""
-    frames = []
-    users_dir = cfg.validated / "users"
-    from pipelines.importers import parse_bool
-    from pipelines.storage import in_import_order
-
-    for f in in_import_order(users_dir.glob("batch-*.parquet")) if users_dir.exists() else []:
-        cols = [c for c in FLAGS if c in pq.read_schema(f).names]
-        if cols:
-            frames.append(pd.read_parquet(f, columns=["user_id", *cols]))
-    for f in sorted(consent_dir(cfg).glob("consent-*.parquet")) if consent_dir(cfg).exists() else []:
-        frames.append(pd.read_parquet(f, columns=["user_id", *FLAGS]))
-    if not frames:
-        return pd.DataFrame({"user_id": pd.Series(dtype=str), **{k: pd.Series(dtype=bool) for k in FLAGS}})
-    stated = []
-    for order, df in enumerate(frames):
-        df = df.dropna(subset=["user_id"])
-        for flag in FLAGS:
-            if flag in df:
-                stated.append(pd.DataFrame({"user_id": df["user_id"].astype(str).to_numpy(), "flag": flag,
-                                            "value": parse_bool(df[flag])[0].to_numpy(), "order": order,
-                                            "row": range(len(df))}))
-    long = pd.concat(stated, ignore_index=True).dropna(subset=["value"]) if stated else pd.DataFrame(
-        columns=["user_id", "flag", "value", "order", "row"])
-    # The last statement per user and flag wins: files in order, rows in file order.
-    last = long.sort_values(["order", "row"], kind="stable").drop_duplicates(["user_id", "flag"], keep="last")
-    wide = last.pivot(index="user_id", columns="flag", values="value").reindex(columns=list(FLAGS))
-    wide = wide.astype("boolean").fillna(True).astype(bool).reset_index()
-    wide.columns.name = None
-    return wide.astype({"user_id": str})
 
 
-def opted_out(cfg: Config, flag: str) -> set[str]:
-    flags = consent_flags(cfg)
-    return set(flags.loc[~flags[flag], "user_id"])
 
 
 # ------------------------------------------------------------------ the right to be forgotten
@@ -93,41 +51,12 @@ BINARY_SUFFIXES = {".parquet", ".npz", ".npy", ".duckdb", ".db", ".wal", ".pkl",
                    ".sqlite", ".joblib", ".ubj", ".bin"}
 
 
-def _salt(cfg: Config) -> str:
-    import secrets
-
-    path = cfg.home / "privacy" / "salt"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(secrets.token_hex(16))
-        tmp.chmod(0o600)
-        tmp.replace(path)
-    return path.read_text().strip()
 
 
-def user_hash(cfg: Config, user_id: str) -> str:
-    from pipelines.storage import sha256_hex
-
-    return str(sha256_hex(_salt(cfg), [str(user_id)])[0])
 
 
-def forgotten_hashes(cfg: Config) -> set[str]:
-    path = cfg.home / "privacy" / "forgotten.parquet"
-    return set(pd.read_parquet(path)["user_hash"]) if path.exists() else set()
 
 
-def drop_forgotten(cfg: Config, df: pd.DataFrame, column: str = "user_id") -> pd.DataFrame:
-    """Rows of forgotten users removed (imports call this, so a re-sent feed cannot bring them back)."""
-    hashes = forgotten_hashes(cfg)
-    if not hashes or column not in df or df.empty:
-        return df
-    from pipelines.storage import sha256_hex
-
-    ids = df[column].astype("string")
-    uniq = ids.dropna().unique()
-    gone = uniq[np.isin(sha256_hex(_salt(cfg), uniq), list(hashes))] if len(uniq) else uniq
-    return df[~ids.isin(gone).fillna(False).to_numpy(bool)] if len(gone) else df
 
 
 def _rewrite_parquet(path: Path, user_id: str, aligned: dict) -> int:
@@ -194,13 +123,12 @@ def _zero_rows(directory: Path, rows: set[int]) -> int:
 def _scrub_duckdb(cfg: Config, user_id: str) -> int:
     """Delete the user's rows from every table with a user_id column, then rewrite the database file
     (COPY FROM DATABASE into a fresh file, swapped in) so no deleted bytes stay on disk."""
-    from pipelines import storage
 
-    db = cfg.duckdb_path
+    db = layout(cfg).duckdb_path
     if not db.exists():
         return 0
     removed = 0
-    con = storage.connect_warehouse(db)
+    con = warehouse.connect_warehouse(db)
     try:
         tables = [r[0] for r in con.execute(
             "SELECT table_name FROM information_schema.columns WHERE column_name = 'user_id' AND table_schema = 'main' "
@@ -271,7 +199,7 @@ def forget(cfg: Config, user_id: str) -> dict:
         raise ValueError("forget: give a user id")
     started = datetime.now(timezone.utc)
     # 1. The suppression list first: a run starting meanwhile already drops the user.
-    path = cfg.home / "privacy" / "forgotten.parquet"
+    path = layout(cfg).forgotten_path
     known = pd.read_parquet(path) if path.exists() else pd.DataFrame({"user_hash": pd.Series(dtype=str)})
     h = user_hash(cfg, user_id)
     if h not in set(known["user_hash"]):
@@ -294,10 +222,9 @@ def forget(cfg: Config, user_id: str) -> dict:
     # 3. The warehouse.
     db_rows = _scrub_duckdb(cfg, user_id)
     # 4. Exports the pipeline wrote (listed in the manifest), inside or outside the data root.
-    from pipelines.serving import export_manifest
 
     exports = 0
-    manifest = export_manifest(cfg)
+    manifest = layout(cfg).exports_manifest
     if manifest.exists():
         for line in manifest.read_text().splitlines():
             p = Path(json.loads(line)["path"])
@@ -310,18 +237,16 @@ def forget(cfg: Config, user_id: str) -> dict:
             texts += bool(_scrub_text(f, user_id))
     # 6. The PostgreSQL serving copy, when configured.
     serving = 0
-    if cfg.serving_url:
-        from pipelines.serving_pg import forget_postgres
+    if cfg.serving.serving_url:
 
-        serving = forget_postgres(cfg.serving_url, user_id)
+        serving = forget_postgres(cfg.serving.serving_url, user_id)
     done = datetime.now(timezone.utc)
     audit = {"request_id": uuid.uuid4().hex, "kind": "forget", "requested_at": started, "completed_at": done,
              "parquet_files_rewritten": files, "parquet_rows_removed": rows, "matrices_rewritten": matrices,
              "warehouse_rows_removed": db_rows, "exports_rewritten": exports, "text_files_scrubbed": texts,
              "serving_rows_removed": serving}
-    from pipelines import storage
 
-    con = storage.connect_warehouse(cfg.duckdb_path)
+    con = warehouse.connect_warehouse(layout(cfg).duckdb_path)
     try:
         con.execute("""CREATE TABLE IF NOT EXISTS privacy_requests (request_id VARCHAR, kind VARCHAR,
             requested_at TIMESTAMPTZ, completed_at TIMESTAMPTZ, parquet_files_rewritten BIGINT,

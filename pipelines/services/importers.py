@@ -16,9 +16,12 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines import constants as C
-from pipelines import storage
+from pipelines.artifacts import layout
 from pipelines.config import Config
-from pipelines.demo_data import events_to_arrow, generate
+from pipelines.dev.demo_data import events_to_arrow, generate
+from pipelines.infra import storage
+from pipelines.infra.consent import drop_forgotten
+from pipelines.infra.parsing import parse_bool
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +48,17 @@ class ImportResult:
 
 def land_frames(cfg: Config, batch_id: str, events: pd.DataFrame, items: pd.DataFrame | None,
           users: pd.DataFrame | None) -> ImportResult:
-    if storage.landing_batch_exists(cfg.landing, "events", batch_id):
+    if storage.landing_batch_exists(layout(cfg).landing, "events", batch_id):
         return ImportResult(batch_id, 0, 0, 0, 0, skipped=True)
-    from pipelines.privacy import drop_forgotten
 
     events = drop_forgotten(cfg, events)
     users = drop_forgotten(cfg, users) if users is not None else None
     table = events_to_arrow(events)
-    parts = storage.write_landing_events(cfg.landing, table, batch_id)
+    parts = storage.write_landing_events(layout(cfg).landing, table, batch_id)
     if items is not None and len(items):
-        storage.write_landing_table(cfg.landing, "items", pa.Table.from_pandas(items, preserve_index=False), batch_id)
+        storage.write_landing_table(layout(cfg).landing, "items", pa.Table.from_pandas(items, preserve_index=False), batch_id)
     if users is not None and len(users):
-        storage.write_landing_table(cfg.landing, "users", pa.Table.from_pandas(users, preserve_index=False), batch_id)
+        storage.write_landing_table(layout(cfg).landing, "users", pa.Table.from_pandas(users, preserve_index=False), batch_id)
     res = ImportResult(batch_id, table.num_rows, len(parts), 0 if items is None else len(items),
                        0 if users is None else len(users))
     log.info("landed %s", res.summary())
@@ -65,7 +67,7 @@ def land_frames(cfg: Config, batch_id: str, events: pd.DataFrame, items: pd.Data
 
 def import_demo(cfg: Config, seed: int, users: int, items: int, days: int, end_date: str) -> ImportResult:
     batch_id = f"demo-s{seed}-u{users}-i{items}-d{days}-{end_date}"
-    if storage.landing_batch_exists(cfg.landing, "events", batch_id):
+    if storage.landing_batch_exists(layout(cfg).landing, "events", batch_id):
         return ImportResult(batch_id, 0, 0, 0, 0, skipped=True)
     data = generate(seed=seed, users=users, items=items, days=days, end_date=end_date)
     return land_frames(cfg, batch_id, data.events, data.items, data.users)
@@ -272,17 +274,8 @@ def import_online_retail(cfg: Config, path: str | Path) -> ImportResult:
     return land_frames(cfg, batch_id, events, items, users)
 
 
-TRUE_WORDS = ("true", "1", "yes", "y", "t", "on")
-FALSE_WORDS = ("false", "0", "no", "n", "f", "off")
 
 
-def parse_bool(values: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """(booleans with NA for empty cells, mask of cells that are neither empty nor a true/false word)."""
-    s = values.astype("string").str.strip().str.lower()
-    val = pd.Series(pd.NA, index=values.index, dtype="boolean")
-    val[s.isin(TRUE_WORDS).fillna(False).to_numpy(bool)] = True
-    val[s.isin(FALSE_WORDS).fillna(False).to_numpy(bool)] = False
-    return val, s.notna() & (s != "") & val.isna()
 
 
 def _read_reference(path: str | Path, key: str, known: Sequence[str]) -> tuple[Path, pd.DataFrame]:
@@ -331,9 +324,9 @@ def import_catalog(cfg: Config, path: str | Path) -> ImportResult:
     if out["item_id"].isna().any():
         raise ImportError_(f"{path}: column 'item_id': rule null_item_id: {int(out['item_id'].isna().sum())} empty id(s)")
     batch_id = "catalog-" + storage.file_digest(path)
-    if storage.landing_batch_exists(cfg.landing, "items", batch_id):
+    if storage.landing_batch_exists(layout(cfg).landing, "items", batch_id):
         return ImportResult(batch_id, 0, 0, 0, 0, skipped=True)
-    storage.write_landing_table(cfg.landing, "items", pa.Table.from_pandas(out, preserve_index=False), batch_id)
+    storage.write_landing_table(layout(cfg).landing, "items", pa.Table.from_pandas(out, preserve_index=False), batch_id)
     return ImportResult(batch_id, 0, 0, len(out), 0)
 
 
@@ -354,11 +347,10 @@ def import_users(cfg: Config, path: str | Path) -> ImportResult:
     for col in ("country", "interests"):
         if col in out:
             out[col] = out[col].astype("string")
-    from pipelines.privacy import drop_forgotten
 
     out = drop_forgotten(cfg, out)
     batch_id = "users-" + storage.file_digest(path)
-    if storage.landing_batch_exists(cfg.landing, "users", batch_id):
+    if storage.landing_batch_exists(layout(cfg).landing, "users", batch_id):
         return ImportResult(batch_id, 0, 0, 0, 0, skipped=True)
-    storage.write_landing_table(cfg.landing, "users", pa.Table.from_pandas(out, preserve_index=False), batch_id)
+    storage.write_landing_table(layout(cfg).landing, "users", pa.Table.from_pandas(out, preserve_index=False), batch_id)
     return ImportResult(batch_id, 0, 0, 0, len(out))

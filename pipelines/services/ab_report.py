@@ -12,16 +12,19 @@ import base64
 import html
 import io
 import logging
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines import storage
-from pipelines.ab import METRICS, ExperimentError, analyse, assign, load_experiments, roi
+from pipelines.artifacts import latest_items, layout
 from pipelines.config import Config
+from pipelines.infra import storage
+from pipelines.infra.consent import drop_forgotten
+from pipelines.services.ab import METRICS, ExperimentError
+from pipelines.services.importers import ImportError_, _read_any
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,7 @@ OUTCOME_TYPES = ("impression", "click", "add_to_cart", "purchase")
 
 
 def outcomes_dir(cfg: Config):
-    return cfg.landing / "outcomes"
+    return layout(cfg).landing / "outcomes"
 
 
 def load_outcomes(cfg: Config, start: date, end_exclusive: date) -> pd.DataFrame:
@@ -49,55 +52,11 @@ def load_outcomes(cfg: Config, start: date, end_exclusive: date) -> pd.DataFrame
 
 
 def _categories(cfg: Config) -> pd.Series | None:
-    from features.interactions import latest_items
 
     items = latest_items(cfg, ["item_id", "category_key"])
     return None if items is None else items.set_index("item_id")["category_key"]
 
 
-def ab_report(cfg: Config, ds: str, run_id: str) -> dict:
-    programme = load_experiments(cfg)
-    day = date.fromisoformat(ds)
-    started = [e for e in programme.experiments if e.start <= day]
-    if not programme.experiments:
-        log.info("ab report ds=%s: no experiments configured (config experiments_file)", ds)
-    categories = _categories(cfg)
-    frames, summaries = [], []
-    for exp in started:
-        last = min(day, exp.end)
-        outcomes = load_outcomes(cfg, exp.start, last + timedelta(days=1))
-        if outcomes.empty:
-            log.warning("ab report ds=%s: experiment %s has no outcome events yet", ds, exp.id)
-            continue
-        assigned = assign(exp, outcomes["user_id"].dropna().unique())
-        # Cumulative results for each day of the experiment so far: the lift and its interval over time.
-        t = pd.to_datetime(outcomes["event_time"], utc=True).dt.date
-        for as_of in pd.date_range(exp.start, last, freq="D").date:
-            res = analyse(exp, assigned, outcomes[t <= as_of], categories)
-            if len(res):
-                frames.append(res.assign(as_of=as_of))
-        headline = frames[-1] if frames else pd.DataFrame()
-        economics = roi(headline, float(programme.roi.get("daily_visitors", 0)),
-                        float(programme.roi.get("period_days", 30)), float(programme.roi.get("cost", 0))) \
-            if programme.roi and len(headline) else {}
-        summaries.append((exp, headline, economics))
-        srm_flag = bool(headline["srm_flag"].iloc[0]) if len(headline) else False
-        log.info("ab report ds=%s: %s, %d outcome events up to %s, SRM %s", ds, exp.id, len(outcomes), last,
-                 "FLAGGED" if srm_flag else "ok")
-    cols = ["experiment_id", "as_of", "metric", "control", "variant", "visitors_control", "visitors_variant",
-            "mean_control", "mean_variant", "lift", "lift_low", "lift_high", "p_value", "significant",
-            "assigned_control", "assigned_variant", "srm_p_value", "srm_flag"]
-    results = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(
-        {c: pd.Series(dtype="float64" if c not in ("experiment_id", "metric", "control", "variant") else "string")
-         for c in cols}).astype({"as_of": "object", "significant": bool, "srm_flag": bool})
-    results.insert(0, "run_id", run_id)
-    results.insert(0, "ds", day)
-    storage.publish_tables(cfg.duckdb_path, cfg.warehouse / "parquet", ds,
-                           {"ab_results": pa.Table.from_pandas(results, preserve_index=False)})
-    path = write_report(cfg, ds, results, summaries)
-    return {"ds": ds, "experiments": [e.id for e, _, _ in summaries], "rows": int(len(results)),
-            "srm_flags": [e.id for e, h, _ in summaries if len(h) and bool(h["srm_flag"].iloc[0])],
-            "report": str(path)}
 
 
 def _png(fig) -> str:
@@ -171,9 +130,6 @@ def import_outcomes(cfg: Config, path) -> int:
     experiment_id. Bad rows fail the import with the file, column, rule and example lines."""
     from pathlib import Path
 
-    from pipelines.importers import ImportError_, _read_any
-    from pipelines.privacy import drop_forgotten
-
     path = Path(path)
     if not path.exists():
         raise ImportError_(f"{path}: file not found")
@@ -209,9 +165,9 @@ def import_outcomes(cfg: Config, path) -> int:
         df[col] = df[col].astype("string") if col in df else pd.Series(pd.NA, index=df.index, dtype="string")
     df = drop_forgotten(cfg, df)
     batch = "outcomes-" + storage.file_digest(path)
-    if storage.landing_batch_exists(cfg.landing, "outcomes", batch):
+    if storage.landing_batch_exists(layout(cfg).landing, "outcomes", batch):
         return 0
-    storage.write_landing_table(cfg.landing, "outcomes", pa.Table.from_pandas(df, preserve_index=False), batch)
+    storage.write_landing_table(layout(cfg).landing, "outcomes", pa.Table.from_pandas(df, preserve_index=False), batch)
     return int(len(df))
 
 
@@ -220,4 +176,4 @@ def plan_text(plan) -> str:
     return (f"{plan.detail}\nusers per arm: {plan.users_per_arm:,}; all arms: {plan.total_users:,}{days}")
 
 
-__all__ = ["ab_report", "import_outcomes", "ExperimentError"]
+__all__ = ["import_outcomes", "ExperimentError"]

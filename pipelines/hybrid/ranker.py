@@ -22,20 +22,16 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import scipy.sparse as sp
 
-from features.interactions import load_features
 from models.buy_again import smoothed_repeat_rate
-from pipelines import storage
+from models.registry import make_model
 from pipelines.config import Config
-from pipelines.metrics import ranking_metrics, sample_users
-from pipelines.train import make_model
+from pipelines.evaluation.metrics import sample_users
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +102,7 @@ class Generators:
     """The stage-1 models fitted at one cut-off."""
 
     def __init__(self, cfg: Config, c: Cutoff) -> None:
-        names = [g for g in GENERATORS if not (g == "ease" and c.x.shape[1] > cfg.ease_max_items)]
+        names = [g for g in GENERATORS if not (g == "ease" and c.x.shape[1] > cfg.models.ease_max_items)]
         self.models = {g: make_model(g, cfg).fit(c.x, c.items) for g in names}
 
 
@@ -116,14 +112,14 @@ def candidate_blocks(cfg: Config, c: Cutoff, gens: Generators, users: np.ndarray
     (user_idx, item_idx, features). Each generator proposes its top ``ranker_candidates`` through its
     own bounded-memory ``recommend`` (sparse or fused top-K, never a dense row of all items), and
     scores the union's pairs with ``score_pairs``."""
-    n = cfg.ranker_candidates
+    n = cfg.hybrid.ranker_candidates
     n_items = c.x.shape[1]
     own_items = (c.x > 0).astype(np.float32).tocsr() if new_only else None
     pop30, pop7 = c.items["popularity"].to_numpy(), c.items["pop7"].to_numpy()
     popall, repeat, trending = (c.items[k].to_numpy() for k in ("popall", "repeat_rate", "trending"))
     item_counts = np.diff(c.x.indptr)
-    for start in range(0, len(users), cfg.score_block_users):
-        b = users[start:start + cfg.score_block_users]
+    for start in range(0, len(users), cfg.scale.score_block_users):
+        b = users[start:start + cfg.scale.score_block_users]
         tops = {g: model.recommend(b, c.x, n, exclude=own_items,
                                    filter_items=inactive)[0] for g, model in gens.models.items()}
         cand = np.hstack(list(tops.values()))
@@ -197,7 +193,6 @@ class Ranker:
 
     def save(self, path) -> None:
         """An MLflow scikit-learn model directory (the select step logs it with the night's run)."""
-        import shutil
 
         import mlflow.sklearn
 
@@ -227,21 +222,21 @@ class HybridRun:
 
     def at(self, day: int) -> tuple[Cutoff, Generators]:
         if day not in self._cut:
-            c = cutoff(self.daily, day, self.shape, self.text, self.cfg.trending_half_life_days)
+            c = cutoff(self.daily, day, self.shape, self.text, self.cfg.features.trending_half_life_days)
             self._cut[day] = (c, Generators(self.cfg, c))
         return self._cut[day]
 
     def train(self, end: int, new_only: bool) -> Ranker:
-        h = self.cfg.ranker_window_days
+        h = self.cfg.hybrid.ranker_window_days
         xs, ys = [], []
-        for k in range(self.cfg.ranker_windows):
+        for k in range(self.cfg.hybrid.ranker_windows):
             start = end - h * (k + 1)
             if start <= int(self.daily["day"].min()):
                 break  # no history before this window
             c, gens = self.at(start)
             truth = truth_matrix(self.daily, start, start + h, self.shape, new_only, c)
             users = np.flatnonzero((np.diff(c.x.indptr) > 0) & (np.diff(truth.indptr) > 0))
-            users = sample_users(users, self.cfg.eval_max_users, self.cfg.seed + k)
+            users = sample_users(users, self.cfg.evaluation.eval_max_users, self.cfg.seed + k)
             uu, ii, x = candidate_frame(self.cfg, c, gens, users, new_only, self.inactive)
             xs.append(x)
             ys.append(np.asarray(truth[uu, ii]).ravel() > 0)
@@ -250,10 +245,6 @@ class HybridRun:
         return Ranker(self.cfg).fit(pd.concat(xs, ignore_index=True), np.concatenate(ys))
 
 
-def hybrid_wins(ndcg_by_model: dict[str, float], min_gain: float) -> bool:
-    """The hybrid serves a task when its NDCG beats every single list's on its window by ``min_gain``."""
-    best_single = max((v for k, v in ndcg_by_model.items() if k != "hybrid"), default=0.0)
-    return ndcg_by_model.get("hybrid", 0.0) > best_single * (1 + min_gain)
 
 
 def publish_users(c: Cutoff, limit: int) -> np.ndarray:
@@ -269,80 +260,3 @@ def publish_users(c: Cutoff, limit: int) -> np.ndarray:
     return np.sort(users[order[:limit]])
 
 
-def rank(cfg: Config, ds: str, run_id: str) -> dict:
-    f = load_features(cfg, ds)
-    import pyarrow.parquet as pq
-
-    daily = pq.read_table(cfg.features_dir(ds) / "daily.parquet").to_pandas()
-    shape = f["full"].shape
-    items = f["items"]
-    inactive = np.flatnonzero(~items["active"].to_numpy(dtype=bool))
-    n_catalog = int(items["active"].sum())
-    t3 = (pd.Timestamp(ds) - pd.Timestamp("1970-01-01")).days + 1
-    t2 = t3 - cfg.ranker_window_days
-    run = HybridRun(cfg, daily, shape, items["text"].to_numpy(), inactive)
-    t0 = time.perf_counter()
-    rows, recs = [], []
-    for task in TASKS:
-        new_only = task == "new"
-        # ---- evaluation at T2 on [T2, T3)
-        ranker = run.train(t2, new_only)
-        c2, gens2 = run.at(t2)
-        truth = truth_matrix(daily, t2, t3, shape, new_only, c2)
-        users = np.flatnonzero((np.diff(c2.x.indptr) > 0) & (np.diff(truth.indptr) > 0))
-        users = sample_users(users, cfg.eval_max_users, cfg.seed)
-        uu, ii, x = candidate_frame(cfg, c2, gens2, users, new_only, inactive)
-        ids, _ = top_n(uu, ii, ranker.score(x), shape[0], cfg.eval_k)
-        lists = {"hybrid": ids[users]}
-        baselines = {b: make_model(b, cfg).fit(c2.x, c2.items) for b in ("popularity", "trending")}
-        for name, model in {**gens2.models, **baselines}.items():
-            lists[name], _ = model.recommend(users, c2.x, cfg.eval_k, exclude=c2.x if new_only else None,
-                                             filter_items=inactive)
-        for name, l in lists.items():
-            m = ranking_metrics(l, truth[users], cfg.eval_k, n_catalog)
-            rows += [{"model": name, "task": task, "metric": k, "value": float(v)} for k, v in m.items()]
-        log.info("rank ds=%s task %s: hybrid ndcg@%d=%.4f vs best generator %.4f (%d users)", ds, task, cfg.eval_k,
-                 next(r["value"] for r in rows if r["model"] == "hybrid" and r["task"] == task
-                      and r["metric"] == f"ndcg_at_{cfg.eval_k}"),
-                 max(r["value"] for r in rows if r["model"] != "hybrid" and r["task"] == task
-                     and r["metric"] == f"ndcg_at_{cfg.eval_k}"), len(users))
-        # ---- publishing at T3, for the users with history (the hybrid_max_users most active), only
-        # when the hybrid won on its window: otherwise publish serves the champion and nobody would
-        # read these lists.
-        key = f"ndcg_at_{cfg.eval_k}"
-        if not hybrid_wins({r["model"]: r["value"] for r in rows if r["task"] == task and r["metric"] == key},
-                           cfg.hybrid_min_gain):
-            log.info("rank ds=%s task %s: the hybrid does not beat the best single list on its window: no "
-                     "ranker at T3 and no lists tonight (publish serves the champion)", ds, task)
-            shutil.rmtree(cfg.models_dir(ds) / "hybrid" / f"ranker_{task}", ignore_errors=True)
-            continue
-        ranker = run.train(t3, new_only)
-        ranker.save(cfg.models_dir(ds) / "hybrid" / f"ranker_{task}")
-        c3, gens3 = run.at(t3)
-        users = publish_users(c3, cfg.hybrid_max_users)
-        t_pub = time.perf_counter()
-        for uu, ii, x in candidate_blocks(cfg, c3, gens3, users, new_only, inactive):
-            block = np.unique(uu)
-            ids, vals = top_n(np.searchsorted(block, uu), ii, ranker.score(x), len(block), cfg.top_n)
-            ok = (ids >= 0).ravel()
-            recs.append(pd.DataFrame({
-                "surface": "for_you" if task == "all" else "new_for_you",
-                "user_idx": np.repeat(block, cfg.top_n)[ok],
-                "rank": np.tile(np.arange(1, cfg.top_n + 1, dtype=np.int32), len(block))[ok],
-                "item_idx": ids.ravel()[ok], "score": vals.ravel()[ok]}))
-        log.info("rank ds=%s task %s: lists for %d users in %.1fs", ds, task, len(users), time.perf_counter() - t_pub)
-    metrics = pd.DataFrame(rows)
-    out_dir = cfg.eval_dir(ds)
-    storage.atomic_write_parquet(pa.Table.from_pandas(metrics, preserve_index=False), out_dir / "hybrid_metrics.parquet")
-    recs = pd.concat(recs, ignore_index=True) if recs else pd.DataFrame(
-        {"surface": pd.Series(dtype=str), "user_idx": pd.Series(dtype=np.int64), "rank": pd.Series(dtype=np.int32),
-         "item_idx": pd.Series(dtype=np.int64), "score": pd.Series(dtype=np.float32)})
-    storage.atomic_write_parquet(pa.Table.from_pandas(recs, preserve_index=False),
-                                 cfg.models_dir(ds) / "hybrid" / "recommendations.parquet")
-    key = f"ndcg_at_{cfg.eval_k}"
-    best = {task: metrics[(metrics["task"] == task) & (metrics["metric"] == key)].set_index("model")["value"].to_dict()
-            for task in TASKS}
-    summary = {"ds": ds, "run_id": run_id, "seconds": round(time.perf_counter() - t0, 1), "ndcg": best}
-    storage.write_json(summary, out_dir / "hybrid_summary.json")
-    return {"ds": ds, "seconds": summary["seconds"],
-            "hybrid_ndcg": {t: round(best[t]["hybrid"], 4) for t in TASKS}}

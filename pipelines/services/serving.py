@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines.artifacts import latest_items, layout
 from pipelines.config import Config
+from pipelines.infra import warehouse
+from pipelines.infra.consent import opted_out
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +26,10 @@ class ServingError(ValueError):
 
 
 def _connect(cfg: Config):
-    from pipelines import storage
 
-    if not cfg.duckdb_path.exists():
-        raise ServingError(f"no warehouse at {cfg.duckdb_path}: run the pipeline first (recsys run --ds ...)")
-    return storage.connect_warehouse(cfg.duckdb_path, read_only=True)
+    if not layout(cfg).duckdb_path.exists():
+        raise ServingError(f"no warehouse at {layout(cfg).duckdb_path}: run the pipeline first (recsys run --ds ...)")
+    return warehouse.connect_warehouse(layout(cfg).duckdb_path, read_only=True)
 
 
 def _require(con, table: str) -> None:
@@ -106,7 +108,6 @@ def rerank(cfg: Config, user_id: str, items: list[str]) -> pd.DataFrame:
 
 def _item_categories(cfg: Config) -> pd.DataFrame:
     """item_id -> category, from the newest features (the grouping the affinity table uses)."""
-    from features.interactions import latest_items
 
     df = latest_items(cfg, ["item_id", "category_key"])
     if df is None:
@@ -115,7 +116,7 @@ def _item_categories(cfg: Config) -> pd.DataFrame:
 
 
 def export_manifest(cfg: Config) -> Path:
-    return cfg.home / "exports" / "manifest.jsonl"
+    return layout(cfg).exports_manifest
 
 
 def export_email(cfg: Config, ds: str, out: Path) -> int:
@@ -124,7 +125,6 @@ def export_email(cfg: Config, ds: str, out: Path) -> int:
     attributing clicks and purchases: docs/ab-testing.md). Users who opted out of email since the run are left
     out too. The file's path is recorded in ``exports/manifest.jsonl`` (``recsys forget`` scrubs
     every export listed there). Written atomically."""
-    from pipelines.privacy import opted_out
 
     con = _connect(cfg)
     try:
@@ -151,7 +151,7 @@ def export_email(cfg: Config, ds: str, out: Path) -> int:
     tmp = out.with_name(f".{out.name}.tmp")
     df.to_csv(tmp, index=False, na_rep="")
     tmp.replace(out)
-    manifest = export_manifest(cfg)
+    manifest = layout(cfg).exports_manifest
     manifest.parent.mkdir(parents=True, exist_ok=True)
     with open(manifest, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"kind": "email", "ds": ds, "path": str(out.resolve()), "rows": int(len(df)),

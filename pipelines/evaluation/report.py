@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines import storage
+from pipelines.artifacts import Features, layout
 from pipelines.config import Config
+from pipelines.infra import storage, warehouse
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +60,17 @@ def popularity_bias(recs: pd.DataFrame, purchases: np.ndarray, item_ids: np.ndar
     return out.fillna(0.0)
 
 
-def build_report(cfg: Config, ds: str, run_id: str, f: dict, recs: pd.DataFrame) -> Path:
+def build_report(cfg: Config, ds: str, run_id: str, f: Features, recs: pd.DataFrame) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = cfg.eval_k
+    k = cfg.evaluation.eval_k
     key = f"ndcg_at_{k}"
-    summary = storage.read_json(cfg.eval_dir(ds) / "summary.json")
-    selected = storage.read_json(cfg.models_dir(ds) / "selected.json")
-    metrics = pd.read_parquet(cfg.eval_dir(ds) / "metrics.parquet")
+    summary = storage.read_json(layout(cfg).eval_dir(ds) / "summary.json")
+    selected = storage.read_json(layout(cfg).models_dir(ds) / "selected.json")
+    metrics = pd.read_parquet(layout(cfg).eval_dir(ds) / "metrics.parquet")
     if "segment" not in metrics:
         metrics["segment"] = "returning"
     cols = [c for c in (key, f"recall_at_{k}", f"precision_at_{k}", f"map_at_{k}", f"hit_rate_at_{k}",
@@ -82,7 +83,7 @@ def build_report(cfg: Config, ds: str, run_id: str, f: dict, recs: pd.DataFrame)
              f"<p>run <code>{html.escape(run_id)}</code> &middot; champion <b>{html.escape(selected['champion'])}</b>"
              f" &middot; challenger {html.escape(selected['challenger'])} &middot; gate: "
              f"<b>{'promote' if selected['promoted'] else 'keep'}</b> &mdash; {html.escape(selected['reason'])}</p>",
-             f"<p>Evaluated returning users: {summary['eval_users']} (holdout of {cfg.holdout_days} days before "
+             f"<p>Evaluated returning users: {summary['eval_users']} (holdout of {cfg.features.holdout_days} days before "
              f"the end of ds). Metric definitions: docs/metrics.md.</p>"]
     src = (recs.groupby(["surface", "model"])["n"].sum() if "n" in recs else
            recs.groupby(["surface", "model"]).size()).unstack(fill_value=0)
@@ -95,11 +96,11 @@ def build_report(cfg: Config, ds: str, run_id: str, f: dict, recs: pd.DataFrame)
     parts.append(_png(fig))
     if new_users is not None:
         parts += ["<h2>New users (first event inside the holdout): the cold-start lists</h2>", _table(new_users)]
-    hyb = cfg.eval_dir(ds) / "hybrid_metrics.parquet"
+    hyb = layout(cfg).eval_dir(ds) / "hybrid_metrics.parquet"
     if hyb.exists():
         h = pd.read_parquet(hyb)
         hw = h[h["metric"].isin(cols)].pivot_table(index=["task", "model"], columns="metric", values="value")
-        parts += [f"<h2>Two-stage hybrid vs its generators (last {cfg.ranker_window_days} days; task all = "
+        parts += [f"<h2>Two-stage hybrid vs its generators (last {cfg.hybrid.ranker_window_days} days; task all = "
                   f"for_you, new = new_for_you)</h2>", _table(hw[[c for c in cols if c in hw]])]
     # Metric history over nights, from the warehouse (this ds included: publish committed it).
     history = _history(cfg, key)
@@ -112,8 +113,8 @@ def build_report(cfg: Config, ds: str, run_id: str, f: dict, recs: pd.DataFrame)
         ax.legend(fontsize=7, ncol=3)
         fig.autofmt_xdate()
         parts += ["<h2>Metric history</h2>", _png(fig)]
-    items = f["items"]
-    buyers = np.asarray((f["full"] > 0).sum(axis=0)).ravel().astype(float)
+    items = f.items
+    buyers = np.asarray((f.full > 0).sum(axis=0)).ravel().astype(float)
     bias = popularity_bias(recs, buyers, items["item_id"].to_numpy())
     fig, ax = plt.subplots(figsize=(7, 3.2))
     bias.plot.bar(ax=ax)
@@ -132,9 +133,9 @@ def build_report(cfg: Config, ds: str, run_id: str, f: dict, recs: pd.DataFrame)
 
 
 def _history(cfg: Config, key: str) -> pd.DataFrame | None:
-    if not cfg.duckdb_path.exists():
+    if not layout(cfg).duckdb_path.exists():
         return None
-    con = storage.connect_warehouse(cfg.duckdb_path, read_only=True)
+    con = warehouse.connect_warehouse(layout(cfg).duckdb_path, read_only=True)
     try:
         # One run per ds (a rerun replaces its ds). Nights published before the protocol and segment
         # columns existed read NULL there: they were holdout figures of returning users.

@@ -22,6 +22,7 @@ import yaml
 from scipy import optimize, stats
 
 from pipelines.config import Config
+from pipelines.infra.hashing import bucket
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,9 @@ class Programme:
 
 
 def load_experiments(cfg: Config) -> Programme:
-    if not cfg.experiments_file:
+    if not cfg.ab.experiments_file:
         return Programme()
-    path = Path(cfg.experiments_file)
+    path = Path(cfg.ab.experiments_file)
     if not path.exists():
         raise ExperimentError(f"experiments file {path} (config experiments_file) not found")
     data = yaml.safe_load(path.read_text()) or {}
@@ -105,12 +106,6 @@ def load_experiments(cfg: Config) -> Programme:
     return Programme(tuple(out), dict(data.get("roi") or {}))
 
 
-def bucket(salt: str, user_ids) -> np.ndarray:
-    """Uniform [0, 1) per user: the first 60 bits of sha256("<salt>:<user_id>"). Pure function of its
-    inputs (no process hash seed, no clock), so identical on every machine and every night."""
-    from pipelines.storage import sha256_unit
-
-    return sha256_unit(f"{salt}:", list(user_ids)) if len(user_ids) else np.empty(0, np.float64)
 
 
 def assign(exp: Experiment, user_ids) -> pd.DataFrame:

@@ -27,7 +27,15 @@ import pandas as pd
 import scipy.sparse as sp
 import yaml
 
-from models.rows import RowSet, compact, first_occurrence, in_rows, place, row_cumcount, take_first
+from models.rows import (
+    RowSet,
+    compact,
+    first_occurrence,
+    in_rows,
+    place,
+    row_cumcount,
+    take_first,
+)
 from pipelines.config import Config
 
 log = logging.getLogger(__name__)
@@ -65,8 +73,8 @@ class Rules:
 def load_rules(cfg: Config) -> Rules:
     base = yaml.safe_load(DEFAULT_RULES.read_text())
     source = str(DEFAULT_RULES)
-    if cfg.rules_file:
-        path = Path(cfg.rules_file)
+    if cfg.ranking.rules_file:
+        path = Path(cfg.ranking.rules_file)
         if not path.exists():
             raise RulesError(f"rules file {path} (config rules_file) not found")
         base = _merge(base, yaml.safe_load(path.read_text()) or {}, "", str(path))

@@ -10,6 +10,7 @@ import logging
 import os
 from pathlib import Path
 
+from pipelines.artifacts import layout, mlflow_uri
 from pipelines.config import Config
 
 log = logging.getLogger(__name__)
@@ -22,21 +23,21 @@ def setup(cfg: Config):
     logging.getLogger("alembic").setLevel(logging.WARNING)
     import mlflow
 
-    cfg.mlflow_dir.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(cfg.mlflow_uri)
-    mlflow.set_registry_uri(cfg.mlflow_uri)
-    exp = mlflow.get_experiment_by_name(cfg.mlflow_experiment)
+    layout(cfg).mlflow_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(mlflow_uri(cfg))
+    mlflow.set_registry_uri(mlflow_uri(cfg))
+    exp = mlflow.get_experiment_by_name(cfg.gate.mlflow_experiment)
     if exp is None:
         # Local store: artifacts beside it under the data root; a tracking server keeps its own.
-        local = not cfg.mlflow_tracking_uri
-        mlflow.create_experiment(cfg.mlflow_experiment,
-                                 artifact_location=(cfg.mlflow_dir / "artifacts").as_uri() if local else None)
-    mlflow.set_experiment(cfg.mlflow_experiment)
+        local = not cfg.gate.mlflow_tracking_uri
+        mlflow.create_experiment(cfg.gate.mlflow_experiment,
+                                 artifact_location=(layout(cfg).mlflow_dir / "artifacts").as_uri() if local else None)
+    mlflow.set_experiment(cfg.gate.mlflow_experiment)
     return mlflow
 
 
 def pip_requirements() -> list[str]:
-    req = Path(__file__).resolve().parent.parent / "requirements.txt"
+    req = Path(__file__).resolve().parents[2] / "requirements.txt"
     if req.exists():
         return [l.strip() for l in req.read_text().splitlines() if l.strip() and not l.startswith("#")
                 and l.split("==")[0].strip().lower() in {"implicit", "scikit-learn", "pandas", "pyarrow", "scipy",

@@ -26,7 +26,6 @@ Data Docs under ``validation/ds=<ds>/data_docs/`` and attached to the run's MLfl
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -39,8 +38,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import constants as C
-from pipelines import storage
-from pipelines.config import Config
+from pipelines.artifacts import layout
+from pipelines.config import Config, load_config
+from pipelines.infra import storage
 
 log = logging.getLogger(__name__)
 
@@ -227,10 +227,10 @@ class ExpectationRunner:
             for col in (C.USER_ID, C.ITEM_ID, C.EVENT_TIME):
                 s.add_expectation(E.ExpectColumnValuesToNotBeNull(column=col))
             s.add_expectation(E.ExpectColumnValuesToBeInSet(column=C.EVENT_TYPE, value_set=list(C.EVENT_TYPES)))
-            s.add_expectation(E.ExpectColumnValuesToBeBetween(column=C.QUANTITY, min_value=1, max_value=cfg.max_quantity))
+            s.add_expectation(E.ExpectColumnValuesToBeBetween(column=C.QUANTITY, min_value=1, max_value=cfg.validation.max_quantity))
             s.add_expectation(E.ExpectColumnValuesToBeBetween(column=C.PRICE, min_value=0))
             for col in (C.USER_ID, C.ITEM_ID):
-                s.add_expectation(E.ExpectColumnValueLengthsToBeBetween(column=col, max_value=cfg.max_id_length))
+                s.add_expectation(E.ExpectColumnValueLengthsToBeBetween(column=col, max_value=cfg.validation.max_id_length))
         else:
             key = "item_id" if kind == "items" else "user_id"
             s.add_expectation(E.ExpectColumnToExist(column=key))
@@ -270,8 +270,6 @@ def run_expectations(df: pd.DataFrame, cfg: Config | None = None, docs_dir: Path
     """Run the events suite over a frame (used by tests and the benchmark)."""
     import tempfile
 
-    from pipelines.config import load_config
-
     cfg = cfg or load_config(environ={})
     runner = ExpectationRunner(docs_dir or Path(tempfile.mkdtemp(prefix="gx-docs-")), "adhoc", "2000-01-01", cfg)
     rows = runner.run("events", df)
@@ -283,8 +281,8 @@ def validate_reference(cfg: Config, dataset: str, runner: ExpectationRunner) -> 
     """Validate catalog (items) or users batches that have not been validated yet."""
     key = "item_id" if dataset == "items" else "user_id"
     out = Outcome(dataset)
-    for f in storage.landing_files(cfg.landing, dataset):
-        target = cfg.validated / dataset / f.name
+    for f in storage.landing_files(layout(cfg).landing, dataset):
+        target = layout(cfg).validated / dataset / f.name
         if target.exists():
             continue
         try:
@@ -307,7 +305,7 @@ def validate_reference(cfg: Config, dataset: str, runner: ExpectationRunner) -> 
         if bad.any():
             q = df[bad].assign(rule=rule_names(codes[bad], names).to_numpy())
             storage.atomic_write_parquet(pa.Table.from_pandas(q, preserve_index=False),
-                                         cfg.quarantine / dataset / f.name)
+                                         layout(cfg).quarantine / dataset / f.name)
         out.rows_in += len(df)
         out.rows_valid += int((~bad).sum())
         out.rows_quarantined += int(bad.sum())
@@ -318,7 +316,7 @@ def validate_reference(cfg: Config, dataset: str, runner: ExpectationRunner) -> 
 
 
 def catalog_ids(cfg: Config) -> pd.Index:
-    files = sorted((cfg.validated / "items").glob("batch-*.parquet")) if (cfg.validated / "items").exists() else []
+    files = sorted((layout(cfg).validated / "items").glob("batch-*.parquet")) if (layout(cfg).validated / "items").exists() else []
     if not files:
         return pd.Index([], dtype="string")
     return pd.Index(pd.concat([pq.read_table(f, columns=["item_id"]).to_pandas()["item_id"] for f in files]).unique())
@@ -326,7 +324,7 @@ def catalog_ids(cfg: Config) -> pd.Index:
 
 # ------------------------------------------------------------------ events
 def _partition_dirs(cfg: Config, ds: str) -> list[Path]:
-    root = cfg.landing / "events"
+    root = layout(cfg).landing / "events"
     if not root.exists():
         return []
     return [d for d in sorted(root.glob(f"{C.EVENT_DATE}=*"))
@@ -338,7 +336,7 @@ def _fingerprint(part_dir: Path) -> list[list]:
 
 
 def _manifest_path(cfg: Config, date_: str) -> Path:
-    return cfg.validated / "events" / f"{C.EVENT_DATE}={date_}" / "_manifest.json"
+    return layout(cfg).validated / "events" / f"{C.EVENT_DATE}={date_}" / "_manifest.json"
 
 
 def _is_pending(cfg: Config, part_dir: Path) -> bool:
@@ -348,7 +346,7 @@ def _is_pending(cfg: Config, part_dir: Path) -> bool:
 
 
 def _landing_rows(cfg: Config, date_: str) -> int | None:
-    d = cfg.landing / "events" / f"{C.EVENT_DATE}={date_}"
+    d = layout(cfg).landing / "events" / f"{C.EVENT_DATE}={date_}"
     files = sorted(d.glob("batch-*.parquet")) if d.exists() else []
     if not files:
         return None
@@ -361,9 +359,9 @@ def _landing_rows(cfg: Config, date_: str) -> int | None:
 def _volume_and_freshness(cfg: Config, ds: str, out: Outcome) -> None:
     today = _landing_rows(cfg, ds)
     if not today:
-        msg = (f"rule stale_feed: no events landed for ds={ds} under {cfg.landing / 'events' / f'event_date={ds}'}; "
+        msg = (f"rule stale_feed: no events landed for ds={ds} under {layout(cfg).landing / 'events' / f'event_date={ds}'}; "
                "the feed sent nothing new")
-        (out.errors if cfg.freshness_rule == "fail" else out.warnings).append(msg)
+        (out.errors if cfg.validation.freshness_rule == "fail" else out.warnings).append(msg)
         return
     d0 = date.fromisoformat(ds)
     history = [_landing_rows(cfg, (d0 - timedelta(days=k)).isoformat()) for k in range(1, 8)]
@@ -371,10 +369,10 @@ def _volume_and_freshness(cfg: Config, ds: str, out: Outcome) -> None:
         return  # a new feed without seven days of history has no trailing median to compare against
     median = float(np.median(history))
     ratio = today / median if median else float("inf")
-    if ratio < cfg.volume_low_ratio or ratio > cfg.volume_high_ratio:
+    if ratio < cfg.validation.volume_low_ratio or ratio > cfg.validation.volume_high_ratio:
         msg = (f"rule volume_anomaly: {today} events on {ds} against a trailing 7-day median of {median:.0f} "
-               f"(ratio {ratio:.2f}, allowed {cfg.volume_low_ratio}..{cfg.volume_high_ratio}); daily counts {history[::-1]}")
-        (out.errors if cfg.volume_rule == "fail" else out.warnings).append(msg)
+               f"(ratio {ratio:.2f}, allowed {cfg.validation.volume_low_ratio}..{cfg.validation.volume_high_ratio}); daily counts {history[::-1]}")
+        (out.errors if cfg.validation.volume_rule == "fail" else out.warnings).append(msg)
 
 
 def _examples(df: pd.DataFrame, mask: np.ndarray, n: int = 3) -> list[dict]:
@@ -408,10 +406,10 @@ def validate_events(cfg: Config, ds: str, run_id: str, runner: ExpectationRunner
     del combined
     df["_source_file"] = np.concatenate(sources)
     df["_partition"] = np.concatenate(parts)
-    masks = row_rule_masks(df, df["_partition"], ds, known_items, cfg.max_id_length, cfg.max_quantity)
+    masks = row_rule_masks(df, df["_partition"], ds, known_items, cfg.validation.max_id_length, cfg.validation.max_quantity)
     codes, names = encode_rules(masks)
     bad = codes != 0
-    exempt_bits = sum(1 << names.index(r) for r in cfg.quarantine_share_exempt_rules if r in names)
+    exempt_bits = sum(1 << names.index(r) for r in cfg.validation.quarantine_share_exempt_rules if r in names)
     errors = bad & ((codes & ~exempt_bits) != 0)
     out.rows_in, out.rows_quarantined = len(df), int(bad.sum())
     out.rows_valid = out.rows_in - out.rows_quarantined
@@ -419,19 +417,19 @@ def validate_events(cfg: Config, ds: str, run_id: str, runner: ExpectationRunner
     # The whole frame, not a copy of its event columns: the suite only reads the columns it names.
     out.expectations = runner.run("events", df)
     share = errors.sum() / len(df)
-    if share > cfg.max_quarantine_share:
+    if share > cfg.validation.max_quarantine_share:
         files = sorted(set(df.loc[errors, "_source_file"]))
         detail = "; ".join(
             f"{r} (column {RULE_COLUMN[r]}): {int(masks[r].sum())} rows, e.g. {_examples(df, masks[r])}"
-            for r in names if masks[r].any() and r not in cfg.quarantine_share_exempt_rules)
+            for r in names if masks[r].any() and r not in cfg.validation.quarantine_share_exempt_rules)
         out.errors.append(
             f"rule quarantine_share: {int(errors.sum())} of {len(df)} rows ({share:.1%}) break a data rule, above the "
-            f"limit of {cfg.max_quarantine_share:.0%} (config max_quarantine_share) in {len(files)} file(s) under "
-            f"{cfg.landing / 'events'}: {files[:5]}; by rule: {detail}")
+            f"limit of {cfg.validation.max_quarantine_share:.0%} (config max_quarantine_share) in {len(files)} file(s) under "
+            f"{layout(cfg).landing / 'events'}: {files[:5]}; by rule: {detail}")
     return out, {"df": df, "bad": bad, "codes": codes, "names": names, "pending": pending}
 
 
-def _write_events(cfg: Config, ds: str, run_id: str, work: dict) -> pa.Table:
+def write_events(cfg: Config, ds: str, run_id: str, work: dict) -> pa.Table:
     df, bad, codes, names = work["df"], work["bad"], work["codes"], work["names"]
     rules = rule_names(codes[bad], names)
     valid = df[~bad]
@@ -443,8 +441,8 @@ def _write_events(cfg: Config, ds: str, run_id: str, work: dict) -> pa.Table:
         v = valid[valid["_partition"] == date_]
         q = quarantined[quarantined["_partition"] == date_]
         assert in_part.sum() == len(v) + len(q), f"accounting broken for {date_}: {in_part.sum()} != {len(v)} + {len(q)}"
-        vdir = cfg.validated / "events" / f"{C.EVENT_DATE}={date_}"
-        qdir = cfg.quarantine / "events" / f"{C.EVENT_DATE}={date_}"
+        vdir = layout(cfg).validated / "events" / f"{C.EVENT_DATE}={date_}"
+        qdir = layout(cfg).quarantine / "events" / f"{C.EVENT_DATE}={date_}"
         storage.atomic_write_parquet(
             pa.Table.from_pandas(v[[c for c in EVENT_SCHEMA.names if c != UNPARSEABLE]], preserve_index=False),
             vdir / "part.parquet")
@@ -504,58 +502,3 @@ def render_report(summary: dict, docs_dir: Path, out: Path) -> Path:
     return storage.atomic_write_text(html, out)
 
 
-def validate(cfg: Config, ds: str, run_id: str) -> dict:
-    """Validate catalog, users and every pending event partition up to ``ds``.
-
-    Returns the counts (small, XCom-safe). Raises ValidationError on a batch-rule failure, after
-    recording it in ``validation_runs``.
-    """
-    docs_dir = cfg.home / "validation" / f"ds={ds}" / "data_docs"
-    runner = ExpectationRunner(docs_dir, run_id, ds, cfg)
-    outcomes: list[Outcome] = []
-    failure: str | None = None
-    quarantined = QUARANTINE_SCHEMA.empty_table()
-    work: dict = {}
-    try:
-        for dataset in ("items", "users"):
-            outcomes.append(validate_reference(cfg, dataset, runner))
-        events, work = validate_events(cfg, ds, run_id, runner, catalog_ids(cfg))
-        outcomes.append(events)
-        if events.errors:
-            failure = "\n".join(events.errors)
-        elif work:
-            quarantined = _write_events(cfg, ds, run_id, work)
-    except ValidationError as exc:
-        failure = str(exc)
-        if not any(o.dataset == "events" for o in outcomes):
-            outcomes.append(Outcome("events", errors=[failure]))
-    for o in outcomes:
-        for w in o.warnings:
-            log.warning("validate ds=%s: %s", ds, w)
-    report = cfg.home / "validation" / f"ds={ds}" / "report.html"
-    docs = report
-    rows = [{"ds": ds, "run_id": run_id, "dataset": o.dataset, "rows_in": o.rows_in, "rows_valid": o.rows_valid,
-             "rows_quarantined": o.rows_quarantined, "success": o.success and failure is None,
-             "partitions": o.partitions, "rule_counts": json.dumps({k: v for k, v in o.rule_counts.items() if v}),
-             "warnings": "\n".join(o.warnings), "message": "\n".join(o.errors) or (failure or ""),
-             "data_docs": docs.as_uri() if docs else ""} for o in outcomes]
-    storage.record_validation(cfg.duckdb_path, ds, run_id, rows, quarantined,
-                              [d.name.split("=", 1)[1] for d in work.get("pending", [])] if failure is None else [])
-    events = next(o for o in outcomes if o.dataset == "events")
-    summary = {
-        "ds": ds, "run_id": run_id, "success": failure is None, "partitions_validated": events.partitions,
-        "rows_in": events.rows_in, "rows_valid": events.rows_valid, "rows_quarantined": events.rows_quarantined,
-        "rule_counts": events.rule_counts, "warnings": events.warnings, "data_docs": str(report),
-        "error": failure,
-        "datasets": {o.dataset: {"rows_in": o.rows_in, "rows_valid": o.rows_valid,
-                                 "rows_quarantined": o.rows_quarantined, "rule_counts": o.rule_counts} for o in outcomes},
-        "great_expectations": {o.dataset: o.expectations for o in outcomes},
-    }
-    storage.write_json(summary, cfg.home / "validation" / f"ds={ds}" / "summary.json")
-    render_report(summary, docs_dir, report)
-    log.info("validate ds=%s: Data Docs: %s", ds, report.as_uri())
-    if failure is not None:
-        raise ValidationError(f"validation failed for ds={ds} (run {run_id}); nothing was published:\n{failure}")
-    log.info("validate ds=%s: %d rows in, %d valid, %d quarantined %s", ds, events.rows_in, events.rows_valid,
-             events.rows_quarantined, {k: v for k, v in events.rule_counts.items() if v})
-    return {k: v for k, v in summary.items() if k not in ("great_expectations", "datasets", "error")}

@@ -18,9 +18,10 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines import constants as C
-from pipelines import storage
+from pipelines.artifacts import layout
 from pipelines.config import Config
-from pipelines.demo_data import ADJECTIVES, COUNTRIES, COUNTRY_P
+from pipelines.dev.demo_data import ADJECTIVES, COUNTRIES, COUNTRY_P, events_to_arrow
+from pipelines.infra import storage
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def generate_scale(cfg: Config, users: int = 1_000_000, items: int = 100_000, ev
     end = date.fromisoformat(end_date)
     start = end - timedelta(days=days - 1)
     batch = f"scale-s{seed}-u{users}-i{items}-e{events}-d{days}-{end_date}"
-    if storage.landing_batch_exists(cfg.landing, "events", batch):
+    if storage.landing_batch_exists(layout(cfg).landing, "events", batch):
         return {"batch": batch, "skipped": True}
     # Items: a category each, power-law popularity within the category and overall.
     item_cat = rng.integers(0, N_CATEGORIES, items)
@@ -58,14 +59,14 @@ def generate_scale(cfg: Config, users: int = 1_000_000, items: int = 100_000, ev
         "category": np.char.add("cat", item_cat.astype(str)), "price": price,
         "in_stock": rng.random(items) > 0.02, "active": True,
     })
-    storage.write_landing_table(cfg.landing, "items", pa.Table.from_pandas(catalog, preserve_index=False), batch)
+    storage.write_landing_table(layout(cfg).landing, "items", pa.Table.from_pandas(catalog, preserve_index=False), batch)
     # Users: power-law activity, one or two favourite categories, a country.
     activity = _cum(rng.pareto(1.5, users) + 0.05)
     fav1 = rng.integers(0, N_CATEGORIES, users)
     fav2 = rng.integers(0, N_CATEGORIES, users)
     uids = np.char.add("u", np.char.zfill(np.arange(users).astype(str), 7))
     people = pd.DataFrame({"user_id": uids, "country": COUNTRIES[rng.choice(len(COUNTRIES), users, p=COUNTRY_P)]})
-    storage.write_landing_table(cfg.landing, "users", pa.Table.from_pandas(people, preserve_index=False), batch)
+    storage.write_landing_table(layout(cfg).landing, "users", pa.Table.from_pandas(people, preserve_index=False), batch)
     del people, catalog
     per_day = events // days
     written = 0
@@ -90,9 +91,8 @@ def generate_scale(cfg: Config, users: int = 1_000_000, items: int = 100_000, ev
         frame = pd.DataFrame({C.USER_ID: uids[u], C.ITEM_ID: ids[it], C.EVENT_TYPE: etype, C.EVENT_TIME: when,
                               C.QUANTITY: np.where(kind == 2, rng.integers(1, 4, n), 1), C.PRICE: price[it],
                               C.ORDER_ID: order_id, C.SESSION_ID: None})
-        from pipelines.demo_data import events_to_arrow
 
-        storage.write_landing_events(cfg.landing, events_to_arrow(frame), batch)
+        storage.write_landing_events(layout(cfg).landing, events_to_arrow(frame), batch)
         written += n
         log.info("demo-data --scale: day %d/%d (%s): %d events", d + 1, days, day, n)
     out = {"batch": batch, "events": written, "users": users, "items": items, "days": days,

@@ -1,0 +1,91 @@
+"""The model registry: every recommender by name, built from its config section.
+
+A model class registers itself with ``@register`` (its ``name`` is the key). ``make_model`` builds
+it from ``cfg.models``: the constructor parameter ``p`` of the model named ``m`` is the setting
+``m_p`` (``als_factors``, ``bpr_learning_rate`` ...), ``random_state`` is the config's ``seed``, and a
+parameter without a setting keeps its default. So every hyperparameter is settable from the YAML
+file or a ``RECSYS_<M>_<P>`` variable, and a new model needs no line here.
+
+This module imports no pipeline code: ``cfg`` is any object with ``models``, ``seed`` and ``scale``
+attributes (pipelines.config.Config).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from models.base import Recommender
+
+log = logging.getLogger(__name__)
+
+REGISTRY: dict[str, type[Recommender]] = {}
+M = TypeVar("M", bound=type[Recommender])
+
+
+def register(cls: M) -> M:
+    """Class decorator: make the model known by its ``name`` (to the config, ``load_model`` and the
+    shared contract test)."""
+    if not getattr(cls, "name", None) or cls.name == Recommender.name:
+        raise ValueError(f"{cls.__name__} needs a class attribute 'name' to be registered")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def model_params(name: str, cfg: Any) -> dict[str, Any]:
+    """The constructor arguments of model ``name`` from the config (see the module docstring)."""
+    cls = REGISTRY[name]
+    out = {}
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.name == "random_state":
+            out[p.name] = cfg.seed
+        elif hasattr(cfg.models, f"{name}_{p.name}"):
+            out[p.name] = getattr(cfg.models, f"{name}_{p.name}")
+    return out
+
+
+def make_model(name: str, cfg: Any, overrides: dict | None = None) -> Recommender:
+    """A candidate with its hyperparameters from the config (``overrides``: the search's winner)."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r} in config 'candidates'; known: {sorted(REGISTRY)}")
+    model = REGISTRY[name](**{**model_params(name, cfg), **(overrides or {})})
+    model.block_users = cfg.scale.score_block_users
+    model.block_cells = cfg.scale.score_block_cells
+    return model
+
+
+def load_model(path: str | Path) -> Recommender:
+    """A saved model (``Recommender.save``), whichever registered class wrote it."""
+    name = json.loads((Path(path) / "params.json").read_text())["name"]
+    if name not in REGISTRY:
+        raise ValueError(f"{path}: model {name!r} is not registered; known: {sorted(REGISTRY)}")
+    return REGISTRY[name].load(path)
+
+
+def active_candidates(cfg: Any, n_items: int) -> tuple[str, ...]:
+    """The configured candidates that fit this catalog (EASE is dense in items)."""
+    skip = {"ease"} if n_items > cfg.models.ease_max_items else set()
+    if skip & set(cfg.models.candidates):
+        log.info("EASE skipped: %d items > ease_max_items %d", n_items, cfg.models.ease_max_items)
+    return tuple(c for c in cfg.models.candidates if c not in skip)
+
+
+def items_for_fit(items, popularity_column: str):
+    """The item columns a model's fit reads (text, popularity, trending, repeat rate) from the
+    features' item table, for the train split (``pop_train``) or all data (``pop_full``)."""
+    out = items[["item_idx", "text"]].copy()
+    out["popularity"] = items[popularity_column].to_numpy(dtype=np.float64)
+    part = "train" if popularity_column.endswith("train") else "full"
+    if f"trend_{part}" in items:
+        out["trending"] = items[f"trend_{part}"].to_numpy(dtype=np.float64)
+    if f"repeat_rate_{part}" in items:
+        out["repeat_rate"] = items[f"repeat_rate_{part}"].to_numpy(dtype=np.float64)
+    return out
+
+

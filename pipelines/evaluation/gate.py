@@ -1,0 +1,55 @@
+"""The champion/challenger gate: does tonight's best candidate take the ``champion`` alias?
+
+The challenger is the candidate with the highest NDCG@eval_k on tonight's temporal holdout
+(evaluate step). ``gate`` promotes it only if it beats the model type holding the ``champion``
+alias and the baselines by ``gate_margin`` without losing more than ``gate_coverage_tolerance`` of
+coverage, all measured on the same holdout.
+"""
+from __future__ import annotations
+
+import logging
+
+from pipelines.config import Config
+
+log = logging.getLogger(__name__)
+
+
+BASELINES = ("popularity", "buy_again")
+
+
+def gate(metrics: dict, challenger: str, current: str | None, cfg: Config) -> tuple[bool, str]:
+    """Champion/challenger decision on tonight's holdout. Returns (promote, reason).
+
+    ``metrics``: candidate -> metric dict (evaluate step); ``current``: the model name of the version
+    holding the ``champion`` alias, or None.
+    """
+    key, cov, m = f"ndcg_at_{cfg.evaluation.eval_k}", f"coverage_at_{cfg.evaluation.eval_k}", cfg.gate.gate_margin
+    ch = metrics[challenger]
+    if current is None:
+        return True, f"first champion: {challenger} (NDCG {ch[key]:.4f})"
+    if current == challenger:
+        return True, f"{challenger} holds the alias already; it moves to the version refitted on newer data"
+    if current not in metrics:
+        return True, f"the champion's model {current!r} is no longer a candidate"
+    for b in BASELINES:
+        if b in metrics and b != challenger and ch[key] < metrics[b][key] * (1 + m):
+            return False, (f"{challenger} NDCG {ch[key]:.4f} does not beat baseline {b} "
+                           f"{metrics[b][key]:.4f} by {m:.0%}")
+    cur = metrics[current]
+    if ch[key] < cur[key] * (1 + m):
+        return False, f"{challenger} NDCG {ch[key]:.4f} does not beat champion {current} {cur[key]:.4f} by {m:.0%}"
+    if ch[cov] < cur[cov] * (1 - cfg.gate.gate_coverage_tolerance):
+        return False, (f"{challenger} coverage {ch[cov]:.3f} is below champion {current} {cur[cov]:.3f} "
+                       f"by more than {cfg.gate.gate_coverage_tolerance:.0%}")
+    return True, f"{challenger} NDCG {ch[key]:.4f} beats champion {current} {cur[key]:.4f} by at least {m:.0%}"
+
+
+def current_champion(cfg: Config, mlflow) -> tuple[str | None, str | None]:
+    """(model name, version) of the registered version holding the alias, if any."""
+    try:
+        mv = mlflow.MlflowClient().get_model_version_by_alias(cfg.gate.registered_model, "champion")
+    except mlflow.exceptions.MlflowException:
+        return None, None
+    return mv.tags.get("model"), str(mv.version)
+
+

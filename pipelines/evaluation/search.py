@@ -1,0 +1,58 @@
+"""The small nightly hyperparameter search: alternatives tried around the configured defaults on the
+same holdout as the candidates, while the time budget lasts (config search_budget_seconds)."""
+from __future__ import annotations
+
+import logging
+import time
+
+from models.registry import items_for_fit, make_model
+from pipelines.artifacts import Features, layout
+from pipelines.config import Config
+from pipelines.evaluation.holdout import beyond_accuracy
+from pipelines.evaluation.metrics import ranking_metrics
+
+log = logging.getLogger(__name__)
+
+# Tried in this order per candidate. Generic ranges, not tuned to any one data set.
+SEARCH_SPACE: dict[str, list[dict]] = {
+    "itemknn": [{"neighbours": 20}, {"neighbours": 50}, {"neighbours": 300}],
+    "ease": [{"regularization": 50.0}, {"regularization": 500.0}, {"regularization": 2000.0}],
+    "als": [{"factors": 32, "regularization": 0.01}, {"factors": 128, "regularization": 0.1},
+            {"factors": 64, "regularization": 1.0}],
+}
+
+
+
+
+def search(cfg: Config, ds: str, f: Features, users, truth, inactive, n_catalog: int, summary: dict,
+           candidates) -> tuple[list[dict], dict]:
+    """Try SEARCH_SPACE alternatives on the same holdout until ``search_budget_seconds`` run out.
+
+    A trial that beats a candidate's current NDCG replaces its metrics and its saved holdout model;
+    the winning overrides are returned per candidate (the select step refits with them).
+    Returns (trials, overrides).
+    """
+    key = f"ndcg_at_{cfg.evaluation.eval_k}"
+    items = items_for_fit(f.items, "pop_train")
+    extra = beyond_accuracy(cfg, ds, f)
+    trials, overrides = [], {}
+    deadline = time.perf_counter() + cfg.evaluation.search_budget_seconds
+    for name in candidates:
+        for alt in SEARCH_SPACE.get(name, []):
+            if time.perf_counter() >= deadline:
+                log.info("evaluate ds=%s: search budget of %ss used up", ds, cfg.evaluation.search_budget_seconds)
+                return trials, overrides
+            t0 = time.perf_counter()
+            model = make_model(name, cfg, alt).fit(f.train, items)
+            recs, _ = model.recommend(users, f.train, cfg.evaluation.eval_k, filter_items=inactive)
+            m = {**ranking_metrics(recs, truth, cfg.evaluation.eval_k, n_catalog), **extra(recs, truth)}
+            won = m[key] > summary[name][key]
+            trials.append({"model": name, "params": alt, "ndcg": m[key], "seconds": round(time.perf_counter() - t0, 2),
+                           "improved": bool(won)})
+            log.info("evaluate ds=%s: search %s %s ndcg@%d=%.4f%s", ds, name, alt, cfg.evaluation.eval_k, m[key],
+                     " (better)" if won else "")
+            if won:
+                summary[name] = m
+                overrides[name] = alt
+                model.save(layout(cfg).holdout_model(ds, name))
+    return trials, overrides

@@ -1,0 +1,112 @@
+"""The publish step's tables besides the personal lists: product-page neighbours (similar_items),
+the surfaces step's tables re-checked against the catalog, and model_runs (every candidate's
+holdout metrics and the hybrid against its generators)."""
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from models import load_model
+from pipelines.artifacts import (
+    Features,
+    layout,
+    read_eval_metrics,
+    read_hybrid_metrics,
+    read_surface,
+)
+from pipelines.config import Config
+from pipelines.infra.hashing import recommendation_ids
+
+
+def similar_items(cfg: Config, ds: str, run_id: str, f: Features, available: np.ndarray) -> pa.Table:
+    """Product page "similar items": content (TF-IDF) and collaborative (item-kNN co-interaction)
+    cosines blended, ``similar_content_weight`` x content + (1 - it) x item-kNN, over the union of
+    both models' top 2n neighbours; available items only."""
+    items = f.items
+    anchors = np.flatnonzero(available)
+    unavailable = np.flatnonzero(~available)
+    n = cfg.ranking.similar_items_n
+    w = cfg.ranking.similar_content_weight
+    parts = []
+    for name, weight in (("content", w), ("itemknn", 1.0 - w)):
+        model = load_model(layout(cfg).model(ds, name))
+        ids, scores = model.similar_items(anchors, 2 * n, filter_items=unavailable)
+        keep = ids.ravel() >= 0
+        parts.append(pd.DataFrame({"a": np.repeat(anchors, ids.shape[1])[keep], "b": ids.ravel()[keep],
+                                   name: scores.ravel()[keep].astype(np.float64)}))
+    both = parts[0].merge(parts[1], on=["a", "b"], how="outer").fillna({"content": 0.0, "itemknn": 0.0})
+    both["score"] = w * both["content"] + (1.0 - w) * both["itemknn"]
+    both = both[both["score"] > 0].sort_values(["a", "score", "b"], ascending=[True, False, True])
+    both["rank"] = both.groupby("a").cumcount() + 1
+    both = both[both["rank"] <= n]
+    item_ids = items["item_id"].to_numpy()
+    model = np.where((both["content"] > 0) & (both["itemknn"] > 0), "content+itemknn",
+                     np.where(both["content"] > 0, "content", "itemknn"))
+    table = pd.DataFrame({
+        "ds": date.fromisoformat(ds), "run_id": run_id,
+        "item_id": item_ids[both["a"].to_numpy()], "rank": both["rank"].to_numpy(np.int32),
+        "similar_item_id": item_ids[both["b"].to_numpy()], "score": both["score"].to_numpy(np.float32),
+        "content_score": both["content"].to_numpy(np.float32), "itemknn_score": both["itemknn"].to_numpy(np.float32),
+        "model": model})
+    return pa.Table.from_pandas(table, preserve_index=False)
+
+
+def email_rows(ds: str, df: pd.DataFrame, ok_items: set) -> pd.DataFrame:
+    """The email list with items no longer available taken out of each customer's lists (items,
+    reasons and scores together) and a recommendation id per item."""
+    if df.empty:
+        return df.assign(recommendation_ids=[[] for _ in range(len(df))])
+    long = df[["user_id", "recommended_items", "reasons", "scores"]].explode(["recommended_items", "reasons", "scores"])
+    long = long[long["recommended_items"].isin(ok_items)]
+    long["rank"] = long.groupby("user_id").cumcount() + 1
+    long["recommendation_ids"] = recommendation_ids(
+        ds, long.assign(surface="post_purchase_email")[["surface", "user_id", "rank", "recommended_items"]])
+    lists = long.groupby("user_id", sort=False).agg(
+        recommended_items=("recommended_items", list), reasons=("reasons", list),
+        scores=("scores", lambda v: [float(x) for x in v]), recommendation_ids=("recommendation_ids", list))
+    out = df[["user_id", "purchased_items"]].merge(lists, left_on="user_id", right_index=True, how="inner")
+    return out.reset_index(drop=True)
+
+
+def surface_tables(cfg: Config, ds: str, run_id: str, f: Features, available: np.ndarray) -> dict[str, pa.Table]:
+    """The surfaces step's tables, stamped with ds and run_id; unavailable items filtered out (the
+    catalog may have changed since the surfaces step ran, e.g. a rerun of publish after import-catalog)."""
+    ok_items = set(f.items["item_id"].to_numpy()[available])
+    item_cols = {"frequently_bought_together": ("item_id", "other_item_id"),
+                 "complete_the_look": ("item_id", "other_item_id"),
+                 "cart_cross_sell": ("item_id", "add_item_id"),
+                 "trending": ("item_id",), "best_sellers": ("item_id",)}
+    out = {}
+    for name in ("frequently_bought_together", "complete_the_look", "cart_cross_sell", "trending", "best_sellers",
+                 "post_purchase_email", "user_category_affinity"):
+        df = read_surface(cfg, ds, name)
+        for col in item_cols.get(name, ()):
+            df = df[df[col].isin(ok_items)]
+        if name == "post_purchase_email":
+            df = email_rows(ds, df, ok_items)
+        if "rank" in df and name in item_cols:
+            key = "country" if name in ("trending", "best_sellers") else "item_id"
+            df = df.assign(rank=(df.groupby(key).cumcount() + 1).astype(np.int32))
+        df.insert(0, "run_id", run_id)
+        df.insert(0, "ds", date.fromisoformat(ds))
+        out[name] = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+    return out
+
+
+def model_runs(cfg: Config, ds: str, run_id: str) -> pa.Table:
+    m = read_eval_metrics(cfg, ds)
+    m.insert(0, "run_id", run_id)
+    m.insert(0, "ds", date.fromisoformat(ds))
+    if "segment" not in m:
+        m["segment"] = "returning"
+    m["task"], m["protocol"] = "all", "holdout"
+    h = read_hybrid_metrics(cfg, ds)
+    if h is not None:
+        # The rank step's own protocol (window of ranker_window_days): hybrid vs its generators.
+        h = h.assign(ds=date.fromisoformat(ds), run_id=run_id, segment="returning", protocol="ranker_window")
+        m = pd.concat([m, h], ignore_index=True)
+    cols = ["ds", "run_id", "protocol", "model", "segment", "task", "metric", "value"]
+    return pa.Table.from_pandas(m[cols], preserve_index=False)

@@ -1,0 +1,63 @@
+"""Select step: the champion/challenger gate, the night's MLflow runs and the model registry.
+
+The challenger is the candidate with the highest NDCG@eval_k on tonight's temporal holdout
+(evaluate step). The gate (pipelines/evaluation/gate.py) promotes it only if it beats the model
+type holding the ``champion`` alias and the baselines by ``gate_margin`` without losing more than
+``gate_coverage_tolerance`` of coverage; otherwise the alias stays and tonight's lists come from the
+champion's model type, refitted on the newest data. The serving model is saved as ``champion``;
+content, item-kNN and popularity models (similar items and fallbacks) are refitted beside it. The
+MLflow record is pipelines/evaluation/night_log.py.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from models.registry import items_for_fit, make_model
+from pipelines.artifacts import (
+    layout,
+    read_eval_summary,
+    read_features,
+    write_selection,
+)
+from pipelines.config import Config
+from pipelines.evaluation.gate import current_champion, gate
+from pipelines.evaluation.night_log import Decision, log_night
+from pipelines.infra import tracking
+
+log = logging.getLogger(__name__)
+
+# Refitted beside the champion on all data: similar items, new-item slots and the fallbacks use them.
+HELPER_MODELS = ("content", "popularity", "itemknn")
+
+
+def run(cfg: Config, ds: str, run_id: str, airflow_run_id: str | None = None) -> dict:
+    summary = read_eval_summary(cfg, ds)
+    challenger = summary["best_model"]
+    mlflow = tracking.setup(cfg)
+    current, current_version = current_champion(cfg, mlflow)
+    promote, reason = gate(summary["metrics"], challenger, current, cfg)
+    serving = challenger if promote else current
+    log.info("select ds=%s: gate %s: %s", ds, "PROMOTES" if promote else "KEEPS the champion", reason)
+    f = read_features(cfg, ds)
+    items = items_for_fit(f.items, "pop_full")
+    paths = layout(cfg)
+    t0 = time.perf_counter()
+    tuned = summary.get("params", {})
+    champ_dir = make_model(serving, cfg, tuned.get(serving)).fit(f.full, items).save(paths.model(ds, "champion"))
+    fit_seconds = time.perf_counter() - t0
+    chall_dir = champ_dir if serving == challenger else make_model(challenger, cfg, tuned.get(challenger)).fit(
+        f.full, items).save(paths.model(ds, "challenger"))
+    for name in HELPER_MODELS:
+        make_model(name, cfg).fit(f.full, items).save(paths.model(ds, name))
+    log.info("select ds=%s: serving %s, refitted on full data in %.2fs", ds, serving, fit_seconds)
+    decision = Decision(ds=ds, run_id=run_id, airflow_run_id=airflow_run_id or "", champion=serving,
+                        challenger=challenger, promote=promote, reason=reason, fit_seconds=fit_seconds)
+    mlflow_run_id, version = log_night(mlflow, cfg, decision, summary, f, chall_dir)
+    champion_version = version if promote else current_version
+    log.info("select ds=%s: MLflow run %s; %s version %s is the challenger, version %s the champion", ds,
+             mlflow_run_id, cfg.gate.registered_model, version, champion_version)
+    out = {"ds": ds, "champion": serving, "challenger": challenger, "promoted": promote, "reason": reason,
+           "mlflow_run_id": mlflow_run_id, "model_version": version, "champion_version": champion_version}
+    write_selection(cfg, ds, out)
+    return out
