@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.artifacts import Features, layout
+from pipelines.artifacts import (Features, layout, read_eval_metrics, read_eval_summary, read_hybrid_metrics,
+                                 read_selection)
 from pipelines.config import Config
 from pipelines.infra import storage, warehouse
 
@@ -68,9 +69,9 @@ def build_report(cfg: Config, ds: str, run_id: str, f: Features, recs: pd.DataFr
 
     k = cfg.evaluation.eval_k
     key = f"ndcg_at_{k}"
-    summary = storage.read_json(layout(cfg).eval_dir(ds) / "summary.json")
-    selected = storage.read_json(layout(cfg).models_dir(ds) / "selected.json")
-    metrics = pd.read_parquet(layout(cfg).eval_dir(ds) / "metrics.parquet")
+    summary = read_eval_summary(cfg, ds)
+    selected = read_selection(cfg, ds)
+    metrics = read_eval_metrics(cfg, ds)
     if "segment" not in metrics:
         metrics["segment"] = "returning"
     cols = [c for c in (key, f"recall_at_{k}", f"precision_at_{k}", f"map_at_{k}", f"hit_rate_at_{k}",
@@ -96,9 +97,8 @@ def build_report(cfg: Config, ds: str, run_id: str, f: Features, recs: pd.DataFr
     parts.append(_png(fig))
     if new_users is not None:
         parts += ["<h2>New users (first event inside the holdout): the cold-start lists</h2>", _table(new_users)]
-    hyb = layout(cfg).eval_dir(ds) / "hybrid_metrics.parquet"
-    if hyb.exists():
-        h = pd.read_parquet(hyb)
+    h = read_hybrid_metrics(cfg, ds)
+    if h is not None:
         hw = h[h["metric"].isin(cols)].pivot_table(index=["task", "model"], columns="metric", values="value")
         parts += [f"<h2>Two-stage hybrid vs its generators (last {cfg.hybrid.ranker_window_days} days; task all = "
                   f"for_you, new = new_for_you)</h2>", _table(hw[[c for c in cols if c in hw]])]
@@ -126,7 +126,7 @@ def build_report(cfg: Config, ds: str, run_id: str, f: Features, recs: pd.DataFr
             "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table.t{border-collapse:collapse;"
             "font-size:13px}table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
             "</style></head><body>" + "\n".join(parts) + "</body></html>")
-    path = cfg.home / "reports" / f"ds={ds}" / "report.html"
+    path = layout(cfg).report(ds)
     storage.atomic_write_text(page, path)
     log.info("report ds=%s: %s", ds, path)
     return path

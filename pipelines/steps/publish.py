@@ -91,7 +91,7 @@ def run(cfg: Config, ds: str, run_id: str) -> dict:
         with mlflow.start_run(run_id=selected["mlflow_run_id"]) as run:
             mlflow.log_metrics({f"published.{k}": v for k, v in counts.items()})
             mlflow.log_artifact(str(report), "report")
-            mlflow.set_tag("report", f"{run.info.artifact_uri}/report/report.html")
+            mlflow.set_tag("report", f"{run.info.artifact_uri}/report/{report.name}")
             mlflow.set_tag("published", "true")
     except Exception as exc:  # the tables are already published; a tracking hiccup must not undo that
         log.warning("publish ds=%s: could not log counts to MLflow: %s", ds, exc)

@@ -5,11 +5,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from features.interactions import build_features
 from pipelines.hybrid.ranker import HybridRun, candidate_frame, top_n
 from pipelines.services.importers import import_demo
 from pipelines.ranking.personal import merge_many
-from pipelines.validation.gate import validate
+from pipelines.run import run_step
 from pipelines.artifacts import layout, read_features
 
 
@@ -39,8 +38,8 @@ def demo_features(tmp_path_factory):
     cfg = load_config(environ={}, home=tmp_path_factory.mktemp("hyb") / "var")
     cfg = cfg.replace(ranker_window_days=14, ranker_windows=2, ranker_candidates=20)
     import_demo(cfg, seed=9, users=300, items=80, days=60, end_date="2024-06-30")
-    validate(cfg, "2024-06-30", "r")
-    build_features(cfg, "2024-06-30", "r")
+    run_step("validate", cfg, "2024-06-30", "r")
+    run_step("features", cfg, "2024-06-30", "r")
     return cfg
 
 

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.infra.storage import publish_tables
+from pipelines.infra.warehouse import publish_tables
 
 
 def recs(ds: str, n: int, tag: str) -> pa.Table:
