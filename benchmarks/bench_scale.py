@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
 from pipelines.artifacts import layout
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,7 +124,7 @@ def main() -> None:
     # factors line up with the pipeline's users and items), else straight from the landing Parquet.
     t0 = time.perf_counter()
     if args.pipeline:
-        from features.interactions import read_features
+        from pipelines.artifacts import read_features
 
         x = read_features(cfg, args.ds).full.astype(np.float32).tocsr()
     else:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
 from pipelines.artifacts import layout
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,6 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines.config import load_config
+from pipelines.services.importers import land_frames
+from pipelines.validation.expectations import run_expectations
+from pipelines.validation.gate import validate
+
 
 def make_events(n: int, dirty: float, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
@@ -45,10 +50,6 @@ def main() -> None:
     ap.add_argument("--dirty", type=float, default=0.02)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from pipelines.config import load_config
-    from pipelines.services.importers import land_frames
-    from pipelines.validation.gate import run_expectations, validate
-
     events = make_events(args.rows, args.dirty)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(environ={}, home=Path(tmp) / "var")
@@ -61,7 +62,7 @@ def main() -> None:
         run_expectations(events)
         plain = time.perf_counter() - t0
     print(f"rows validated:            {out['rows_in']:>12,}")
-    print(f"rows quarantined:          {out['rows_quarantined']:>12,}  {dict((k, v) for k, v in out['rule_counts'].items() if v)}")
+    print(f"rows quarantined:          {out['rows_quarantined']:>12,}  { {k: v for k, v in out['rule_counts'].items() if v} }")
     print(f"validate step (full gate): {gate:>12.2f} s   {out['rows_in'] / gate:>12,.0f} rows/s")
     print(f"plain GX suite in memory:  {plain:>12.2f} s   {out['rows_in'] / plain:>12,.0f} rows/s")
 

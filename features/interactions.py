@@ -1,6 +1,7 @@
 """Features step: validated events of the window up to ``ds`` -> sparse matrices and item tables.
 
-Outputs under ``features/ds=<ds>/`` (written to a staging directory and swapped in whole):
+Outputs under ``features/ds=<ds>/`` (``pipelines.artifacts.write_features``: written to a staging
+directory and swapped in whole):
 
 * ``users.parquet``  user_idx, user_id, country, interests, personalized (every user with a valid event in the window,
   and registered users with stated interests)
@@ -21,20 +22,21 @@ from __future__ import annotations
 
 import logging
 from datetime import date, timedelta
-from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import scipy.sparse as sp
 
 from features.text import item_categories, item_text
 from models.buy_again import smoothed_repeat_rate
 from pipelines import constants as C
-from pipelines.artifacts import layout
+from pipelines.artifacts import Features, Layout, layout, write_features
 from pipelines.config import Config
 from pipelines.infra import storage
 from pipelines.infra.consent import drop_forgotten, opted_out
+
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +52,17 @@ def _window(cfg: Config, ds: str) -> tuple[date, date, date | None]:
     return end, holdout_start, start
 
 
-def load_catalog(con: duckdb.DuckDBPyConnection, validated: Path) -> pd.DataFrame:
+def _ts(d: date) -> str:
+    """A SQL timestamp literal for midnight UTC of ``d``."""
+    return f"TIMESTAMPTZ '{d.isoformat()} 00:00:00+00'"
+
+
+def load_catalog(con: duckdb.DuckDBPyConnection, paths: Layout) -> pd.DataFrame:
     """Latest value per item and column over all validated catalog batches (file names sort in
     import order). A batch may carry only some columns (``recsys import-catalog`` with item_id and
     in_stock, say): columns it lacks, or leaves empty, keep their earlier values."""
-    files = storage.in_import_order((validated / "items").glob("batch-*.parquet")) if (validated / "items").exists() else []
+    root = paths.validated_dataset("items")
+    files = storage.in_import_order(root.glob("batch-*.parquet")) if root.exists() else []
     if not files:
         return pd.DataFrame(columns=["item_id"])
     con.execute("CREATE OR REPLACE TEMP TABLE _cat AS SELECT * FROM read_parquet(?, union_by_name=true, filename=true)",
@@ -70,10 +78,11 @@ def load_catalog(con: duckdb.DuckDBPyConnection, validated: Path) -> pd.DataFram
 USER_ATTRIBUTES = ("country", "interests")
 
 
-def user_attributes(validated: Path) -> pd.DataFrame:
+def user_attributes(paths: Layout) -> pd.DataFrame:
     """Latest value per user of each attribute in USER_ATTRIBUTES over the validated users batches
     (a later batch overrides an earlier one where it has the column and a value). Indexed by user_id."""
-    files = storage.in_import_order((validated / "users").glob("batch-*.parquet")) if (validated / "users").exists() else []
+    root = paths.validated_dataset("users")
+    files = storage.in_import_order(root.glob("batch-*.parquet")) if root.exists() else []
     out = pd.DataFrame(columns=list(USER_ATTRIBUTES), dtype="string")
     for f_ in files:
         df = pd.read_parquet(f_)
@@ -86,34 +95,38 @@ def user_attributes(validated: Path) -> pd.DataFrame:
     return out.reindex(columns=list(USER_ATTRIBUTES))
 
 
-def build_features(cfg: Config, ds: str, run_id: str) -> dict:
-    end, holdout_start, start = _window(cfg, ds)
-    files = sorted((layout(cfg).validated / "events").glob(f"{C.EVENT_DATE}=*/part.parquet"))
+# ------------------------------------------------------------------ events, users and items of the window
+def _load_events(con: duckdb.DuckDBPyConnection, cfg: Config, ds: str, end: date, start: date | None) -> int:
+    """The temp table ``ev`` (user_id, item_id, event_type, event_time, w): the validated events of
+    the window [start, end), each with its weight. Returns how many there are."""
+    events_root = layout(cfg).validated_dataset("events")
+    files = sorted(events_root.glob(f"{C.EVENT_DATE}=*/part.parquet"))
     files = [f for f in files if f.parent.name.split("=", 1)[1] < end.isoformat()]
     if not files:
-        raise FeatureError(f"no validated events up to ds={ds} under {layout(cfg).validated / 'events'}; "
+        raise FeatureError(f"no validated events up to ds={ds} under {events_root}; "
                            "run the validate step (or import data) first")
-    con = duckdb.connect()
     w = cfg.features.event_weights
     weight_sql = "CASE event_type " + " ".join(f"WHEN '{k}' THEN {float(v)}" for k, v in w.items()) + " ELSE 0 END"
-    lo = f"AND event_time >= TIMESTAMPTZ '{start.isoformat()} 00:00:00+00'" if start else ""
+    lo = f"AND event_time >= {_ts(start)}" if start else ""
     con.execute(f"""
         CREATE TEMP TABLE ev AS
         SELECT user_id, item_id, event_type, event_time, {weight_sql} AS w
         FROM read_parquet(?, union_by_name=true)
-        WHERE event_time < TIMESTAMPTZ '{end.isoformat()} 00:00:00+00' {lo}""", [[str(f) for f in files]])
+        WHERE event_time < {_ts(end)} {lo}""", [[str(f) for f in files]])
     n_events = con.execute("SELECT count(*) FROM ev").fetchall()[0][0]
     if n_events == 0:
         raise FeatureError(f"no valid events in the window ending {end} for ds={ds}")
+    return n_events
 
-    catalog = load_catalog(con, layout(cfg).validated)
-    con.register("catalog", catalog)
+
+def _index_users(con: duckdb.DuckDBPyConnection, cfg: Config) -> tuple[pd.DataFrame, list[str]]:
+    """The temp table ``users`` (user_idx, user_id); drops the events of forgotten users and of users
+    who opted out of personalisation from ``ev``. Returns the user attributes and the opted-out ids."""
     # Users: everyone with an event in the window, plus registered users (users file) with stated
     # interests but no events yet: a new sign-up who answered the quiz gets content-based lists.
-    attrs = user_attributes(layout(cfg).validated)
+    attrs = user_attributes(layout(cfg))
     registered = attrs.index[attrs["interests"].fillna("").str.strip().ne("")].astype(str).to_numpy()
     # Forgotten users (recsys forget) never come back, even if an old feed is landed again.
-
     if (layout(cfg).forgotten_path).exists():
         ids = con.execute("SELECT DISTINCT user_id FROM ev").df()
         con.register("gone", ids[~ids["user_id"].isin(drop_forgotten(cfg, ids)["user_id"])])
@@ -125,14 +138,24 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
         FROM (SELECT DISTINCT user_id FROM ev UNION SELECT user_id FROM registered)""")
     # Users who opted out of personalisation keep their place (they get non-personalised lists) but
     # none of their events reaches a model, a pair table or a popularity count (docs/privacy.md).
-
     no_personal = sorted(opted_out(cfg, "consent_personalization"))
     con.register("optout", pd.DataFrame({"user_id": pd.Series(no_personal, dtype=object)}))
     con.execute("DELETE FROM ev WHERE user_id IN (SELECT user_id FROM optout)")
+    return attrs, no_personal
+
+
+def _index_items(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
+    """The view ``catalog`` (latest catalog values) and the temp table ``items`` (item_idx, item_id):
+    every item with an event in the window or in the catalog."""
+    con.register("catalog", load_catalog(con, layout(cfg)))
     con.execute("""CREATE TEMP TABLE items AS
         SELECT (row_number() OVER (ORDER BY item_id)) - 1 AS item_idx, item_id
         FROM (SELECT item_id FROM ev UNION SELECT item_id FROM catalog)""")
-    hs = f"TIMESTAMPTZ '{holdout_start.isoformat()} 00:00:00+00'"
+
+
+# ------------------------------------------------------------------ per-item signals
+def _popularity_and_trend(con: duckdb.DuckDBPyConnection, cfg: Config, end: date, hs: str) -> pd.DataFrame:
+    """item_idx, pop_train, pop_full, trend_train, trend_full, in item_idx order."""
     pop_days = cfg.features.popularity_days
     # Popularity: distinct buyers per item in the trailing window before each cut-off.
     pop = con.execute(f"""
@@ -140,7 +163,7 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
           count(DISTINCT e.user_id) FILTER (WHERE e.event_type = 'purchase' AND e.event_time < {hs}
               AND e.event_time >= {hs} - INTERVAL {pop_days} DAY) AS pop_train,
           count(DISTINCT e.user_id) FILTER (WHERE e.event_type = 'purchase'
-              AND e.event_time >= TIMESTAMPTZ '{end.isoformat()} 00:00:00+00' - INTERVAL {pop_days} DAY) AS pop_full
+              AND e.event_time >= {_ts(end)} - INTERVAL {pop_days} DAY) AS pop_full
         FROM items i LEFT JOIN ev e USING (item_id) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
     # Trending: purchases weighted by exp(-ln 2 * age / half-life), age in days before each cut-off.
     hl = float(cfg.features.trending_half_life_days)
@@ -148,9 +171,14 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
         SELECT i.item_idx,
           coalesce(sum(exp(-ln(2) * (epoch({hs}) - epoch(e.event_time)) / 86400.0 / {hl}))
               FILTER (WHERE e.event_type = 'purchase' AND e.event_time < {hs}), 0) AS trend_train,
-          coalesce(sum(exp(-ln(2) * (epoch(TIMESTAMPTZ '{end.isoformat()} 00:00:00+00') - epoch(e.event_time))
+          coalesce(sum(exp(-ln(2) * (epoch({_ts(end)}) - epoch(e.event_time))
               / 86400.0 / {hl})) FILTER (WHERE e.event_type = 'purchase'), 0) AS trend_full
         FROM items i LEFT JOIN ev e USING (item_id) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
+    return pop.assign(trend_train=trend["trend_train"].to_numpy(), trend_full=trend["trend_full"].to_numpy())
+
+
+def _first_seen_and_repeat(con: duckdb.DuckDBPyConnection, hs: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(item_idx, first_seen) and (item_idx, buyers_/repeat_ train and full), in item_idx order."""
     # First day each item was seen (any event): brand-new items reach lists through content similarity.
     first_seen = con.execute("""
         SELECT i.item_idx, min(CAST(e.event_time AS DATE)) AS first_seen
@@ -168,6 +196,13 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
           coalesce(count(*) FILTER (WHERE d.d_full >= 1), 0) AS buyers_full,
           coalesce(count(*) FILTER (WHERE d.d_full >= 2), 0) AS repeat_full
         FROM items i LEFT JOIN days d USING (item_id) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
+    return first_seen, repeat
+
+
+# ------------------------------------------------------------------ interactions
+def _interactions(con: duckdb.DuckDBPyConnection, hs: str) -> tuple[dict, pd.DataFrame, pa.Table]:
+    """The weight cells (user_idx, item_idx, w_train, w_full as numpy arrays), the holdout truth
+    (distinct purchases from the holdout start) and the daily table."""
     cells = con.execute(f"""
         SELECT u.user_idx, i.item_idx,
                sum(e.w) FILTER (WHERE e.event_time < {hs}) AS w_train, sum(e.w) AS w_full
@@ -182,81 +217,79 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
                (epoch(e.event_time) // 86400)::INTEGER AS day, sum(e.w)::FLOAT AS w,
                count(*) FILTER (WHERE e.event_type = 'purchase')::INTEGER AS purchases
         FROM ev e JOIN users u USING (user_id) JOIN items i USING (item_id) GROUP BY ALL ORDER BY 3, 1, 2""").to_arrow_table()
+    return cells, truth, daily
+
+
+def _matrix(cells: dict, values, shape: tuple[int, int]) -> sp.csr_matrix:
+    """users x items CSR (float32) of the cells' ``values``: negative sums clipped to zero, zero cells dropped."""
+    v = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0).clip(min=0)
+    keep = v > 0
+    m = sp.csr_matrix((v[keep].astype(np.float32), (cells["user_idx"][keep], cells["item_idx"][keep])), shape=shape)
+    m.sum_duplicates()
+    return m
+
+
+# ------------------------------------------------------------------ the user and item tables
+def _user_table(con: duckdb.DuckDBPyConnection, attrs: pd.DataFrame, no_personal: list[str]) -> pd.DataFrame:
     users = con.execute("SELECT * FROM users ORDER BY user_idx").df()
     attrs = attrs.reindex(users["user_id"].astype("string"))
     for col in USER_ATTRIBUTES:
         users[col] = attrs[col].to_numpy()
     users["personalized"] = ~users["user_id"].isin(set(no_personal)).to_numpy()
+    return users
+
+
+def _item_table(con: duckdb.DuckDBPyConnection, cfg: Config, end: date, hs: str) -> pd.DataFrame:
+    pop_trend = _popularity_and_trend(con, cfg, end, hs)
+    first_seen, repeat = _first_seen_and_repeat(con, hs)
     items = con.execute("""SELECT i.item_idx, i.item_id, c.* EXCLUDE (item_id)
                            FROM items i LEFT JOIN catalog c USING (item_id) ORDER BY i.item_idx""").df()
-    con.close()
-
-    n_users, n_items = len(users), len(items)
     if "active" not in items:
         items["active"] = True
     items["active"] = items["active"].astype("boolean").fillna(True).astype(bool)
     items["text"] = item_text(items)
     items["category_key"] = item_categories(items, cfg.seed)
-    items["pop_train"] = pop["pop_train"].to_numpy()
-    items["pop_full"] = pop["pop_full"].to_numpy()
-    items["trend_train"] = trend["trend_train"].to_numpy(dtype=np.float64)
-    items["trend_full"] = trend["trend_full"].to_numpy(dtype=np.float64)
+    items["pop_train"] = pop_trend["pop_train"].to_numpy()
+    items["pop_full"] = pop_trend["pop_full"].to_numpy()
+    items["trend_train"] = pop_trend["trend_train"].to_numpy(dtype=np.float64)
+    items["trend_full"] = pop_trend["trend_full"].to_numpy(dtype=np.float64)
     items["first_seen"] = pd.to_datetime(first_seen["first_seen"]).dt.date
     for part in ("train", "full"):
         items[f"repeat_rate_{part}"] = smoothed_repeat_rate(repeat[f"repeat_{part}"], repeat[f"buyers_{part}"])
+    return items
 
-    def matrix(values) -> sp.csr_matrix:
-        v = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0).clip(min=0)
-        keep = v > 0
-        m = sp.csr_matrix((v[keep].astype(np.float32), (cells["user_idx"][keep], cells["item_idx"][keep])),
-                          shape=(n_users, n_items))
-        m.sum_duplicates()
-        return m
 
-    train, full = matrix(cells["w_train"]), matrix(cells["w_full"])
-    final = layout(cfg).features_dir(ds)
-    stage = storage.staging_dir(final)
-    sp.save_npz(stage / "train.npz", train)
-    sp.save_npz(stage / "full.npz", full)
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    pq.write_table(pa.Table.from_pandas(users, preserve_index=False), stage / "users.parquet")
-    pq.write_table(pa.Table.from_pandas(items, preserve_index=False), stage / "items.parquet")
-    pq.write_table(pa.Table.from_pandas(truth, preserve_index=False), stage / "holdout.parquet")
-    pq.write_table(daily, stage / "daily.parquet")
-    meta = {"ds": ds, "run_id": run_id, "window_end": end.isoformat(), "holdout_start": holdout_start.isoformat(),
-            "window_start": start.isoformat() if start else None, "events": int(n_events), "users": n_users,
-            "items": n_items, "active_items": int(items["active"].sum()), "train_nnz": int(train.nnz),
+def _meta(ds: str, run_id: str, window: tuple[date, date, date | None], n_events: int, users: pd.DataFrame,
+          items: pd.DataFrame, train: sp.csr_matrix, full: sp.csr_matrix, truth: pd.DataFrame) -> dict:
+    end, holdout_start, start = window
+    return {"ds": ds, "run_id": run_id, "window_end": end.isoformat(), "holdout_start": holdout_start.isoformat(),
+            "window_start": start.isoformat() if start else None, "events": int(n_events), "users": len(users),
+            "items": len(items), "active_items": int(items["active"].sum()), "train_nnz": int(train.nnz),
             "full_nnz": int(full.nnz), "holdout_pairs": len(truth),
             "holdout_users": int(truth["user_idx"].nunique()) if len(truth) else 0,
             "personalization_opt_outs": int((~users["personalized"]).sum())}
-    storage.write_json(meta, stage / "meta.json")
-    storage.replace_dir(stage, final)
+
+
+# ------------------------------------------------------------------ the step
+def build_features(cfg: Config, ds: str, run_id: str) -> dict:
+    """Build and write the features of ``ds`` (artifacts.Features); returns their path and meta."""
+    window = _window(cfg, ds)
+    end, holdout_start, start = window
+    hs = _ts(holdout_start)
+    con = duckdb.connect()
+    n_events = _load_events(con, cfg, ds, end, start)
+    attrs, no_personal = _index_users(con, cfg)
+    _index_items(con, cfg)
+    items = _item_table(con, cfg, end, hs)
+    cells, truth, daily = _interactions(con, hs)
+    users = _user_table(con, attrs, no_personal)
+    con.close()
+
+    shape = (len(users), len(items))
+    train, full = _matrix(cells, cells["w_train"], shape), _matrix(cells, cells["w_full"], shape)
+    meta = _meta(ds, run_id, window, n_events, users, items, train, full, truth)
+    final = write_features(cfg, ds, Features(users=users, items=items, train=train, full=full, holdout=truth, meta=meta),
+                           daily)
     log.info("features ds=%s: %d events -> %d users x %d items, train nnz %d, full nnz %d, holdout %d pairs",
-             ds, n_events, n_users, n_items, train.nnz, full.nnz, len(truth))
+             ds, n_events, len(users), len(items), train.nnz, full.nnz, len(truth))
     return {"path": str(final), **meta}
-
-
-def latest_items(cfg: Config, columns: list[str]) -> pd.DataFrame | None:
-    """Columns of the newest features' item table (any ds), or None before the first run: what the
-    serving commands and the A/B report use to map items to their categories."""
-    files = sorted(cfg.home.glob("features/ds=*/items.parquet"))
-    return pd.read_parquet(files[-1], columns=columns) if files else None
-
-
-def read_features(cfg: Config, ds: str) -> dict:
-    """Read back what build_features wrote for ds."""
-    import pyarrow.parquet as pq
-
-    d = layout(cfg).features_dir(ds)
-    if not (d / "meta.json").exists():
-        raise FeatureError(f"no features for ds={ds} at {d}; run the features step first")
-    return {
-        "users": pq.read_table(d / "users.parquet").to_pandas(),
-        "items": pq.read_table(d / "items.parquet").to_pandas(),
-        "train": sp.load_npz(d / "train.npz").tocsr(),
-        "full": sp.load_npz(d / "full.npz").tocsr(),
-        "holdout": pq.read_table(d / "holdout.parquet").to_pandas(),
-        "meta": storage.read_json(d / "meta.json"),
-    }

@@ -1,6 +1,8 @@
 """Item text for the content model: title, description, category, brand and a price band."""
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pandas as pd
 
@@ -11,7 +13,7 @@ def price_band(price: pd.Series) -> pd.Series:
     """Coarse price band token (e.g. ``price_5_10``) so that similar price points share a word."""
     edges = np.array(PRICE_BANDS, dtype=float)
     idx = np.searchsorted(edges, pd.to_numeric(price, errors="coerce").fillna(-1).to_numpy(), side="right") - 1
-    labels = np.array([f"price_{int(a)}_{'up' if np.isinf(b) else int(b)}" for a, b in zip(edges[:-1], edges[1:])] + [""])
+    labels = np.array([f"price_{int(a)}_{'up' if np.isinf(b) else int(b)}" for a, b in pairwise(edges)] + [""])
     return pd.Series(np.where(idx >= 0, labels[idx.clip(0, len(labels) - 1)], ""), index=price.index)
 
 

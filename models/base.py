@@ -1,168 +1,111 @@
 """The one model contract, after implicit's RecommenderBase and scikit-learn's estimator template.
 
-* ``__init__`` stores hyperparameters only; ``fit`` returns ``self``; fitted attributes end in ``_``.
-* ``recommend(users, user_items, n, exclude=..., filter_items=...)`` and ``similar_items(items, n)``
-  are vectorised over batches and return ``(ids, scores)`` arrays of shape ``(len(batch), n)``;
-  a slot with no eligible item holds id ``-1`` and score ``-inf``.
-* ``save(dir)`` / ``load(dir)`` use ``np.savez`` / ``scipy.sparse.save_npz`` and JSON: no pickle.
+* ``__init__`` stores hyperparameters only, each under its own name: ``get_params`` reads them back
+  by the constructor's signature (as scikit-learn does), and they are what ``save`` writes.
+* ``fit(user_items, items=None)`` returns ``self``; fitted attributes end in ``_``.
+* ``recommend(users, user_items, n, exclude=..., filter_items=...)``, ``recommend_with_own``,
+  ``similar_items(items, n)``, ``score``, ``sparse_scores`` and ``score_pairs`` are vectorised
+  over batches; the top-K methods return ``(ids, scores)`` arrays of shape ``(len(batch), n)``, a
+  slot with no eligible item holding id ``NO_ITEM`` (-1) and score ``-inf``.
+* ``save(dir)`` / ``load(dir)`` write ``params.json`` ({"name", "params"}), ``model.npz`` (dense
+  arrays) and one ``<name>.npz`` per sparse array, with ``np.savez`` / ``scipy.sparse.save_npz``
+  and JSON: no pickle.
 
 Scores are computed in user blocks, so memory is bounded whatever the user count: a model whose
 scores are a sparse matrix plus one item vector (``sparse_scores``: popularity, trending, buy again,
-item-kNN, content) never forms a dense row at all (``sparse_topk``); factor models use implicit's
-fused top-K (models/scoring.py); the others (EASE) score dense blocks of at most ``block_cells``
-floats.
+item-kNN, content) never forms a dense row at all (models.kernels.sparse_topk); factor models
+(models.factors) use implicit's fused top-K (models.scoring); the others (EASE) score dense blocks
+of at most ``block_cells`` floats (models.kernels.topk).
+
+``NO_ITEM`` and ``topk`` live in models.kernels; they are imported here and remain importable from
+this module for existing callers.
 """
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
-NO_ITEM = -1
+from models.kernels import NO_ITEM, mask_block, sparse_topk, topk
+
+__all__ = ["NO_ITEM", "Recommender", "topk"]
 
 
-def topk(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top n of a dense block, best first; -inf entries come out as id -1."""
-    n_items = scores.shape[1]
-    k = min(n, n_items)
-    if k < n_items:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    else:
-        part = np.broadcast_to(np.arange(n_items), (scores.shape[0], n_items)).copy()
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    # Ties broken by item index, so results do not depend on argpartition internals.
-    order = np.lexsort((part, -part_scores), axis=1)
-    ids = np.take_along_axis(part, order, axis=1)
-    vals = np.take_along_axis(part_scores, order, axis=1)
-    ids = np.where(np.isfinite(vals), ids, NO_ITEM)
-    if k < n:
-        ids = np.pad(ids, ((0, 0), (0, n - k)), constant_values=NO_ITEM)
-        vals = np.pad(vals, ((0, 0), (0, n - k)), constant_values=-np.inf)
-    return ids.astype(np.int64), vals.astype(np.float32)
+def _unit_rows(vec):
+    """The rows of ``vec`` (dense or sparse) scaled to unit L2 norm (zero rows stay zero)."""
+    if sp.issparse(vec):
+        norms = np.sqrt(np.asarray(vec.multiply(vec).sum(axis=1)).ravel())
+        inv = sp.diags(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0))
+        return (inv @ vec).tocsr()
+    norms = np.linalg.norm(vec, axis=1)
+    return vec / np.where(norms > 0, norms, 1)[:, None]
 
 
-def mask_block(scores: np.ndarray, rows: sp.csr_matrix | None, filter_items: np.ndarray | None) -> np.ndarray:
-    """Set excluded (per-row sparse pattern) and filtered (global) items to -inf, in place."""
-    if filter_items is not None and len(filter_items):
-        scores[:, filter_items] = -np.inf
-    if rows is not None and rows.nnz:
-        r = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
-        scores[r, rows.indices] = -np.inf
-    return scores
-
-
-def _member(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    """keys in sorted_keys (ascending int64), by binary search."""
-    if not len(sorted_keys) or not len(keys):
-        return np.zeros(len(keys), bool)
-    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return sorted_keys[at] == keys
-
-
-def _sort_rows(r: np.ndarray, items: np.ndarray, vals: np.ndarray, rows: int, n_items: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Entries ordered by (row, -value, item). When row, value and item fit one 64-bit key (rows and
-    items of up to 32 bits together), a single sort of packed keys (order-preserving bits of the
-    float32 value); otherwise numpy's lexsort."""
-    r_bits, i_bits = max(int(rows - 1).bit_length(), 1), max(int(n_items - 1).bit_length(), 1)
-    vals = np.asarray(vals, dtype=np.float32) + np.float32(0.0)  # -0.0 -> 0.0: equal values tie
-    if r_bits + i_bits > 32:
-        order = np.lexsort((items, -vals, r))
-        return r[order], items[order], vals[order]
-    bits = vals.view(np.uint32).astype(np.uint64)
-    asc = np.where(bits >> np.uint64(31), ~bits & np.uint64(0xFFFFFFFF), bits | np.uint64(0x80000000))
-    key = (r.astype(np.uint64) << np.uint64(32 + i_bits)) | ((np.uint64(0xFFFFFFFF) - asc) << np.uint64(i_bits)) \
-        | items.astype(np.uint64)
-    key.sort()
-    asc = np.uint64(0xFFFFFFFF) - ((key >> np.uint64(i_bits)) & np.uint64(0xFFFFFFFF))
-    bits = np.where(asc >> np.uint64(31), asc & np.uint64(0x7FFFFFFF), ~asc & np.uint64(0xFFFFFFFF))
-    return ((key >> np.uint64(32 + i_bits)).astype(np.int64), (key & np.uint64((1 << i_bits) - 1)).astype(np.int64),
-            bits.astype(np.uint32).view(np.float32))
-
-
-def sparse_topk(scores: sp.csr_matrix, base: np.ndarray | None, n: int, n_items: int,
-                exclude: sp.csr_matrix | None = None, filter_mask: np.ndarray | None = None,
-                base_order: np.ndarray | None = None, fill: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top n of ``scores + base`` (a sparse block plus one dense item vector shared by every
-    row; None = zeros) without forming a dense row: the same ids and scores as ``topk`` of the dense
-    matrix with ``mask_block`` applied (ties by item index), in time and memory of the order of the
-    block's stored entries plus rows x n.
-
-    The best items outside a row's stored entries are the first ones of the global ``base`` order
-    that the row neither stores nor excludes, so only ``n + stored + excluded`` of that order are
-    looked at per row. ``base_order``: the items by (-base, index) with filtered ones left out
-    (computed when not given; pass it to reuse across blocks). ``fill=False`` (with ``base`` None):
-    entries not stored count as -inf, so a row gets only its stored entries.
-    """
-    rows = scores.shape[0]
-    base = np.zeros(n_items, np.float32) if base is None else np.asarray(base, dtype=np.float32)
-    filt = np.zeros(n_items, bool) if filter_mask is None else filter_mask
-    if base_order is None:
-        base_order = np.lexsort((np.arange(n_items), -base))
-        base_order = base_order[~filt[base_order]]
-    scores = scores.tocsr()
-    scores.sort_indices()
-    row_of = np.repeat(np.arange(rows, dtype=np.int64), np.diff(scores.indptr))
-    s_keys = row_of * n_items + scores.indices  # sorted: rows in order, indices sorted in each
-    s_vals = scores.data.astype(np.float32) + base[scores.indices]
-    e_keys = np.empty(0, np.int64)
-    if exclude is not None and exclude.nnz:
-        exclude = exclude.tocsr()
-        exclude.sort_indices()
-        e_keys = np.repeat(np.arange(rows, dtype=np.int64), np.diff(exclude.indptr)) * n_items + exclude.indices
-    keys_parts, val_parts = [s_keys], [s_vals]
-    if fill and len(base_order):
-        # The head of the global order a row needs: n, plus each of its stored or excluded items that
-        # lies early enough in that order to push the head further (a safe over-count).
-        blocked = np.concatenate([s_keys, e_keys])
-        b_rows, b_items = blocked // n_items, blocked % n_items
-        where = np.full(n_items, np.iinfo(np.int64).max, dtype=np.int64)
-        where[base_order] = np.arange(len(base_order))
-        total = np.bincount(b_rows, minlength=rows)
-        early = where[b_items] < n + total[b_rows]
-        take = np.minimum(n + np.bincount(b_rows[early], minlength=rows), len(base_order))
-        starts = np.cumsum(take) - take
-        pos = np.arange(int(take.sum()), dtype=np.int64) - np.repeat(starts, take)
-        g_items = base_order[pos]
-        g_keys = np.repeat(np.arange(rows, dtype=np.int64), take) * n_items + g_items
-        g_keep = ~_member(g_keys, s_keys)
-        keys_parts.append(g_keys[g_keep])
-        val_parts.append(base[g_items[g_keep]])
-    keys, vals = np.concatenate(keys_parts), np.concatenate(val_parts)
-    drop = filt[keys % n_items] | _member(keys, e_keys)
-    keys, vals = keys[~drop], vals[~drop]
-    r, items, vals = _sort_rows(keys // n_items, keys % n_items, vals, rows, n_items)
-    rank = np.arange(len(r)) - np.searchsorted(r, r, side="left")
-    keep = (rank < n) & np.isfinite(vals)
-    ids = np.full((rows, n), NO_ITEM, dtype=np.int64)
-    out = np.full((rows, n), -np.inf, dtype=np.float32)
-    ids[r[keep], rank[keep]] = items[keep]
-    out[r[keep], rank[keep]] = vals[keep]
-    return ids, out
+def _stack(blocks: Iterator[tuple[np.ndarray, np.ndarray]], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (ids, scores) blocks stacked; (0, n) arrays when there is none."""
+    out_ids, out_scores = [], []
+    for i, v in blocks:
+        out_ids.append(i)
+        out_scores.append(v)
+    if not out_ids:
+        return np.empty((0, n), np.int64), np.empty((0, n), np.float32)
+    return np.vstack(out_ids), np.vstack(out_scores)
 
 
 class Recommender:
-    """Base class: subclasses implement ``fit`` and ``score`` (dense scores for a block of users),
-    and ``sparse_scores`` where the scores are sparse plus one item vector."""
+    """Base class: subclasses implement ``__init__`` (hyperparameters), ``fit`` and ``score``
+    (dense scores for a block of users), ``sparse_scores`` where the scores are sparse plus one
+    item vector, ``item_vectors`` for the default ``similar_items``, and ``_arrays`` /
+    ``_set_arrays`` (the fitted state, for ``save`` / ``load``)."""
 
     name: ClassVar[str] = "base"
     # True when ``sparse_scores`` gives the scores (then no dense row is ever formed).
     sparse: ClassVar[bool] = False
+    # Tags, as scikit-learn's estimator tags: what the shared contract test (tests/models) may
+    # expect of the model on a toy matrix whose answers are known.
+    # A user's unseen items are ranked from the user's own history (not one list for everyone,
+    # not only the user's own items).
+    ranks_unseen_by_history: ClassVar[bool] = True
+    # ``similar_items`` ranks by a learnt item-item similarity.
+    item_similarity: ClassVar[bool] = True
+    # ``fit`` gives the same model for the same data and ``random_state`` (False: e.g. SGD whose
+    # threads race, as implicit's BPR).
+    deterministic: ClassVar[bool] = True
+
+    # Serving settings, not hyperparameters (make_model sets them from cfg.scale; never saved).
     block_users: int = 4096
     # Dense blocks hold at most this many floats (rows = block_cells // n_items, at most block_users).
     block_cells: int = 16_777_216
     # similar_items: relative cost of sorting a stored cosine against a dense multiply-add.
     sparse_sort_cost: float = 8.0
 
+    @classmethod
+    def param_names(cls) -> tuple[str, ...]:
+        """The hyperparameters: the named parameters of ``__init__``, in order (scikit-learn's
+        ``_get_param_names``)."""
+        if cls.__init__ is object.__init__:
+            return ()
+        names = []
+        for p in inspect.signature(cls.__init__).parameters.values():
+            if p.name == "self" or p.kind == p.VAR_KEYWORD:
+                continue
+            if p.kind == p.VAR_POSITIONAL:
+                raise TypeError(f"{cls.__name__}.__init__ takes *{p.name}: every hyperparameter must be named")
+            names.append(p.name)
+        return tuple(names)
+
     def get_params(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items()
-                if not k.endswith("_") and not k.startswith("_") and k not in ("block_users", "block_cells", "sparse_sort_cost", "own_slack")}
+        """Each hyperparameter (``param_names``) and its value, read from the attribute of the same
+        name: ``type(self)(**self.get_params())`` is an unfitted copy."""
+        return {k: getattr(self, k) for k in self.param_names()}
 
     # -- to implement
-    def fit(self, user_items: sp.csr_matrix, items=None) -> "Recommender":
+    def fit(self, user_items: sp.csr_matrix, items=None) -> Recommender:
         raise NotImplementedError
 
     def score(self, users: np.ndarray, user_items: sp.csr_matrix) -> np.ndarray:
@@ -216,38 +159,38 @@ class Recommender:
         ``filter_items``: item indices no user may get (inactive, out of stock).
         """
         users = np.asarray(users, dtype=np.int64)
-        out_ids, out_scores = [], []
+        blocks = self._sparse_blocks if self.sparse else self._dense_blocks
+        return _stack(blocks(users, user_items, n, exclude, filter_items), n)
+
+    def _sparse_blocks(self, users: np.ndarray, user_items: sp.csr_matrix, n: int,
+                       exclude: sp.csr_matrix | None, filter_items: np.ndarray | None
+                       ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``recommend`` for sparse scores, per block of ``block_users`` users: ``sparse_topk``
+        (the global order of the item vector is computed once)."""
         n_items = user_items.shape[1]
-        if self.sparse:
-            filt = np.zeros(n_items, bool)
-            if filter_items is not None and len(filter_items):
-                filt[np.asarray(filter_items, dtype=np.int64)] = True
-            base_order = None
-            for start in range(0, len(users), self.block_users):
-                block = users[start:start + self.block_users]
-                s, b = self.sparse_scores(block, user_items)
-                if base_order is None:
-                    bb = np.zeros(n_items, np.float32) if b is None else np.asarray(b, np.float32)
-                    base_order = np.lexsort((np.arange(n_items), -bb))
-                    base_order = base_order[~filt[base_order]]
-                i, v = sparse_topk(s, b, n, n_items, exclude[block] if exclude is not None else None, filt,
-                                   base_order)
-                out_ids.append(i)
-                out_scores.append(v)
-            if not out_ids:
-                return np.empty((0, n), np.int64), np.empty((0, n), np.float32)
-            return np.vstack(out_ids), np.vstack(out_scores)
-        step = self.rows_per_block(n_items)
+        filt = np.zeros(n_items, bool)
+        if filter_items is not None and len(filter_items):
+            filt[np.asarray(filter_items, dtype=np.int64)] = True
+        base_order = None
+        for start in range(0, len(users), self.block_users):
+            block = users[start:start + self.block_users]
+            s, b = self.sparse_scores(block, user_items)
+            if base_order is None:
+                bb = np.zeros(n_items, np.float32) if b is None else np.asarray(b, np.float32)
+                base_order = np.lexsort((np.arange(n_items), -bb))
+                base_order = base_order[~filt[base_order]]
+            yield sparse_topk(s, b, n, n_items, exclude[block] if exclude is not None else None, filt, base_order)
+
+    def _dense_blocks(self, users: np.ndarray, user_items: sp.csr_matrix, n: int,
+                      exclude: sp.csr_matrix | None, filter_items: np.ndarray | None
+                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``recommend`` for dense scores, per block of ``rows_per_block`` users: masks, then ``topk``."""
+        step = self.rows_per_block(user_items.shape[1])
         for start in range(0, len(users), step):
             block = users[start:start + step]
             s = np.asarray(self.score(block, user_items), dtype=np.float32)
             mask_block(s, exclude[block] if exclude is not None else None, filter_items)
-            i, v = topk(s, n)
-            out_ids.append(i)
-            out_scores.append(v)
-        if not out_ids:
-            return np.empty((0, n), np.int64), np.empty((0, n), np.float32)
-        return np.vstack(out_ids), np.vstack(out_scores)
+            yield topk(s, n)
 
     def recommend_with_own(self, users: np.ndarray, user_items: sp.csr_matrix, n: int, own: sp.csr_matrix,
                            filter_items: np.ndarray | None = None
@@ -286,33 +229,15 @@ class Recommender:
     def similar_items(self, items: np.ndarray, n: int, filter_items: np.ndarray | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
         """Top n most similar items (cosine over ``item_vectors``), the item itself excluded."""
-        vec = self.item_vectors()
-        if sp.issparse(vec):
-            norms = np.sqrt(np.asarray(vec.multiply(vec).sum(axis=1)).ravel())
-            inv = sp.diags(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0))
-            unit = (inv @ vec).tocsr()
-        else:
-            norms = np.linalg.norm(vec, axis=1)
-            unit = vec / np.where(norms > 0, norms, 1)[:, None]
+        unit = _unit_rows(self.item_vectors())
         items = np.asarray(items, dtype=np.int64)
-        out_ids, out_scores = [], []
         n_all = unit.shape[0]
         filt = np.zeros(n_all, bool)
         if filter_items is not None and len(filter_items):
             filt[np.asarray(filter_items, dtype=np.int64)] = True
-        sparse_rows = 0
-        if sp.issparse(unit) and len(items):
-            # Sparse cosines (item-kNN neighbours) stay sparse: top n straight from the stored
-            # entries. Text vectors share common terms, so their cosines are nearly dense: then dense
-            # blocks. A probe of 64 rows tells which is cheaper, and how many rows a block may hold.
-            unit_t = unit.T.tocsr()
-            probe = unit[items[:64]] @ unit_t
-            per_row = max(probe.nnz / max(len(items[:64]), 1), 1.0)
-            # Work per query row: sorting its stored cosines (sparse) against a pass over every
-            # stored entry of the matrix plus a dense top-K (dense).
-            if self.sparse_sort_cost * per_row < unit.nnz + n_all:
-                sparse_rows = int(max(1, min(self.block_users, self.block_cells // per_row)))
+        sparse_rows, unit_t = self._sparse_similar_rows(unit, items)
         if sparse_rows:
+            out_ids, out_scores = [], []
             for start in range(0, len(items), sparse_rows):
                 block = items[start:start + sparse_rows]
                 s = (unit[block] @ unit_t).tocsr()
@@ -324,6 +249,31 @@ class Recommender:
                 out_ids.append(i)
                 out_scores.append(v)
             return np.vstack(out_ids), np.vstack(out_scores)
+        return self._similar_dense(unit, items, n, filter_items)
+
+    def _sparse_similar_rows(self, unit, items: np.ndarray) -> tuple[int, sp.csr_matrix | None]:
+        """(rows per block, transposed unit vectors) when the cosines of ``items`` are cheaper kept
+        sparse, else (0, None).
+
+        Sparse cosines (item-kNN neighbours) stay sparse: top n straight from the stored entries.
+        Text vectors share common terms, so their cosines are nearly dense: then dense blocks. A
+        probe of 64 rows tells which is cheaper, and how many rows a block may hold."""
+        if not (sp.issparse(unit) and len(items)):
+            return 0, None
+        unit_t = unit.T.tocsr()
+        probe = unit[items[:64]] @ unit_t
+        per_row = max(probe.nnz / max(len(items[:64]), 1), 1.0)
+        # Work per query row: sorting its stored cosines (sparse) against a pass over every
+        # stored entry of the matrix plus a dense top-K (dense).
+        if self.sparse_sort_cost * per_row < unit.nnz + unit.shape[0]:
+            return int(max(1, min(self.block_users, self.block_cells // per_row))), unit_t
+        return 0, unit_t
+
+    def _similar_dense(self, unit, items: np.ndarray, n: int, filter_items: np.ndarray | None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """``similar_items`` by dense cosine blocks of at most ``block_cells`` floats."""
+        n_all = unit.shape[0]
+        out_ids, out_scores = [], []
         step = max(1, min(self.block_users, self.block_cells // max(n_all, unit.shape[1], 1)))
         for start in range(0, len(items), step):
             block = items[start:start + step]
@@ -362,7 +312,7 @@ class Recommender:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Recommender":
+    def load(cls, path: str | Path) -> Recommender:
         path = Path(path)
         meta = json.loads((path / "params.json").read_text())
         model = cls(**meta["params"])
@@ -372,4 +322,3 @@ class Recommender:
                 arrays[f.stem] = sp.load_npz(f).tocsr()
         model._set_arrays(arrays)
         return model
-

@@ -1,19 +1,20 @@
-"""Bayesian Personalised Ranking: implicit's BPR matrix factorisation."""
+"""Bayesian Personalised Ranking: implicit's BPR matrix factorisation (scoring and persistence as
+every factor model, models.factors; only the fit differs from ALS)."""
 from __future__ import annotations
 
-import numpy as np
-import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
+from functools import partial
 
-from models.als import ALSRecommender
+import scipy.sparse as sp
+
+from models.factors import FactorRecommender
 from models.registry import register
 
 
 @register
-class BPRRecommender(ALSRecommender):
-    """Same scoring and persistence as ALS (factor dot products); only the fit differs."""
-
+class BPRRecommender(FactorRecommender):
     name = "bpr"
+    # implicit's BPR is SGD whose threads update shared factors: not reproducible to the bit.
+    deterministic = False
 
     def __init__(self, factors: int = 64, learning_rate: float = 0.01, regularization: float = 0.01,
                  iterations: int = 100, random_state: int = 42) -> None:
@@ -26,11 +27,7 @@ class BPRRecommender(ALSRecommender):
     def fit(self, user_items: sp.csr_matrix, items=None) -> "BPRRecommender":
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-        with threadpool_limits(1, "blas"):
-            model = BayesianPersonalizedRanking(factors=self.factors, learning_rate=self.learning_rate,
-                                                regularization=self.regularization, iterations=self.iterations,
-                                                random_state=self.random_state)
-            model.fit(user_items.tocsr().astype(np.float32), show_progress=False)
-        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
-        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
-        return self
+        return self._fit_implicit(partial(BayesianPersonalizedRanking, factors=self.factors,
+                                          learning_rate=self.learning_rate, regularization=self.regularization,
+                                          iterations=self.iterations, random_state=self.random_state),
+                                  user_items)

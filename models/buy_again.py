@@ -27,6 +27,9 @@ def smoothed_repeat_rate(repeat_buyers: np.ndarray, buyers: np.ndarray, smoothin
 class BuyAgainRecommender(Recommender):
     name = "buy_again"
     sparse = True
+    # Unseen items come in popularity order, the same for everyone; no item similarity.
+    ranks_unseen_by_history = False
+    item_similarity = False
 
     def __init__(self, smoothing: float = 10.0) -> None:
         self.smoothing = smoothing

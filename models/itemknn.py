@@ -1,10 +1,13 @@
 """Item-based k-nearest-neighbours: implicit's cosine or BM25 item-item similarity, top K neighbours kept."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 
-from models.base import Recommender, sparse_topk
+from models.base import Recommender
+from models.kernels import sparse_topk
 from models.registry import register
 
 
@@ -18,8 +21,6 @@ class ItemKNNRecommender(Recommender):
         self.weighting = weighting  # "cosine" or "bm25" (implicit's BM25-weighted item-item)
 
     def fit(self, user_items: sp.csr_matrix, items=None) -> "ItemKNNRecommender":
-        import warnings
-
         from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
 
         if self.weighting not in ("cosine", "bm25"):

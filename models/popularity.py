@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from models.base import Recommender, mask_block, topk
+from models.base import Recommender
+from models.kernels import mask_block, topk
 from models.registry import register
 
 
@@ -14,6 +15,9 @@ class PopularityRecommender(Recommender):
 
     name = "popularity"
     sparse = True
+    # One list for everyone; similar_items is that list too (no item similarity).
+    ranks_unseen_by_history = False
+    item_similarity = False
     column = "popularity"
 
     def __init__(self) -> None:

@@ -11,7 +11,6 @@ attributes (pipelines.config.Config).
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from pathlib import Path
@@ -38,15 +37,12 @@ def register(cls: M) -> M:
 
 def model_params(name: str, cfg: Any) -> dict[str, Any]:
     """The constructor arguments of model ``name`` from the config (see the module docstring)."""
-    cls = REGISTRY[name]
     out = {}
-    for p in inspect.signature(cls.__init__).parameters.values():
-        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        if p.name == "random_state":
-            out[p.name] = cfg.seed
-        elif hasattr(cfg.models, f"{name}_{p.name}"):
-            out[p.name] = getattr(cfg.models, f"{name}_{p.name}")
+    for p in REGISTRY[name].param_names():
+        if p == "random_state":
+            out[p] = cfg.seed
+        elif hasattr(cfg.models, f"{name}_{p}"):
+            out[p] = getattr(cfg.models, f"{name}_{p}")
     return out
 
 

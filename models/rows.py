@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from models.base import _member
+from models.kernels import member
 
 
 class RowSet:
@@ -102,4 +102,4 @@ def in_rows(ids: np.ndarray, others: np.ndarray) -> np.ndarray:
     n = int(max(ids.max(initial=0), others.max(initial=0))) + 1
     r = np.arange(ids.shape[0], dtype=np.int64)[:, None]
     keys = np.sort((r * n + others)[others >= 0])
-    return _member((r * n + np.maximum(ids, 0)).ravel(), keys).reshape(ids.shape) & (ids >= 0)
+    return member((r * n + np.maximum(ids, 0)).ravel(), keys).reshape(ids.shape) & (ids >= 0)

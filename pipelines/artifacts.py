@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from pipelines.config import Config
+from pipelines.constants import EVENT_DATE
 from pipelines.infra import storage
 
 
@@ -60,6 +61,31 @@ class Layout:
     @property
     def quarantine(self) -> Path:
         return self.home / "quarantine"
+
+    def validated_dataset(self, dataset: str) -> Path:
+        """``validated/<dataset>``: events (partitioned), items and users batches."""
+        return self.validated / dataset
+
+    def quarantine_dataset(self, dataset: str) -> Path:
+        return self.quarantine / dataset
+
+    @property
+    def landing_events(self) -> Path:
+        return self.landing / "events"
+
+    def landing_partition(self, date_: str) -> Path:
+        """The landed events of one event date (``landing/events/event_date=<date>``)."""
+        return self.landing_events / f"{EVENT_DATE}={date_}"
+
+    def validated_partition(self, date_: str) -> Path:
+        return self.validated_dataset("events") / f"{EVENT_DATE}={date_}"
+
+    def quarantine_partition(self, date_: str) -> Path:
+        return self.quarantine_dataset("events") / f"{EVENT_DATE}={date_}"
+
+    def partition_manifest(self, date_: str) -> Path:
+        """What the gate validated of one landing partition (its files' fingerprints, counts)."""
+        return self.validated_partition(date_) / "_manifest.json"
 
     def validation_dir(self, ds: str) -> Path:
         return self.home / "validation" / f"ds={ds}"
@@ -144,13 +170,38 @@ class Layout:
     def parquet_root(self) -> Path:
         return self.warehouse / "parquet"
 
+    def table_file(self, table: str, ds: str) -> Path:
+        """The Parquet copy of one warehouse table's partition (docs/tables.md)."""
+        return table_file(self.parquet_root, table, ds)
+
     @property
     def mlflow_dir(self) -> Path:
         return self.home / "mlflow"
 
     @property
+    def mlflow_artifacts(self) -> Path:
+        return self.mlflow_dir / "artifacts"
+
+    @property
     def airflow_dir(self) -> Path:
         return self.home / "airflow"
+
+    @property
+    def airflow_logs(self) -> Path:
+        return self.airflow_dir / "logs"
+
+    @property
+    def airflow_secrets(self) -> Path:
+        return self.airflow_dir / "secrets.json"
+
+    def airflow_test_log(self, ds: str) -> Path:
+        """The log of ``recsys airflow-test --ds <ds>`` (``airflow dags test``)."""
+        return self.airflow_dir / f"dags-test-{ds}.log"
+
+
+def table_file(parquet_root: Path, table: str, ds: str) -> Path:
+    """``<parquet_root>/<table>/ds=<ds>/part-0.parquet``: the warehouse's Parquet copies."""
+    return parquet_root / table / f"ds={ds}" / "part-0.parquet"
 
 
 def layout(cfg: Config) -> Layout:

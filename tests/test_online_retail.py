@@ -3,8 +3,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from pipelines.cli import main
 from pipelines.artifacts import layout
+from pipelines.cli import main
 
 DS = "2011-11-08"
 
@@ -108,7 +108,7 @@ def clean_purchases(path, net_of_returns: bool = False) -> pd.DataFrame:
 
 
 def test_every_surface_table_and_its_invariants(or_run, online_retail_path):
-    from features.interactions import read_features
+    from pipelines.artifacts import read_features
     from pipelines.config import load_config
     from pipelines.ranking.rules import item_flags, load_rules
 

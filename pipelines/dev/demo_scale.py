@@ -1,7 +1,7 @@
 """Demo data at scale: a million users, a hundred thousand items, ten million events in a month,
 generated day by day into the landing zone (``recsys demo-data --scale``).
 
-Unlike ``pipelines/demo_data.py`` (small, rich funnels, for tests), this generator never holds more
+Unlike ``pipelines/dev/demo_data.py`` (small, rich funnels, for tests), this generator never holds more
 than one day of events in memory: users with power-law activity, items with power-law popularity
 inside 20 categories, each user favouring one or two categories (so collaborative models have
 structure to find), views, add-to-carts and purchases with order ids, written as one Parquet
@@ -20,8 +20,9 @@ import pyarrow as pa
 from pipelines import constants as C
 from pipelines.artifacts import layout
 from pipelines.config import Config
-from pipelines.dev.demo_data import ADJECTIVES, COUNTRIES, COUNTRY_P, events_to_arrow
+from pipelines.dev.demo_data import ADJECTIVES, COUNTRIES, COUNTRY_P
 from pipelines.infra import storage
+from pipelines.infra.events import events_to_arrow
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,6 @@ def generate_scale(cfg: Config, users: int = 1_000_000, items: int = 100_000, ev
         frame = pd.DataFrame({C.USER_ID: uids[u], C.ITEM_ID: ids[it], C.EVENT_TYPE: etype, C.EVENT_TIME: when,
                               C.QUANTITY: np.where(kind == 2, rng.integers(1, 4, n), 1), C.PRICE: price[it],
                               C.ORDER_ID: order_id, C.SESSION_ID: None})
-
         storage.write_landing_events(layout(cfg).landing, events_to_arrow(frame), batch)
         written += n
         log.info("demo-data --scale: day %d/%d (%s): %d events", d + 1, days, day, n)

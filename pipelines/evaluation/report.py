@@ -21,8 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.artifacts import (Features, layout, read_eval_metrics, read_eval_summary, read_hybrid_metrics,
-                                 read_selection)
+from pipelines.artifacts import (
+    Features,
+    layout,
+    read_eval_metrics,
+    read_eval_summary,
+    read_hybrid_metrics,
+    read_selection,
+)
 from pipelines.config import Config
 from pipelines.infra import storage, warehouse
 

@@ -38,7 +38,7 @@ def consent_flags(cfg: Config) -> pd.DataFrame:
     """Per user who ever stated a flag: ``consent_personalization`` and ``consent_email`` (booleans,
     True where never stated). Users files first (in landing order), then the CLI log (in time order)."""
     frames = []
-    users_dir = layout(cfg).validated / "users"
+    users_dir = layout(cfg).validated_dataset("users")
     for f in in_import_order(users_dir.glob("batch-*.parquet")) if users_dir.exists() else []:
         cols = [c for c in FLAGS if c in pq.read_schema(f).names]
         if cols:

@@ -4,8 +4,6 @@ from __future__ import annotations
 import pandas as pd
 
 TRUE_WORDS = ("true", "1", "yes", "y", "t", "on")
-
-
 FALSE_WORDS = ("false", "0", "no", "n", "f", "off")
 
 

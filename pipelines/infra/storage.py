@@ -9,12 +9,15 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines import constants as C
@@ -102,8 +105,6 @@ def write_landing_events(landing: Path, events: pa.Table, batch_id: str) -> list
     Rows without a parseable event time land in ``event_date=unknown`` so that nothing is lost;
     validation quarantines them.
     """
-    import pyarrow.compute as pc
-
     times = events.column(C.EVENT_TIME)
     dates = pc.strftime(times, format="%Y-%m-%d")
     dates = pc.fill_null(dates, "unknown")
@@ -121,8 +122,6 @@ def write_landing_events(landing: Path, events: pa.Table, batch_id: str) -> list
 def write_landing_table(landing: Path, dataset: str, table: pa.Table, batch_id: str) -> Path:
     """Catalog and users batches: named ``batch-<UTC time>-<batch id>.parquet`` so that a later
     batch (a catalog update) sorts after an earlier one and wins (``in_import_order``)."""
-    from datetime import datetime, timezone
-
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     path = landing / dataset / f"batch-{stamp}-{batch_id}.parquet"
     if path.exists():
@@ -130,32 +129,15 @@ def write_landing_table(landing: Path, dataset: str, table: pa.Table, batch_id: 
     return atomic_write_parquet(table, path)
 
 
+_STAMPED = re.compile(r"^batch-\d{8}T\d{12}-")
+
+
 def in_import_order(files) -> list[Path]:
     """Reference batches oldest first: time-stamped names in time order, after the batches of
     releases that did not stamp their names (which are older)."""
-    import re
-
-    stamped = re.compile(r"^batch-\d{8}T\d{12}-")
-    return sorted(files, key=lambda f: (bool(stamped.match(Path(f).name)), Path(f).name))
+    return sorted(files, key=lambda f: (bool(_STAMPED.match(Path(f).name)), Path(f).name))
 
 
 def landing_files(landing: Path, dataset: str) -> list[Path]:
+    """The batches of one landing dataset (events aside: those are partitioned by date), oldest first."""
     return in_import_order((landing / dataset).glob("batch-*.parquet")) if (landing / dataset).exists() else []
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

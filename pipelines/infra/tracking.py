@@ -31,7 +31,7 @@ def setup(cfg: Config):
         # Local store: artifacts beside it under the data root; a tracking server keeps its own.
         local = not cfg.gate.mlflow_tracking_uri
         mlflow.create_experiment(cfg.gate.mlflow_experiment,
-                                 artifact_location=(layout(cfg).mlflow_dir / "artifacts").as_uri() if local else None)
+                                 artifact_location=layout(cfg).mlflow_artifacts.as_uri() if local else None)
     mlflow.set_experiment(cfg.gate.mlflow_experiment)
     return mlflow
 

@@ -16,6 +16,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.artifacts import table_file
+
 log = logging.getLogger(__name__)
 
 # DuckDB's own memory for warehouse work (the publish step's sort of the personal lists, reports):
@@ -61,7 +63,7 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
     counts: dict[str, int] = {}
     try:
         for name, table in tables.items():
-            final = parquet_root / name / f"ds={ds}" / "part-0.parquet"
+            final = table_file(parquet_root, name, ds)
             tmp = final.with_name(f".part-0.parquet.staged-{uuid.uuid4().hex[:8]}")
             final.parent.mkdir(parents=True, exist_ok=True)
             staged[name] = tmp

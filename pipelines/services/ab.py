@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import yaml
 from scipy import optimize, stats
 
@@ -106,8 +107,6 @@ def load_experiments(cfg: Config) -> Programme:
     return Programme(tuple(out), dict(data.get("roi") or {}))
 
 
-
-
 def assign(exp: Experiment, user_ids) -> pd.DataFrame:
     """experiment_id, user_id, variant, bucket for every user."""
     user_ids = pd.Series(user_ids, dtype="string").astype(str).to_numpy()
@@ -131,8 +130,6 @@ def active_assignments(cfg: Config, ds: str, user_ids) -> list[tuple[Experiment,
 
 def assignments_table(ds: str, run_id: str, experiments: list[tuple[Experiment, pd.DataFrame]]):
     """The ``ab_assignments`` rows of ds: experiment, user, variant, bucket (schema kept when empty)."""
-    import pyarrow as pa
-
     frames = [a.assign(lists=a["variant"].map({v.name: v.lists for v in exp.variants})) for exp, a in experiments]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         {"experiment_id": pd.Series(dtype=str), "user_id": pd.Series(dtype=str), "variant": pd.Series(dtype=str),

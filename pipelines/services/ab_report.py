@@ -23,20 +23,19 @@ from pipelines.artifacts import latest_items, layout
 from pipelines.config import Config
 from pipelines.infra import storage
 from pipelines.infra.consent import drop_forgotten
-from pipelines.services.ab import METRICS, ExperimentError
+from pipelines.services.ab import METRICS
 from pipelines.services.importers import ImportError_, _read_any
 
 log = logging.getLogger(__name__)
 
 OUTCOME_TYPES = ("impression", "click", "add_to_cart", "purchase")
-
-
-def outcomes_dir(cfg: Config):
-    return layout(cfg).landing / "outcomes"
+OUTCOMES = "outcomes"  # the landing dataset (landing/outcomes/) of ``recsys import-outcomes``
 
 
 def load_outcomes(cfg: Config, start: date, end_exclusive: date) -> pd.DataFrame:
-    files = storage.in_import_order(outcomes_dir(cfg).glob("batch-*.parquet")) if outcomes_dir(cfg).exists() else []
+    """Every landed outcome event with start <= event_time < end_exclusive (UTC), exact duplicates
+    (the same event landed by two files) counted once."""
+    files = storage.landing_files(layout(cfg).landing, OUTCOMES)
     if not files:
         return pd.DataFrame(columns=["user_id", "event_type", "event_time", "recommendation_id", "item_id", "revenue"])
     import duckdb
@@ -52,11 +51,9 @@ def load_outcomes(cfg: Config, start: date, end_exclusive: date) -> pd.DataFrame
 
 
 def _categories(cfg: Config) -> pd.Series | None:
-
+    """item_id -> category key of the newest features, or None before the first run."""
     items = latest_items(cfg, ["item_id", "category_key"])
     return None if items is None else items.set_index("item_id")["category_key"]
-
-
 
 
 def _png(fig) -> str:
@@ -119,17 +116,13 @@ def write_report(cfg: Config, ds: str, results: pd.DataFrame, summaries: list) -
             "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
             "font-size:13px}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}</style></head><body>"
             + "\n".join(parts) + "</body></html>")
-    path = cfg.home / "reports" / "ab" / f"ds={ds}" / "report.html"
-    storage.atomic_write_text(page, path)
-    return path
+    return storage.atomic_write_text(page, layout(cfg).ab_report(ds))
 
 
 def import_outcomes(cfg: Config, path) -> int:
     """Land outcome events (CSV or Parquet): user_id, event_type (impression, click, add_to_cart,
     purchase), event_time, and optional recommendation_id, item_id, revenue (purchases) and
     experiment_id. Bad rows fail the import with the file, column, rule and example lines."""
-    from pathlib import Path
-
     path = Path(path)
     if not path.exists():
         raise ImportError_(f"{path}: file not found")
@@ -165,15 +158,12 @@ def import_outcomes(cfg: Config, path) -> int:
         df[col] = df[col].astype("string") if col in df else pd.Series(pd.NA, index=df.index, dtype="string")
     df = drop_forgotten(cfg, df)
     batch = "outcomes-" + storage.file_digest(path)
-    if storage.landing_batch_exists(layout(cfg).landing, "outcomes", batch):
+    if storage.landing_batch_exists(layout(cfg).landing, OUTCOMES, batch):
         return 0
-    storage.write_landing_table(layout(cfg).landing, "outcomes", pa.Table.from_pandas(df, preserve_index=False), batch)
+    storage.write_landing_table(layout(cfg).landing, OUTCOMES, pa.Table.from_pandas(df, preserve_index=False), batch)
     return int(len(df))
 
 
 def plan_text(plan) -> str:
     days = f"; {plan.days} days at the given daily users" if plan.days else ""
     return (f"{plan.detail}\nusers per arm: {plan.users_per_arm:,}; all arms: {plan.total_users:,}{days}")
-
-
-__all__ = ["import_outcomes", "ExperimentError"]

@@ -1,4 +1,5 @@
-"""Bring data into the landing zone: demo data, any CSV/Parquet event file, UCI Online Retail.
+"""Bring data into the landing zone: any CSV/Parquet event file, UCI Online Retail, catalog and
+users updates (the demo data generators in pipelines/dev/ land through ``land_frames`` too).
 
 Landing files are immutable: each import writes new files named after a digest of the input and
 the column mapping, so importing the same file twice is a no-op instead of a duplicate.
@@ -6,6 +7,7 @@ A wrong column name fails before anything is written.
 """
 from __future__ import annotations
 
+import codecs
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,13 +16,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipelines import constants as C
 from pipelines.artifacts import layout
 from pipelines.config import Config
-from pipelines.dev.demo_data import events_to_arrow, generate
 from pipelines.infra import storage
 from pipelines.infra.consent import drop_forgotten
+from pipelines.infra.events import UNPARSEABLE, events_to_arrow
 from pipelines.infra.parsing import parse_bool
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,9 @@ class ImportResult:
 
 
 def land_frames(cfg: Config, batch_id: str, events: pd.DataFrame, items: pd.DataFrame | None,
-          users: pd.DataFrame | None) -> ImportResult:
+                users: pd.DataFrame | None) -> ImportResult:
+    """Land canonical events (and optional catalog and users rows) as one batch; a no-op when the
+    batch was landed before. Forgotten users are dropped first."""
     if storage.landing_batch_exists(layout(cfg).landing, "events", batch_id):
         return ImportResult(batch_id, 0, 0, 0, 0, skipped=True)
 
@@ -63,14 +68,6 @@ def land_frames(cfg: Config, batch_id: str, events: pd.DataFrame, items: pd.Data
                        0 if users is None else len(users))
     log.info("landed %s", res.summary())
     return res
-
-
-def import_demo(cfg: Config, seed: int, users: int, items: int, days: int, end_date: str) -> ImportResult:
-    batch_id = f"demo-s{seed}-u{users}-i{items}-d{days}-{end_date}"
-    if storage.landing_batch_exists(layout(cfg).landing, "events", batch_id):
-        return ImportResult(batch_id, 0, 0, 0, 0, skipped=True)
-    data = generate(seed=seed, users=users, items=items, days=days, end_date=end_date)
-    return land_frames(cfg, batch_id, data.events, data.items, data.users)
 
 
 def _read_any(path: Path, columns: Sequence[str] | None = None, encoding: str = "utf-8") -> pd.DataFrame:
@@ -96,8 +93,6 @@ def _read_any(path: Path, columns: Sequence[str] | None = None, encoding: str = 
 def _columns_of(path: Path, encoding: str = "utf-8") -> list[str]:
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
-
         try:
             return list(pq.read_schema(path).names)
         except (OSError, pa.ArrowException) as exc:
@@ -115,8 +110,6 @@ def _columns_of(path: Path, encoding: str = "utf-8") -> list[str]:
 def _encoding_error(path: Path, encoding: str, exc: UnicodeDecodeError) -> "ImportError_":
     """Name the byte and line of the first undecodable character of the file (pandas reports
     offsets within its own read buffer, which mean nothing to the user)."""
-    import codecs
-
     decoder, offset, line = codecs.getincrementaldecoder(encoding)(), 0, 1
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -198,7 +191,7 @@ def import_events(cfg: Config, path: str | Path, *, user_col: str, item_col: str
         if col:
             extra = _unparseable(raw[col], out[canon], col)
             flags = flags.where(extra == "", flags.where(flags == "", flags + ";") + extra)
-    out["_unparseable"] = flags.where(flags != "", None)
+    out[UNPARSEABLE] = flags.where(flags != "", None)
     items = None
     if title_col:
         items = (pd.DataFrame({"item_id": out[C.ITEM_ID], "title": raw[title_col].astype("string")})
@@ -272,10 +265,6 @@ def import_online_retail(cfg: Config, path: str | Path) -> ImportResult:
              .drop(columns="n").reset_index(drop=True))
     batch_id = "online-retail-" + storage.file_digest(path)
     return land_frames(cfg, batch_id, events, items, users)
-
-
-
-
 
 
 def _read_reference(path: str | Path, key: str, known: Sequence[str]) -> tuple[Path, pd.DataFrame]:

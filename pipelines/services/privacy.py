@@ -6,7 +6,10 @@ written under the data root, and from the PostgreSQL serving copy.
 """
 from __future__ import annotations
 
+import csv
+import json
 import logging
+import re
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import scipy.sparse as sp
 
 from pipelines.artifacts import layout
 from pipelines.config import Config
@@ -23,9 +28,6 @@ from pipelines.infra.consent import consent_dir, user_hash
 from pipelines.infra.postgres import forget_postgres
 
 log = logging.getLogger(__name__)
-
-
-
 
 
 def record_consent(cfg: Config, user_id: str, personalization: bool | None, email: bool | None) -> Path:
@@ -42,27 +44,13 @@ def record_consent(cfg: Config, user_id: str, personalization: bool | None, emai
     return path
 
 
-
-
-
-
 # ------------------------------------------------------------------ the right to be forgotten
 BINARY_SUFFIXES = {".parquet", ".npz", ".npy", ".duckdb", ".db", ".wal", ".pkl", ".png", ".jpg", ".gz", ".zip",
                    ".sqlite", ".joblib", ".ubj", ".bin"}
 
 
-
-
-
-
-
-
-
-
 def _rewrite_parquet(path: Path, user_id: str, aligned: dict) -> int:
     """Remove the user from one Parquet file; returns the rows removed (or blanked)."""
-    import pyarrow.compute as pc
-
     schema = pq.read_schema(path)
     if "user_id" not in schema.names:
         return 0
@@ -89,9 +77,6 @@ def _rewrite_parquet(path: Path, user_id: str, aligned: dict) -> int:
 
 def _zero_rows(directory: Path, rows: set[int]) -> int:
     """Zero the user rows in every users x items matrix and drop them from index-keyed tables."""
-    import pyarrow.compute as pc
-    import scipy.sparse as sp
-
     touched = 0
     for f in directory.glob("*.npz"):
         try:
@@ -123,7 +108,6 @@ def _zero_rows(directory: Path, rows: set[int]) -> int:
 def _scrub_duckdb(cfg: Config, user_id: str) -> int:
     """Delete the user's rows from every table with a user_id column, then rewrite the database file
     (COPY FROM DATABASE into a fresh file, swapped in) so no deleted bytes stay on disk."""
-
     db = layout(cfg).duckdb_path
     if not db.exists():
         return 0
@@ -152,8 +136,6 @@ def _scrub_duckdb(cfg: Config, user_id: str) -> int:
 
 
 def _scrub_text(path: Path, user_id: str) -> int:
-    import re
-
     try:
         text = path.read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError):
@@ -170,8 +152,6 @@ def _scrub_text(path: Path, user_id: str) -> int:
 
 
 def _scrub_csv_export(path: Path, user_id: str) -> int:
-    import csv
-
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     if not rows or "user_id" not in rows[0]:
@@ -191,14 +171,34 @@ def forget(cfg: Config, user_id: str) -> dict:
     """Remove a user from everything the pipeline keeps under the data root and from the exports it
     wrote (``exports/manifest.jsonl``), record a salted hash so no later import brings them back,
     and record the request, without the user id, in the ``privacy_requests`` table."""
-    import json
-
-
     user_id = str(user_id).strip()
     if not user_id:
         raise ValueError("forget: give a user id")
     started = datetime.now(timezone.utc)
     # 1. The suppression list first: a run starting meanwhile already drops the user.
+    _suppress(cfg, user_id)
+    # 2. Every Parquet file, then the matrices beside index-aligned users tables.
+    files, rows, matrices = _scrub_parquet_files(cfg, user_id)
+    # 3. The warehouse.
+    db_rows = _scrub_duckdb(cfg, user_id)
+    # 4. Exports the pipeline wrote (listed in the manifest), inside or outside the data root.
+    exports = _scrub_exports(cfg, user_id)
+    # 5. Text files (reports, validation examples, Data Docs, logs): the id replaced by "[forgotten]".
+    texts = _scrub_text_files(cfg, user_id)
+    # 6. The PostgreSQL serving copy, when configured.
+    serving = forget_postgres(cfg.serving.serving_url, user_id) if cfg.serving.serving_url else 0
+    done = datetime.now(timezone.utc)
+    audit = {"request_id": uuid.uuid4().hex, "kind": "forget", "requested_at": started, "completed_at": done,
+             "parquet_files_rewritten": files, "parquet_rows_removed": rows, "matrices_rewritten": matrices,
+             "warehouse_rows_removed": db_rows, "exports_rewritten": exports, "text_files_scrubbed": texts,
+             "serving_rows_removed": serving}
+    _record_request(cfg, audit)
+    log.info("forget: %s", {k: v for k, v in audit.items() if k not in ("requested_at", "completed_at")})
+    return audit
+
+
+def _suppress(cfg: Config, user_id: str) -> None:
+    """Add the user's salted hash to the forgotten list (the imports drop those users)."""
     path = layout(cfg).forgotten_path
     known = pd.read_parquet(path) if path.exists() else pd.DataFrame({"user_hash": pd.Series(dtype=str)})
     h = user_hash(cfg, user_id)
@@ -208,21 +208,25 @@ def forget(cfg: Config, user_id: str) -> dict:
         tmp = path.with_suffix(".tmp")
         pq.write_table(pa.Table.from_pandas(known, preserve_index=False), tmp)
         tmp.replace(path)
-    # 2. Every Parquet file (landing, validated, quarantine, features, surfaces, warehouse copies,
-    #    consent log, MLflow artifacts), then the matrices beside index-aligned users tables.
+
+
+def _scrub_parquet_files(cfg: Config, user_id: str) -> tuple[int, int, int]:
+    """(files rewritten, rows removed, matrices rewritten) over every Parquet file under the data
+    root (landing, validated, quarantine, features, surfaces, warehouse copies, consent log, MLflow
+    artifacts) and the users x items matrices beside index-aligned users tables."""
     aligned: dict[Path, set[int]] = {}
     files = rows = 0
-    for f in sorted(cfg.home.rglob("*.parquet")):
+    for f in sorted(layout(cfg).home.rglob("*.parquet")):
         if f.name.startswith("."):
             continue
         n = _rewrite_parquet(f, user_id, aligned)
         files += bool(n)
         rows += n
     matrices = sum(_zero_rows(d, idx) for d, idx in aligned.items())
-    # 3. The warehouse.
-    db_rows = _scrub_duckdb(cfg, user_id)
-    # 4. Exports the pipeline wrote (listed in the manifest), inside or outside the data root.
+    return files, rows, matrices
 
+
+def _scrub_exports(cfg: Config, user_id: str) -> int:
     exports = 0
     manifest = layout(cfg).exports_manifest
     if manifest.exists():
@@ -230,22 +234,20 @@ def forget(cfg: Config, user_id: str) -> dict:
             p = Path(json.loads(line)["path"])
             if p.exists():
                 exports += bool(_scrub_csv_export(p, user_id))
-    # 5. Text files (reports, validation examples, Data Docs, logs): the id replaced by "[forgotten]".
+    return exports
+
+
+def _scrub_text_files(cfg: Config, user_id: str) -> int:
+    """Text files under the data root (the exports manifest aside) with the id replaced."""
+    manifest = layout(cfg).exports_manifest
     texts = 0
-    for f in sorted(cfg.home.rglob("*")):
+    for f in sorted(layout(cfg).home.rglob("*")):
         if f.is_file() and f.suffix.lower() not in BINARY_SUFFIXES and f != manifest and f.stat().st_size < 200_000_000:
             texts += bool(_scrub_text(f, user_id))
-    # 6. The PostgreSQL serving copy, when configured.
-    serving = 0
-    if cfg.serving.serving_url:
+    return texts
 
-        serving = forget_postgres(cfg.serving.serving_url, user_id)
-    done = datetime.now(timezone.utc)
-    audit = {"request_id": uuid.uuid4().hex, "kind": "forget", "requested_at": started, "completed_at": done,
-             "parquet_files_rewritten": files, "parquet_rows_removed": rows, "matrices_rewritten": matrices,
-             "warehouse_rows_removed": db_rows, "exports_rewritten": exports, "text_files_scrubbed": texts,
-             "serving_rows_removed": serving}
 
+def _record_request(cfg: Config, audit: dict) -> None:
     con = warehouse.connect_warehouse(layout(cfg).duckdb_path)
     try:
         con.execute("""CREATE TABLE IF NOT EXISTS privacy_requests (request_id VARCHAR, kind VARCHAR,
@@ -256,5 +258,3 @@ def forget(cfg: Config, user_id: str) -> dict:
                     list(audit.values()))
     finally:
         con.close()
-    log.info("forget: %s", {k: v for k, v in audit.items() if k not in ("requested_at", "completed_at")})
-    return audit

@@ -26,7 +26,6 @@ class ServingError(ValueError):
 
 
 def _connect(cfg: Config):
-
     if not layout(cfg).duckdb_path.exists():
         raise ServingError(f"no warehouse at {layout(cfg).duckdb_path}: run the pipeline first (recsys run --ds ...)")
     return warehouse.connect_warehouse(layout(cfg).duckdb_path, read_only=True)
@@ -108,15 +107,10 @@ def rerank(cfg: Config, user_id: str, items: list[str]) -> pd.DataFrame:
 
 def _item_categories(cfg: Config) -> pd.DataFrame:
     """item_id -> category, from the newest features (the grouping the affinity table uses)."""
-
     df = latest_items(cfg, ["item_id", "category_key"])
     if df is None:
         return pd.DataFrame({"item_id": pd.Series(dtype=str), "category": pd.Series(dtype=str)})
     return df.rename(columns={"category_key": "category"})
-
-
-def export_manifest(cfg: Config) -> Path:
-    return layout(cfg).exports_manifest
 
 
 def export_email(cfg: Config, ds: str, out: Path) -> int:
@@ -125,7 +119,6 @@ def export_email(cfg: Config, ds: str, out: Path) -> int:
     attributing clicks and purchases: docs/ab-testing.md). Users who opted out of email since the run are left
     out too. The file's path is recorded in ``exports/manifest.jsonl`` (``recsys forget`` scrubs
     every export listed there). Written atomically."""
-
     con = _connect(cfg)
     try:
         _require(con, "post_purchase_email")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipelines.cli import airflow_env
 from pipelines.config import load_config
-from pipelines.services.importers import import_demo
+from pipelines.dev.demo_data import import_demo
 
 BIN = Path(sys.executable).parent
 DS = "2024-06-30"

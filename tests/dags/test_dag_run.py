@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import requests
 
+from pipelines.artifacts import layout
 from tests.conftest import REPO
 from tests.dags.airflow_helpers import BIN, DS, demo_home, free_port, stop
-from pipelines.artifacts import layout
 
 
 def published(cfg) -> pd.DataFrame:
@@ -65,9 +65,9 @@ def test_scheduler_runs_dag_triggered_through_rest_api(tmp_path):
     cfg, env = demo_home(tmp_path / "var")
     # An experiment running on DS and simulated outcome events for it: recsys_ab_report runs after the nightly.
 
+    from pipelines.dev.ab_sim import simulate
     from pipelines.services.ab import load_experiments
     from pipelines.services.ab_report import import_outcomes
-    from pipelines.dev.ab_sim import simulate
 
     env["RECSYS_PUBLISH_SHARDS"] = "3"  # the scheduler maps the score step over three user shards
     (tmp_path / "experiments.yaml").write_text(EXPERIMENT)

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 from features.interactions import FeatureError, build_features
+from pipelines.artifacts import read_features
 from pipelines.services.importers import land_frames
 from pipelines.validation.gate import validate
 from tests.conftest import events_frame
-from pipelines.artifacts import read_features
 
 DS = "2024-03-10"
 
@@ -70,7 +70,7 @@ def test_matrices_truth_and_popularity_match_hand_computed(landed):
     np.testing.assert_allclose(f.items["trend_full"], [i1_full, 0.5 ** (age("2024-03-11", "2024-03-09 10:00") / hl),
                                                           0.5 ** (age("2024-03-11", "2024-03-10 11:00") / hl), 0],
                                rtol=1e-9)
-    assert [str(d) if d is not None and d == d else None for d in f.items["first_seen"]] == \
+    assert [str(d) if pd.notna(d) else None for d in f.items["first_seen"]] == \
         ["2024-03-01", "2024-03-03", "2024-03-10", None]  # i4 is catalog-only
 
 

@@ -1,4 +1,4 @@
-"""The sparse scoring path (models.base.sparse_topk, score_pairs) against a dense full sort.
+"""The sparse scoring path (models.kernels.sparse_topk, Recommender.score_pairs) against a dense full sort.
 
 The reference is computed independently: each user's dense score row (``score``), masked by hand,
 then ordered with a stable full sort by (-score, item index) - no argpartition, no sparse tricks.
@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from models import REGISTRY
-from models.base import sparse_topk
+from models.kernels import sparse_topk
 
 
 def data(seed=0, users=60, items=90):
@@ -141,7 +141,7 @@ def test_recommend_with_own_equals_two_recommend_calls(name):
     # Users with history (an empty ALS row scores every item alike: ties in any order).
     users = np.flatnonzero(np.diff(x.indptr) > 0)
     filt = np.array([1, 2, 30])
-    (a_ids, a_sc), (n_ids, n_sc) = model.recommend_with_own(users, x, 10, x, filter_items=filt)
+    (a_ids, _), (n_ids, _) = model.recommend_with_own(users, x, 10, x, filter_items=filt)
     want_all, _ = reference(model, users, x, 10, None, filt)
     want_new, _ = reference(model, users, x, 10, x, filt)
     np.testing.assert_array_equal(n_ids, want_new)

@@ -11,9 +11,18 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from pipelines.services.ab import Experiment, Variant, analyse, assign, bucket, plan_means, plan_proportions, srm
-from pipelines.dev.ab_sim import simulate
 from pipelines.artifacts import layout
+from pipelines.dev.ab_sim import simulate
+from pipelines.services.ab import (
+    Experiment,
+    Variant,
+    analyse,
+    assign,
+    bucket,
+    plan_means,
+    plan_proportions,
+    srm,
+)
 
 EXP = Experiment("exp-1", (Variant("control", 0.5), Variant("treatment", 0.5, "challenger")),
                  date(2026, 1, 1), date(2026, 1, 31), salt="exp-1")
@@ -79,6 +88,25 @@ def test_the_cli_prints_the_plan(capsys):
     assert "users per arm: 315,161" in out and "64 days" in out
 
 
+def test_the_cli_simulates_imports_and_reports_an_experiment(tmp_path, monkeypatch, capsys):
+    from pipelines.cli import main
+    from pipelines.config import load_config
+
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text("experiments:\n  - id: exp-1\n    start: 2026-01-01\n    end: 2026-01-31\n    variants:\n"
+                        "      - {name: control, share: 0.5}\n      - {name: treatment, share: 0.5, lists: challenger}\n")
+    monkeypatch.setenv("RECSYS_EXPERIMENTS_FILE", str(exp_file))
+    home, sim = tmp_path / "var", tmp_path / "sim.csv"
+    assert main(["--home", str(home), "-q", "ab", "simulate", "--experiment", "exp-1", "--users", "2000",
+                 "--days", "3", "--out", str(sim)]) == 0
+    assert main(["--home", str(home), "-q", "import-outcomes", str(sim)]) == 0
+    assert main(["--home", str(home), "-q", "ab", "report", "--ds", "2026-01-03"]) == 0
+    out = capsys.readouterr().out
+    report = layout(load_config(environ={}, home=home)).ab_report("2026-01-03")
+    assert "landed " in out and f"experiments ['exp-1']: 18 rows in ab_results; report {report}" in out
+    assert "<h2>exp-1</h2>" in report.read_text()
+
+
 def run_many(lift: float, seeds: range, metric: str) -> pd.DataFrame:
     rows = []
     for s in seeds:
@@ -135,7 +163,7 @@ def test_published_lists_carry_the_experiment_and_each_arm_gets_its_own_lists(tm
     import duckdb
 
     from pipelines.config import load_config
-    from pipelines.services.importers import import_demo
+    from pipelines.dev.demo_data import import_demo
     from pipelines.run import run_all
 
     ds = "2024-06-30"
@@ -173,8 +201,8 @@ def load_exp(cfg):
 
 def test_experiment_file_errors_are_clear(tmp_path):
 
-    from pipelines.services.ab import ExperimentError, load_experiments
     from pipelines.config import load_config
+    from pipelines.services.ab import ExperimentError, load_experiments
 
     cfg = load_config(environ={}, home=tmp_path)
     f = tmp_path / "e.yaml"
@@ -189,8 +217,8 @@ def test_experiment_file_errors_are_clear(tmp_path):
 
 
 def test_import_outcomes_rejects_bad_rows_with_file_column_rule_and_lines(tmp_path):
-    from pipelines.services.ab_report import import_outcomes
     from pipelines.config import load_config
+    from pipelines.services.ab_report import import_outcomes
     from pipelines.services.importers import ImportError_
 
     cfg = load_config(environ={}, home=tmp_path / "var")

@@ -3,11 +3,11 @@
 import duckdb
 import pandas as pd
 
-from pipelines.config import load_config
-from pipelines.services.importers import land_frames
-from pipelines.run import run_all
-from tests.conftest import events_frame
 from pipelines.artifacts import layout
+from pipelines.config import load_config
+from pipelines.run import run_all
+from pipelines.services.importers import land_frames
+from tests.conftest import events_frame
 
 
 def test_empty_history_users_get_their_countrys_favourites(tmp_path):

@@ -1,8 +1,8 @@
 
 import pytest
 
-from pipelines.config import load_config
 from pipelines.artifacts import layout
+from pipelines.config import load_config
 
 
 def test_precedence_defaults_yaml_env_override(tmp_path):

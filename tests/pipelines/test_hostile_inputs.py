@@ -10,12 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.artifacts import layout
 from pipelines.config import load_config
-from pipelines.services.importers import ImportError_, import_demo, import_events, land_frames
+from pipelines.dev.demo_data import import_demo
 from pipelines.run import run_all
+from pipelines.services.importers import ImportError_, import_events, land_frames
 from pipelines.validation.gate import ValidationError
 from tests.conftest import events_frame
-from pipelines.artifacts import layout
 
 D0, D1 = "2024-06-20", "2024-06-21"
 PUBLISHED = ("user_recommendations", "similar_items", "model_runs")
@@ -83,7 +84,7 @@ def test_non_utf8_csv_is_refused_then_read_with_its_encoding(home, tmp_path):
         import_events(home, f, **kw)
     assert snapshot(home) == before
     import_events(home, f, encoding="latin-1", **kw)
-    landed = pq.read_table(next((home.landing / "events" / f"event_date={D1}").glob("*.parquet"))).to_pandas()
+    landed = pq.read_table(next((layout(home).landing / "events" / f"event_date={D1}").glob("*.parquet"))).to_pandas()
     assert landed["user_id"].tolist() == ["René"]
 
 
@@ -163,7 +164,7 @@ def test_bad_rows_are_quarantined_and_the_rest_publishes(home, tmp_path):
     assert result["validate"]["rule_counts"]["negative_price"] == 1
     assert result["validate"]["rule_counts"]["unparseable_value"] == 1
     assert result["validate"]["rule_counts"]["id_too_long"] == 1
-    con = duckdb.connect(str(home.duckdb_path), read_only=True)
+    con = duckdb.connect(str(layout(home).duckdb_path), read_only=True)
     q = con.execute("SELECT rule, unparseable FROM quarantined_events WHERE event_date = ? ORDER BY rule", [D1]).fetchall()
     recs = con.execute("SELECT count(*) FROM user_recommendations WHERE ds = ?::DATE AND user_id = ? "
                        "AND surface = 'for_you'",

@@ -5,11 +5,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.artifacts import layout, read_features
+from pipelines.dev.demo_data import import_demo
 from pipelines.hybrid.ranker import HybridRun, candidate_frame, top_n
-from pipelines.services.importers import import_demo
 from pipelines.ranking.personal import merge_many
 from pipelines.run import run_step
-from pipelines.artifacts import layout, read_features
 
 
 def test_top_n_per_user_by_score_with_item_tiebreak():

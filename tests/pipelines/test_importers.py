@@ -3,9 +3,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.cli import main
-from pipelines.services.importers import ImportError_, import_events, import_online_retail
 from pipelines.artifacts import layout
+from pipelines.cli import main
+from pipelines.services.importers import (
+    ImportError_,
+    import_events,
+    import_online_retail,
+)
 
 
 def read_landed(cfg, dataset="events") -> pd.DataFrame:
@@ -127,6 +131,50 @@ def test_a_partial_catalog_update_keeps_the_other_columns(tmp_path):
 
     runner = ExpectationRunner(tmp_path / "docs", "r1", "2024-01-01", cfg)
     validate_reference(cfg, "items", runner)
-    cat = load_catalog(duckdb.connect(), layout(cfg).validated).set_index("item_id")
+    cat = load_catalog(duckdb.connect(), layout(cfg)).set_index("item_id")
     assert cat.loc["B", "title"] == "Blue mug" and bool(cat.loc["B", "in_stock"]) is False
     assert bool(cat.loc["A", "in_stock"]) is True and cat.loc["A", "margin"] == 0.2
+
+
+def test_services_never_import_the_dev_tools():
+    """The demo generators land through the importers (pipelines/dev imports services), never the reverse."""
+    import ast
+    from pathlib import Path
+
+    import pipelines.services
+
+    offenders = []
+    for f in sorted(Path(pipelines.services.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{f.name}: {n}" for n in names if n.startswith("pipelines.dev")]
+    assert offenders == []
+
+
+def test_the_help_lists_every_command_and_steps_lists_the_registry(tmp_path, capsys):
+    from pipelines.steps import OTHER_STEPS, STEPS
+
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("demo-data", "import-events", "import-online-retail", "import-catalog", "import-users",
+                    "cart-recs", "rerank", "export", "consent", "forget", "import-outcomes", "ab", "steps", "run",
+                    "show", "airflow", "airflow-test", "mlflow-ui"):
+        assert f"\n    {command} " in out or f"\n    {command}\n" in out, command
+    assert main(["--home", str(tmp_path / "var"), "-q", "steps"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    for i, step in enumerate(STEPS.values(), 1):
+        assert any(line.startswith(f"{i:>2}. {step.name} ") for line in lines), step.name
+        assert f"writes: {step.writes}" in out
+    assert all(f"writes: {s.writes}" in out for s in OTHER_STEPS.values())
+
+
+def test_the_cli_records_consent(tmp_path, capsys):
+    home = str(tmp_path / "var")
+    assert main(["--home", home, "-q", "consent", "u1", "--email", "off"]) == 0
+    assert "user u1: personalization on, email off" in capsys.readouterr().out
+    assert main(["--home", home, "-q", "consent", "u1"]) == 2
+    assert "give --personalization and/or --email" in capsys.readouterr().err

@@ -7,9 +7,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.services.importers import import_demo, land_frames
-from pipelines.run import run_all
 from pipelines.artifacts import layout, mlflow_uri, read_features
+from pipelines.dev.demo_data import import_demo
+from pipelines.run import run_all
+from pipelines.services.importers import land_frames
 
 DS = "2024-06-30"
 

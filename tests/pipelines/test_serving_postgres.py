@@ -7,10 +7,10 @@ import pandas as pd
 import psycopg
 import pytest
 
-from pipelines.services.importers import import_demo
-from pipelines.run import run_all, run_step
-from pipelines.infra.postgres import INDEXES
 from pipelines.artifacts import layout
+from pipelines.dev.demo_data import import_demo
+from pipelines.infra.postgres import INDEXES
+from pipelines.run import run_all, run_step
 
 DS = "2024-06-30"
 

@@ -10,10 +10,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.cli import main
-from pipelines.services.importers import import_demo
-from pipelines.run import run_all
 from pipelines.artifacts import layout
+from pipelines.cli import main
+from pipelines.dev.demo_data import import_demo
+from pipelines.run import run_all
 
 DS = "2024-06-30"
 SURFACE_TABLES = ("frequently_bought_together", "complete_the_look", "cart_cross_sell", "trending", "best_sellers",
@@ -50,7 +50,7 @@ def purchases(cfg) -> pd.DataFrame:
 
 
 def catalog(cfg) -> pd.DataFrame:
-    from features.interactions import read_features
+    from pipelines.artifacts import read_features
 
     return read_features(cfg, DS).items
 

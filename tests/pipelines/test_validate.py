@@ -7,10 +7,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from features.interactions import build_features
+from pipelines.artifacts import layout, read_features, read_validation_summary
 from pipelines.services.importers import land_frames
-from pipelines.validation.gate import ValidationError, row_rule_masks, run_expectations, validate
+from pipelines.validation.expectations import run_expectations
+from pipelines.validation.gate import ValidationError, validate
+from pipelines.validation.rules import row_rule_masks
 from tests.conftest import events_frame
-from pipelines.artifacts import layout, read_features
 
 HOSTILE = "x'; DROP TABLE users; --\"semi;colon"
 
@@ -73,10 +75,10 @@ def test_revalidating_a_partition_replaces_its_quarantined_rows(lenient):
 
 def test_landing_files_are_never_modified(lenient):
     land_frames(lenient, "b1", dirty_events(), None, None)
-    files = sorted(lenient.landing.rglob("*.parquet"))
+    files = sorted(layout(lenient).landing.rglob("*.parquet"))
     before = [(f, f.read_bytes()) for f in files]
     validate(lenient, "2024-03-01", "r1")
-    assert [(f, f.read_bytes()) for f in sorted(lenient.landing.rglob("*.parquet"))] == before
+    assert [(f, f.read_bytes()) for f in sorted(layout(lenient).landing.rglob("*.parquet"))] == before
 
 
 def test_share_limit_fails_naming_file_column_rule_counts_and_examples(cfg):
@@ -136,11 +138,11 @@ def test_catalog_and_users_are_validated(lenient):
     users = pd.DataFrame({"user_id": ["u1", "u1", "u2"], "country": ["FR", "DE", "GB"]})
     land_frames(lenient, "b1", events_frame([("u1", "i1", "view", "2024-03-01 10:00", 1, 1.0, None)]), items, users)
     validate(lenient, "2024-03-01", "r1")
-    vi = pq.read_table(next((lenient.validated / "items").glob("batch-*-b1.parquet"))).to_pandas()
-    qi = pq.read_table(next((lenient.quarantine / "items").glob("batch-*-b1.parquet"))).to_pandas()
+    vi = pq.read_table(next((layout(lenient).validated / "items").glob("batch-*-b1.parquet"))).to_pandas()
+    qi = pq.read_table(next((layout(lenient).quarantine / "items").glob("batch-*-b1.parquet"))).to_pandas()
     assert vi[["item_id", "title"]].values.tolist() == [["i1", "b"]]  # the later duplicate row wins
     assert sorted(qi["rule"]) == ["duplicate_item_id", "negative_price", "null_item_id"]
-    vu = pq.read_table(next((lenient.validated / "users").glob("batch-*-b1.parquet"))).to_pandas()
+    vu = pq.read_table(next((layout(lenient).validated / "users").glob("batch-*-b1.parquet"))).to_pandas()
     assert vu.values.tolist() == [["u1", "DE"], ["u2", "GB"]]
 
 
@@ -162,7 +164,7 @@ def test_volume_and_freshness_warn_by_default_and_fail_when_configured(cfg):
 def test_data_docs_are_rendered_per_run(lenient):
     land_frames(lenient, "b1", dirty_events(), None, None)
     out = validate(lenient, "2024-03-01", "r1")
-    report = lenient.home / "validation" / "ds=2024-03-01" / "report.html"
+    report = layout(lenient).validation_report("2024-03-01")
     assert out["data_docs"] == str(report)
     html = report.read_text()
     assert "passed" in html and "<td>events</td><td>10</td><td>2</td><td>8</td>" in html
@@ -179,7 +181,7 @@ def test_failed_validation_has_a_report_with_the_message(cfg):
     land_frames(cfg, "b1", dirty_events(), None, None)
     with pytest.raises(ValidationError):
         validate(cfg, "2024-03-01", "r1")
-    html = (cfg.home / "validation" / "ds=2024-03-01" / "report.html").read_text()
+    html = layout(cfg).validation_report("2024-03-01").read_text()
     assert "FAILED" in html and "rule quarantine_share" in html
 
 
@@ -188,7 +190,7 @@ def test_each_dataset_gets_its_own_suite(lenient):
     users = pd.DataFrame({"user_id": ["u1", None]})
     land_frames(lenient, "b1", events_frame([("u1", "i1", "view", "2024-03-01 10:00", 1, 1.0, None)]), items, users)
     validate(lenient, "2024-03-01", "r1")
-    ge = json.loads((lenient.home / "validation" / "ds=2024-03-01" / "summary.json").read_text())["great_expectations"]
+    ge = read_validation_summary(lenient, "2024-03-01")["great_expectations"]
     by = {(d, r["expectation"], r["column"]): r for d, rs in ge.items() for r in rs}
     assert {r["column"] for d, rs in ge.items() if d == "items" for r in rs} == {"item_id", "price"}
     assert by[("items", "expect_column_values_to_be_unique", "item_id")]["unexpected_count"] == 2

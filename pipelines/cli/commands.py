@@ -1,0 +1,233 @@
+"""What each ``recsys`` command does (the Airflow and MLflow ones are in tools.py). Each command
+imports the modules it needs when it runs, so the command line starts quickly."""
+from __future__ import annotations
+
+import textwrap
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pipelines.artifacts import latest_items, layout
+
+
+def _yesterday() -> str:
+    # The CLI may read the clock to pick a default; steps never do.
+    return (datetime.now(timezone.utc).date() - timedelta(days=1)).isoformat()
+
+
+def _print(df) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 60):
+        print(df.to_string(index=False) if len(df) else "(no rows)")
+
+
+# ------------------------------------------------------------------ data in
+def cmd_demo_data(args, cfg):
+    if args.scale:
+        from pipelines.dev.demo_scale import generate_scale
+
+        res = generate_scale(cfg, users=args.users or 1_000_000, items=args.items or 100_000,
+                             events=args.events, days=args.days or 30, end_date=args.end_date or _yesterday(),
+                             seed=args.seed)
+        print(res)
+    else:
+        from pipelines.dev.demo_data import import_demo
+
+        res = import_demo(cfg, seed=args.seed, users=args.users or 2000, items=args.items or 400,
+                          days=args.days or 90, end_date=args.end_date or _yesterday())
+        print(res.summary())
+    print(f"landing zone: {layout(cfg).landing}")
+
+
+def cmd_import_events(args, cfg):
+    from pipelines.services.importers import import_events
+
+    res = import_events(cfg, args.file, user_col=args.user_col, item_col=args.item_col, time_col=args.time_col,
+                        time_format=args.time_format, event_type=args.event_type, event_type_col=args.event_type_col,
+                        quantity_col=args.quantity_col, price_col=args.price_col, title_col=args.title_col,
+                        order_col=args.order_col, session_col=args.session_col, encoding=args.encoding)
+    print(res.summary())
+
+
+def cmd_import_online_retail(args, cfg):
+    from pipelines.services.importers import import_online_retail
+
+    print(import_online_retail(cfg, args.path).summary())
+
+
+def cmd_import_catalog(args, cfg):
+    from pipelines.services.importers import import_catalog
+
+    print(import_catalog(cfg, args.path).summary())
+    print("catalog update landed: the next run applies it to every table (or rerun: recsys run --ds D)")
+
+
+def cmd_import_users(args, cfg):
+    from pipelines.services.importers import import_users
+
+    print(import_users(cfg, args.path).summary())
+
+
+# ------------------------------------------------------------------ answers from the published tables
+def cmd_cart_recs(args, cfg):
+    from pipelines.services.serving import cart_recs
+
+    _print(cart_recs(cfg, args.items, n=args.n))
+
+
+def cmd_rerank(args, cfg):
+    from pipelines.services.serving import rerank
+
+    _print(rerank(cfg, args.user, args.items))
+
+
+def cmd_export(args, cfg):
+    from pipelines.services.serving import export_email
+
+    n = export_email(cfg, args.ds, Path(args.out))
+    print(f"wrote {n} customers to {args.out}")
+
+
+# ------------------------------------------------------------------ privacy
+def cmd_consent(args, cfg):
+    from pipelines.infra.consent import consent_flags
+    from pipelines.services.privacy import record_consent
+
+    to_bool = {"on": True, "off": False, None: None}
+    record_consent(cfg, args.user, to_bool[args.personalization], to_bool[args.email])
+    flags = consent_flags(cfg)
+    row = flags[flags["user_id"] == str(args.user)].iloc[0]
+    print(f"user {args.user}: personalization {'on' if row['consent_personalization'] else 'off'}, "
+          f"email {'on' if row['consent_email'] else 'off'} (applies from the next run; "
+          "`recsys export email` applies it at once)")
+
+
+def cmd_forget(args, cfg):
+    from pipelines.services.privacy import forget
+
+    audit = forget(cfg, args.user)
+    print(f"forgot the user: request {audit['request_id']}: {audit['parquet_rows_removed']} rows in "
+          f"{audit['parquet_files_rewritten']} Parquet files, {audit['warehouse_rows_removed']} warehouse rows, "
+          f"{audit['matrices_rewritten']} matrices, {audit['exports_rewritten']} exports, "
+          f"{audit['text_files_scrubbed']} text files; recorded in table privacy_requests")
+
+
+# ------------------------------------------------------------------ A/B testing
+def cmd_import_outcomes(args, cfg):
+    from pipelines.services.ab_report import import_outcomes
+
+    n = import_outcomes(cfg, args.path)
+    print(f"landed {n} outcome events" if n else "this file was imported before; nothing written")
+
+
+def cmd_ab(args, cfg):
+    {"plan": _ab_plan, "report": _ab_report, "simulate": _ab_simulate}[args.ab_command](args, cfg)
+
+
+def _ab_plan(args, cfg):
+    from pipelines.services import ab
+    from pipelines.services.ab_report import plan_text
+
+    if args.baseline_rate is not None:
+        plan = ab.plan_proportions(args.baseline_rate, args.mde, args.alpha, args.power, args.arms, args.daily_users)
+    elif args.mean is not None and args.sd is not None:
+        plan = ab.plan_means(args.mean, args.sd, args.mde, args.alpha, args.power, args.arms, args.daily_users)
+    else:
+        raise ValueError("ab plan: give --baseline-rate (a conversion rate) or --mean and --sd (revenue per visitor)")
+    print(plan_text(plan))
+
+
+def _ab_report(args, cfg):
+    from pipelines.run import run_step
+
+    res = run_step("ab_report", cfg, args.ds, args.run_id or f"cli__{args.ds}__ab")
+    print(f"experiments {res['experiments']}: {res['rows']} rows in ab_results; report {res['report']}"
+          + (f"; SAMPLE RATIO MISMATCH in {res['srm_flags']}" if res["srm_flags"] else ""))
+
+
+def _ab_simulate(args, cfg):
+    from pipelines.dev.ab_sim import simulate
+    from pipelines.services import ab
+
+    exp = {e.id: e for e in ab.load_experiments(cfg).experiments}.get(args.experiment)
+    if exp is None:
+        raise ValueError(f"ab simulate: no experiment {args.experiment!r} in the experiments file")
+    # The true lift goes to every arm that gets lists; "none" arms (holdouts) keep the control's rates.
+    treated = [v.name for v in exp.variants if v.name != exp.control_variant and v.lists != "none"]
+    items = latest_items(cfg, ["item_id"])
+    catalog = None if items is None else items["item_id"].to_numpy(object)
+    _, events = simulate(exp, args.users, args.seed, lift={v: args.lift for v in treated}, days=args.days,
+                         items=catalog)
+    events.to_csv(args.out, index=False)
+    print(f"wrote {len(events)} simulated outcome events for {args.users} users (true lift {args.lift:+.1%}) "
+          f"to {args.out}")
+
+
+# ------------------------------------------------------------------ the pipeline
+def cmd_steps(args, cfg):
+    """The step registry: what each step does and where it writes, in the order of the nightly run."""
+    from pipelines.steps import OTHER_STEPS, STEPS
+
+    def show(label: str, text: str, writes: str) -> None:
+        print(textwrap.fill(text, width=100, initial_indent=f"{label:<14}", subsequent_indent=" " * 14))
+        print(" " * 14 + f"writes: {writes}")
+
+    print("The nightly run, step by step: `recsys run --ds D` runs them in this order, `--step NAME` one of\n"
+          "them. Each reads what the steps before it wrote for the same ds; paths are under the data root\n"
+          f"({cfg.home}).\n")
+    for i, step in enumerate(STEPS.values(), 1):
+        mapped = " (`--shard N`: one shard, as one mapped Airflow task runs it)" if step.mapped else ""
+        show(f"{i:>2}. {step.name}", step.summary + mapped, step.writes)
+    print("\nOther DAGs (`recsys ab report --ds D` runs ab_report):")
+    for step in OTHER_STEPS.values():
+        show(f"    {step.name}", step.summary, step.writes)
+    print("\nEach step is pipelines/steps/<name>.py with a run(cfg, ds, run_id) function; the registry is\n"
+          "pipelines/steps/__init__.py.")
+
+
+def cmd_run(args, cfg):
+    from pipelines.run import run_all, run_step
+
+    run_id = args.run_id or f"cli__{args.ds}__{uuid.uuid4().hex[:8]}"
+    if args.shard is not None and args.step != "score":
+        raise SystemExit("recsys run: --shard goes with --step score")
+    if args.step:
+        print(run_step(args.step, cfg, args.ds, run_id, shard=args.shard))
+        return
+    results = run_all(cfg, args.ds, run_id)
+    pub = results["publish"]
+    print(f"run {run_id} for ds={args.ds}: champion {results['select']['champion']}, "
+          f"published {pub['rows']} to {pub['duckdb']}")
+
+
+def cmd_show(args, cfg):
+    from pipelines.infra import warehouse
+
+    if not layout(cfg).duckdb_path.exists():
+        raise SystemExit(f"no warehouse yet at {layout(cfg).duckdb_path}; run the pipeline first")
+    con = warehouse.connect_warehouse(layout(cfg).duckdb_path, read_only=True)
+    print(f"DuckDB warehouse: {layout(cfg).duckdb_path}")
+    print(f"Parquet tables:   {layout(cfg).parquet_root}/<table>/ds=<ds>/part-0.parquet")
+    tables = [r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_name IN "
+        "(SELECT table_name FROM information_schema.columns WHERE column_name = 'ds') ORDER BY 1").fetchall()]
+    print(con.sql(" UNION ALL ".join(
+        f"SELECT '{t}' AS table_name, max(ds) AS latest_ds, count(DISTINCT ds) AS dates, count(*) AS rows FROM \"{t}\""
+        for t in tables) + " ORDER BY 1"))
+    print("Holdout evaluation of the latest run (the champion is the best NDCG@10):")
+    print(con.sql("SELECT model, max(value) FILTER (metric = 'ndcg_at_10') AS ndcg_at_10, "
+                  "max(value) FILTER (metric = 'recall_at_10') AS recall_at_10, "
+                  "max(value) FILTER (metric = 'precision_at_10') AS precision_at_10, "
+                  "max(value) FILTER (metric = 'coverage_at_10') AS coverage_at_10 "
+                  "FROM latest_model_runs WHERE protocol = 'holdout' AND segment = 'returning' "
+                  "GROUP BY model ORDER BY ndcg_at_10 DESC"))
+    print("Sample: 'for you' list of one user")
+    print(con.sql("SELECT user_id, surface, rank, item_id, score, model FROM latest_user_recommendations "
+                  "WHERE surface = 'for_you' AND user_id = (SELECT min(user_id) FROM latest_user_recommendations) "
+                  f"ORDER BY rank LIMIT {int(args.rows)}"))
+    print("Sample: similar items of one product")
+    print(con.sql("SELECT item_id, rank, similar_item_id, score, model FROM latest_similar_items "
+                  "WHERE item_id = (SELECT min(item_id) FROM latest_similar_items) "
+                  f"ORDER BY rank LIMIT {int(args.rows)}"))
+    con.close()

@@ -1,0 +1,154 @@
+"""The commands of ``recsys`` and their options, one function per group of commands (in the order
+``recsys --help`` lists them)."""
+from __future__ import annotations
+
+import argparse
+
+import pipelines.cli.commands as cmd
+from pipelines.cli.tools import cmd_airflow, cmd_airflow_test, cmd_mlflow_ui
+from pipelines.steps import STEPS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recsys", description="Nightly batch recommendations for retailers. "
+                                "Data root: $RECSYS_HOME (default ./var).")
+    p.add_argument("--home", help="data root (overrides RECSYS_HOME)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_data_commands, _serving_commands, _privacy_commands, _ab_commands, _pipeline_commands,
+                _tool_commands):
+        add(sub)
+    return p
+
+
+def _data_commands(sub) -> None:
+    d = sub.add_parser("demo-data", help="generate deterministic demo data into the landing zone")
+    d.add_argument("--seed", type=int, default=42)
+    d.add_argument("--users", type=int, help="default 2000 (1,000,000 with --scale)")
+    d.add_argument("--items", type=int, help="default 400 (100,000 with --scale)")
+    d.add_argument("--days", type=int, help="default 90 (30 with --scale)")
+    d.add_argument("--scale", action="store_true",
+                   help="the scale data set: power-law users and items, generated day by day (pipelines/dev/demo_scale.py)")
+    d.add_argument("--events", type=int, default=10_000_000, help="with --scale: events in all (default 10,000,000)")
+    d.add_argument("--end-date", help="last day of data, YYYY-MM-DD (default: yesterday, UTC)")
+    d.set_defaults(func=cmd.cmd_demo_data)
+
+    e = sub.add_parser("import-events", help="land a CSV or Parquet file of events")
+    e.add_argument("file")
+    e.add_argument("--user-col", required=True)
+    e.add_argument("--item-col", required=True)
+    e.add_argument("--time-col", required=True)
+    e.add_argument("--time-format", help="strftime format of the time column (default: inferred)")
+    g = e.add_mutually_exclusive_group(required=True)
+    g.add_argument("--event-type", help="one event type for every row: view, add_to_cart, purchase, return")
+    g.add_argument("--event-type-col")
+    for c in ("quantity", "price", "title", "order", "session"):
+        e.add_argument(f"--{c}-col")
+    e.add_argument("--encoding", default="utf-8", help="text encoding of a CSV file (default utf-8)")
+    e.set_defaults(func=cmd.cmd_import_events)
+
+    o = sub.add_parser("import-online-retail", help="land the UCI Online Retail file (xlsx, csv or parquet)")
+    o.add_argument("path")
+    o.set_defaults(func=cmd.cmd_import_online_retail)
+
+    c = sub.add_parser("import-catalog", help="land a catalog update: item_id plus in_stock, active, margin, "
+                       "promotion, repeatable, price, title, ... (CSV or Parquet)")
+    c.add_argument("path")
+    c.set_defaults(func=cmd.cmd_import_catalog)
+
+    u = sub.add_parser("import-users", help="land a users file: user_id plus country, consent_personalization, "
+                       "consent_email, interests, signup_date (CSV or Parquet)")
+    u.add_argument("path")
+    u.set_defaults(func=cmd.cmd_import_users)
+
+
+def _serving_commands(sub) -> None:
+    cr = sub.add_parser("cart-recs", help="the best additions to a cart, from the published pair table")
+    cr.add_argument("items", nargs="+", metavar="ITEM")
+    cr.add_argument("-n", type=int, default=10)
+    cr.set_defaults(func=cmd.cmd_cart_recs)
+
+    rr = sub.add_parser("rerank", help="order search results (item ids) for a user")
+    rr.add_argument("user", metavar="USER")
+    rr.add_argument("items", nargs="+", metavar="ITEM")
+    rr.set_defaults(func=cmd.cmd_rerank)
+
+    ex = sub.add_parser("export", help="write a list marketing pulls: `export email --ds D --out FILE.csv`")
+    ex.add_argument("what", choices=["email"])
+    ex.add_argument("--ds", required=True)
+    ex.add_argument("--out", required=True)
+    ex.set_defaults(func=cmd.cmd_export)
+
+
+def _privacy_commands(sub) -> None:
+    co = sub.add_parser("consent", help="record a user's consent: --personalization on|off --email on|off")
+    co.add_argument("user", metavar="USER")
+    co.add_argument("--personalization", choices=["on", "off"])
+    co.add_argument("--email", choices=["on", "off"])
+    co.set_defaults(func=cmd.cmd_consent)
+
+    fg = sub.add_parser("forget", help="remove a user from every zone, table, Parquet file and export")
+    fg.add_argument("user", metavar="USER")
+    fg.set_defaults(func=cmd.cmd_forget)
+
+
+def _ab_commands(sub) -> None:
+    io_ = sub.add_parser("import-outcomes", help="land outcome events (impression, click, add_to_cart, purchase)")
+    io_.add_argument("path")
+    io_.set_defaults(func=cmd.cmd_import_outcomes)
+
+    ab = sub.add_parser("ab", help="A/B testing: plan (power analysis), report, simulate (docs/ab-testing.md)")
+    abs_ = ab.add_subparsers(dest="ab_command", required=True)
+    pl = abs_.add_parser("plan", help="users per arm and days for the smallest lift worth detecting")
+    pl.add_argument("--baseline-rate", type=float, help="conversion rate of control, e.g. 0.02")
+    pl.add_argument("--mean", type=float, help="mean of a continuous metric (revenue per visitor)")
+    pl.add_argument("--sd", type=float, help="its standard deviation per visitor")
+    pl.add_argument("--mde", type=float, required=True, help="smallest relative lift worth detecting, e.g. 0.05")
+    pl.add_argument("--alpha", type=float, default=0.05)
+    pl.add_argument("--power", type=float, default=0.8)
+    pl.add_argument("--arms", type=int, default=2)
+    pl.add_argument("--daily-users", type=int)
+    rp = abs_.add_parser("report", help="compute ab_results and the report for one ds (what recsys_ab_report runs)")
+    rp.add_argument("--ds", required=True)
+    rp.add_argument("--run-id")
+    sm = abs_.add_parser("simulate", help="write simulated outcome events with a known true lift (CSV)")
+    sm.add_argument("--experiment", required=True)
+    sm.add_argument("--users", type=int, default=20000)
+    sm.add_argument("--lift", type=float, default=0.05)
+    sm.add_argument("--days", type=int, default=14)
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--out", required=True)
+    ab.set_defaults(func=cmd.cmd_ab)
+
+
+def _pipeline_commands(sub) -> None:
+    st = sub.add_parser("steps", help="list the steps of the nightly run: what each does and where it writes")
+    st.set_defaults(func=cmd.cmd_steps)
+
+    r = sub.add_parser("run", help="run the nightly steps in-process for one ds")
+    r.add_argument("--ds", required=True, help="logical date YYYY-MM-DD: uses events up to the end of that day (UTC)")
+    r.add_argument("--run-id")
+    r.add_argument("--step", choices=tuple(STEPS),
+                   help="run one step only")
+    r.add_argument("--shard", type=int,
+                   help="with --step score: that user shard only (0 .. RECSYS_PUBLISH_SHARDS - 1), as one mapped "
+                        "Airflow task runs it")
+    r.set_defaults(func=cmd.cmd_run)
+
+    s = sub.add_parser("show", help="print where the tables are and sample rows")
+    s.add_argument("--rows", type=int, default=5)
+    s.set_defaults(func=cmd.cmd_show)
+
+
+def _tool_commands(sub) -> None:
+    a = sub.add_parser("airflow", help="run an airflow command with this project's configuration")
+    a.add_argument("airflow_args", nargs=argparse.REMAINDER)
+    a.set_defaults(func=cmd_airflow)
+
+    t = sub.add_parser("airflow-test", help="run recsys_nightly once through Airflow (airflow dags test)")
+    t.add_argument("--ds", required=True)
+    t.set_defaults(func=cmd_airflow_test)
+
+    m = sub.add_parser("mlflow-ui", help="the MLflow UI on the pipeline's tracking store")
+    m.add_argument("--port", type=int, default=5000)
+    m.set_defaults(func=cmd_mlflow_ui)

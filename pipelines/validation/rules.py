@@ -1,0 +1,161 @@
+"""Row and schema rules of the validation gate (docs/validation.md).
+
+* **schema**: ``read_event_file`` reads one landing file and fails the batch (``ValidationError``)
+  when it is unreadable, lacks a required column, has a column of the wrong type, or has no rows.
+* **row rules** (``ROW_RULES``), vectorised: ``row_rule_masks`` gives one mask per rule for events,
+  ``reference_rule_masks`` for catalog and users batches; ``encode_rules`` and ``rule_names`` turn
+  the masks into the ``;``-joined rule names stored with each quarantined row.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import constants as C
+
+UNPARSEABLE = "_unparseable"  # set by the importers: "column='raw value'" for values they could not parse
+ROW_RULES = ("null_user_id", "null_item_id", "id_too_long", "unknown_event_type", "null_event_time",
+             "event_time_outside_partition", "event_time_after_ds", "quantity_out_of_range",
+             "negative_price", "unparseable_value", "unknown_item", "duplicate_event")
+RULE_COLUMN = {
+    "null_user_id": C.USER_ID, "null_item_id": C.ITEM_ID, "id_too_long": "user_id, item_id",
+    "unknown_event_type": C.EVENT_TYPE, "null_event_time": C.EVENT_TIME,
+    "event_time_outside_partition": C.EVENT_TIME, "event_time_after_ds": C.EVENT_TIME,
+    "quantity_out_of_range": C.QUANTITY, "negative_price": C.PRICE, "unparseable_value": UNPARSEABLE,
+    "unknown_item": C.ITEM_ID, "duplicate_event": "user_id, item_id, event_type, event_time, order_id",
+}
+DUPLICATE_KEY = [C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TIME, C.ORDER_ID]
+STRING_COLUMNS = (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.ORDER_ID, C.SESSION_ID)
+EVENT_SCHEMA = pa.schema([
+    (C.USER_ID, pa.string()), (C.ITEM_ID, pa.string()), (C.EVENT_TYPE, pa.string()),
+    (C.EVENT_TIME, pa.timestamp("us", tz="UTC")), (C.QUANTITY, pa.int64()), (C.PRICE, pa.float64()),
+    (C.ORDER_ID, pa.string()), (C.SESSION_ID, pa.string()), (UNPARSEABLE, pa.string()),
+])
+QUARANTINE_SCHEMA = pa.schema([
+    ("ds", pa.date32()), ("run_id", pa.string()), ("event_date", pa.string()), ("rule", pa.string()),
+    *[f for f in EVENT_SCHEMA if f.name != UNPARSEABLE], ("unparseable", pa.string()), ("source_file", pa.string()),
+])
+
+
+class ValidationError(ValueError):
+    """A batch-level failure: the message names the file, the column, the rule, counts and example rows."""
+
+
+# ------------------------------------------------------------------ type and schema rules
+def _type_ok(column: str, t: pa.DataType) -> bool:
+    if pa.types.is_null(t):
+        return column not in C.REQUIRED_EVENT_COLUMNS
+    if column in STRING_COLUMNS or column == UNPARSEABLE:
+        return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+    if column == C.EVENT_TIME:
+        return pa.types.is_timestamp(t)
+    if column == C.QUANTITY:
+        return pa.types.is_integer(t)
+    if column == C.PRICE:
+        return pa.types.is_floating(t) or pa.types.is_integer(t)
+    return True
+
+
+def read_event_file(path: Path) -> pa.Table:
+    """Read one landing file and check its schema; raise ValidationError naming file, column and rule."""
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # truncated, corrupt or not Parquet at all
+        raise ValidationError(f"{path}: rule unreadable_file: cannot be read as Parquet ({exc})") from exc
+    names = table.column_names
+    missing = [c for c in C.REQUIRED_EVENT_COLUMNS if c not in names]
+    if missing:
+        hints = []
+        for c in missing:
+            close = difflib.get_close_matches(c, [n for n in names if n not in C.EVENT_COLUMNS], n=1, cutoff=0.5)
+            hints.append(f"{c!r}" + (f" (renamed to {close[0]!r}?)" if close else ""))
+        raise ValidationError(f"{path}: rule missing_column: required column(s) {', '.join(hints)} missing; "
+                              f"the file has columns {names}")
+    wrong = [f"{c!r} is {table.schema.field(c).type}" for c in names
+             if c in EVENT_SCHEMA.names and not _type_ok(c, table.schema.field(c).type)]
+    if wrong:
+        examples = table.slice(0, 3).to_pylist()
+        raise ValidationError(f"{path}: rule wrong_type: column {', '.join(wrong)}; expected "
+                              + ", ".join(f"{c} {EVENT_SCHEMA.field(c).type}" for c in names if c in EVENT_SCHEMA.names)
+                              + f"; first rows: {examples}")
+    if table.num_rows == 0:
+        raise ValidationError(f"{path}: rule empty_file: the file has its header (columns {names}) but no rows")
+    cols = {}
+    for f in EVENT_SCHEMA:
+        if f.name in names:
+            cols[f.name] = table.column(f.name).cast(f.type)
+        else:
+            cols[f.name] = pa.nulls(table.num_rows, f.type)
+    return pa.table(cols, schema=EVENT_SCHEMA)
+
+
+# ------------------------------------------------------------------ row rules
+def row_rule_masks(df: pd.DataFrame, partition_date: pd.Series, ds: str | None = None,
+                   catalog_ids: pd.Index | None = None, max_id_length: int = 256,
+                   max_quantity: int = 100_000) -> dict[str, np.ndarray]:
+    """One boolean mask per row rule: True where the row breaks the rule. Vectorised."""
+    def text(col):
+        return df[col].astype("string")
+
+    def blank(col):
+        s = text(col)
+        return (s.isna() | (s.str.strip() == "")).to_numpy(dtype=bool)
+
+    etime = pd.to_datetime(df[C.EVENT_TIME], utc=True)
+    day = etime.dt.tz_localize(None).to_numpy().astype("datetime64[D]")
+    pday = pd.to_datetime(partition_date.where(partition_date != "unknown"), errors="coerce").to_numpy().astype("datetime64[D]")
+    qty = pd.to_numeric(df[C.QUANTITY], errors="coerce")
+    price = pd.to_numeric(df[C.PRICE], errors="coerce")
+    lengths = np.maximum(text(C.USER_ID).str.len().fillna(0).to_numpy(), text(C.ITEM_ID).str.len().fillna(0).to_numpy())
+    has_time = ~np.isnat(day)
+    masks = {
+        "null_user_id": blank(C.USER_ID),
+        "null_item_id": blank(C.ITEM_ID),
+        "id_too_long": lengths > max_id_length,
+        "unknown_event_type": (~df[C.EVENT_TYPE].isin(C.EVENT_TYPES)).to_numpy(dtype=bool),
+        "null_event_time": ~has_time,
+        "event_time_outside_partition": has_time & (day != pday),
+        "event_time_after_ds": has_time & (day > np.datetime64(ds, "D")) if ds else np.zeros(len(df), bool),
+        "quantity_out_of_range": (qty.notna() & ((qty < 1) | (qty > max_quantity))).to_numpy(dtype=bool),
+        "negative_price": (price.notna() & (price < 0)).to_numpy(dtype=bool),
+        "unparseable_value": (text(UNPARSEABLE).fillna("") != "").to_numpy(dtype=bool) if UNPARSEABLE in df
+        else np.zeros(len(df), bool),
+        "unknown_item": (~df[C.ITEM_ID].isin(catalog_ids)).to_numpy(dtype=bool) & ~blank(C.ITEM_ID)
+        if catalog_ids is not None and len(catalog_ids) else np.zeros(len(df), bool),
+    }
+    # Later copies of the same (user, item, type, time, order) are duplicates; the first one stays.
+    masks["duplicate_event"] = df.duplicated(subset=DUPLICATE_KEY, keep="first").to_numpy(dtype=bool)
+    return masks
+
+
+def encode_rules(masks: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
+    """Bit set of broken rules per row (bit i = i-th rule of ``masks``)."""
+    names = list(masks)
+    n = len(next(iter(masks.values()))) if masks else 0
+    codes = np.zeros(n, dtype=np.int64)
+    for i, r in enumerate(names):
+        codes |= masks[r].astype(np.int64) << i
+    return codes, names
+
+
+def rule_names(codes: np.ndarray, names: list[str]) -> pd.Series:
+    """';'-joined rule names per code; each distinct code is spelled out once."""
+    lookup = {c: ";".join(n for i, n in enumerate(names) if c >> i & 1) for c in np.unique(codes).tolist()}
+    return pd.Series(codes).map(lookup).astype("string")
+
+
+def reference_rule_masks(df: pd.DataFrame, key: str) -> dict[str, np.ndarray]:
+    """Row rules of a catalog (``key`` item_id) or users (user_id) batch: null or blank id, an id
+    repeated later in the batch (the last row stays), negative price."""
+    ids = df[key].astype("string")
+    masks = {f"null_{key}": (ids.isna() | (ids.str.strip() == "")).to_numpy(bool),
+             f"duplicate_{key}": ids.duplicated(keep="last").to_numpy(bool) & ids.notna().to_numpy(bool)}
+    if "price" in df:
+        p = pd.to_numeric(df["price"], errors="coerce")
+        masks["negative_price"] = (p.notna() & (p < 0)).to_numpy(bool)
+    return masks

@@ -1,0 +1,59 @@
+"""The top-K kernels (models.kernels) and the fused factor top-K (models.scoring) by hand and
+against brute force."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from models.kernels import NO_ITEM, mask_block, member, sort_rows, topk
+from models.scoring import block_topk
+
+
+def test_topk_orders_best_first_with_index_tiebreak_and_pads():
+    s = np.array([[0.1, 0.9, 0.5, 0.9], [-np.inf, 0.2, -np.inf, -np.inf]], dtype=np.float32)
+    ids, vals = topk(s, 3)
+    assert ids.tolist() == [[1, 3, 2], [1, -1, -1]]
+    assert vals[0].tolist() == pytest.approx([0.9, 0.9, 0.5])
+    ids, _ = topk(s, 6)  # more than the catalog: padded with -1
+    assert ids.shape == (2, 6) and ids[0].tolist() == [1, 3, 2, 0, -1, -1]
+
+
+def test_mask_block_sets_excluded_and_filtered_items_to_minus_inf():
+    s = np.zeros((2, 4), np.float32)
+    rows = sp.csr_matrix(np.array([[0, 1, 0, 0], [0, 0, 0, 1]], np.float32))
+    mask_block(s, rows, np.array([0]))
+    assert np.isneginf(s).tolist() == [[True, True, False, False], [True, False, False, True]]
+    ids, _ = topk(s, 4)
+    assert ids.tolist() == [[2, 3, NO_ITEM, NO_ITEM], [1, 2, NO_ITEM, NO_ITEM]]
+
+
+def test_member_and_sort_rows():
+    assert member(np.array([3, 4, 9, -1]), np.array([1, 3, 9])).tolist() == [True, False, True, False]
+    assert member(np.array([1]), np.array([], np.int64)).tolist() == [False]
+    r, items = np.array([1, 0, 1, 0, 1]), np.array([2, 1, 0, 3, 1])
+    vals = np.array([0.5, -1.0, 0.5, 2.0, -0.0], np.float32)
+    rr, ii, vv = sort_rows(r, items, vals, rows=2, n_items=4)
+    # by (row, -value, item); -0.0 ties with 0.0
+    assert rr.tolist() == [0, 0, 1, 1, 1] and ii.tolist() == [3, 1, 0, 2, 1]
+    assert vv.tolist() == [2.0, -1.0, 0.5, 0.5, 0.0]
+
+
+def test_block_topk_equals_brute_force_with_rule_masks():
+    rng = np.random.default_rng(0)
+    users, items = rng.normal(size=(50, 8)).astype(np.float32), rng.normal(size=(300, 8)).astype(np.float32)
+    exclude = sp.random(50, 300, density=0.05, format="csr", random_state=1)
+    filt = np.array([3, 7, 11])
+    ids, scores = block_topk(users, items, np.arange(50), 10, exclude=exclude, filter_items=filt, block=16)
+    s = users @ items.T
+    s[:, filt] = -np.inf
+    s[exclude.nonzero()] = -np.inf
+    expected = np.argsort(-s, axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(ids, expected)
+    np.testing.assert_allclose(scores, np.take_along_axis(s, expected, axis=1), rtol=1e-5)
+
+
+def test_block_topk_pads_with_minus_one_when_few_items_are_eligible():
+    users, items = np.ones((2, 3), np.float32), np.arange(15, dtype=np.float32).reshape(5, 3)
+    exclude = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=np.float32))
+    ids, scores = block_topk(users, items, np.arange(2), 6, exclude=exclude, filter_items=np.array([4]))
+    assert ids.tolist() == [[3, 2, 1, -1, -1, -1], [3, 2, 1, 0, -1, -1]]
+    assert np.isneginf(scores[0, 3:]).all() and scores[1, 0] == pytest.approx(9 + 10 + 11)
