@@ -25,7 +25,7 @@ from pipelines.evaluation.metrics import (
     sample_users,
     segment_recall,
 )
-from pipelines.ranking.personal import country_popularity
+from pipelines.ranking.sources import country_popularity
 
 log = logging.getLogger(__name__)
 

@@ -5,6 +5,9 @@
 published list, vectorised over a block of users at once: every step works on rectangular
 (users x slots) arrays, -1 marking an empty slot, with row-wise sorts, cumulative counts and
 scatters; no loop over users, no per-row Python (``rerank_personal`` is the same on long frames).
+Its inputs: ``RulesNight`` (per night: rules, item flags, categories, discovery pool, source
+codes), ``UserRows`` (per block of users: purchases, categories, backfill) and ``Candidates`` (per
+surface: the ordered candidates, new items, exclusions).
 
 1. drop unavailable items (inactive; out of stock when the rules say so);
 2. drop already-bought items that are not repeatable (``for_you``; ``new_for_you`` never has them);
@@ -13,14 +16,16 @@ scatters; no loop over users, no per-row Python (``rerank_personal`` is the same
 5. the head of the list, then brand-new items (content), then discovery items, then pinned items
    at their positions, then backfill from best sellers up to ``min_items``.
 
-The publish step turns each row's source into a short ``reason``.
+The score step turns each row's source into a short ``reason`` (pipelines/ranking/reasons.py).
 """
 from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -37,6 +42,7 @@ from models.rows import (
     take_first,
 )
 from pipelines.config import Config
+from pipelines.ranking.reasons import Source
 
 log = logging.getLogger(__name__)
 
@@ -133,118 +139,212 @@ class Lists:
     utility: np.ndarray
 
 
-def rerank_lists(users: np.ndarray, cand_ids: np.ndarray, cand_src: np.ndarray, *, surface: str, rules: Rules,
-                 flags: pd.DataFrame, category: np.ndarray, bought: RowSet, user_categories: RowSet, top_n: int,
-                 fresh_ids: np.ndarray, fresh_slots: int, discovery_pool: np.ndarray, back_ids: np.ndarray,
-                 back_src: np.ndarray, item_index: dict[str, int], exclude_owned: RowSet | None,
-                 codes: dict[str, int]) -> Lists:
-    """Apply the rules to one surface for the users ``users`` (rows of every array), vectorised
-    over a rectangular layout: (users, k) arrays, -1 for an empty slot, no per-row Python.
+@dataclass(frozen=True)
+class SourceCodes:
+    """Source codes of the items the rules add (default: pipelines/ranking/reasons.py's Source)."""
+    new_item: int = int(Source.CONTENT_NEW_ITEM)
+    discovery: int = int(Source.DISCOVERY)
+    pinned: int = int(Source.PINNED)
 
-    ``cand_ids``/``cand_src``: each user's ordered candidates (best first) and their source codes.
-    ``bought``, ``user_categories``, ``exclude_owned``: RowSets over the same rows (purchases;
-    category codes the user interacted with; items that may never appear, or None).
-    ``fresh_ids``: brand-new item candidates, best first. ``discovery_pool``: item indices (best
-    sellers, best first) for discovery slots. ``back_ids``/``back_src``: backfill, best sellers of
-    the user's country then overall. ``codes``: the source codes of content_new_item, discovery and
-    pinned. Returns Lists of width top_n (utility 0 for every row that is not a ranked candidate).
-    """
-    m = len(users)
-    avail, repeatable = flags["available"].to_numpy(bool), flags["repeatable"].to_numpy(bool)
-    boost = 1 + rules.margin_weight * flags["margin"].to_numpy(float) \
-        + rules.promotion_weight * flags["promotion"].to_numpy(bool)
 
-    def allowed(ids: np.ndarray) -> np.ndarray:
-        safe = np.maximum(ids, 0)
-        ok = (ids >= 0) & avail[safe]
-        ok &= ~bought.has(ids) | repeatable[safe]
-        if exclude_owned is not None:
-            ok &= ~exclude_owned.has(ids)
-        return ok
+@dataclass(frozen=True)
+class RulesNight:
+    """The per-night inputs of the rules layer, the same for every block of users: the rules, the
+    item flags (``item_flags``), the category code per item, the discovery pool (item indices, best
+    sellers first), item_id -> item index (pins), the list length and the codes of added items.
+    The per-item arrays the rules read are derived once (cached)."""
+    rules: Rules
+    flags: pd.DataFrame
+    category: np.ndarray
+    discovery_pool: np.ndarray
+    item_index: dict[str, int]
+    top_n: int
+    codes: SourceCodes = SourceCodes()
 
-    # 1-3. Allowed candidates, position utility x boosts, re-sorted; then the category cap.
-    ok = allowed(cand_ids)
+    @cached_property
+    def available(self) -> np.ndarray:
+        return self.flags["available"].to_numpy(bool)
+
+    @cached_property
+    def repeatable(self) -> np.ndarray:
+        return self.flags["repeatable"].to_numpy(bool)
+
+    @cached_property
+    def boost(self) -> np.ndarray:
+        """1 + margin and promotion boosts, per item."""
+        return 1 + self.rules.margin_weight * self.flags["margin"].to_numpy(float) \
+            + self.rules.promotion_weight * self.flags["promotion"].to_numpy(bool)
+
+    @cached_property
+    def pool(self) -> np.ndarray:
+        return pd.unique(np.asarray(self.discovery_pool, dtype=np.int64))
+
+    @property
+    def cap(self) -> int:  # items per category in a list
+        return max(1, int(np.floor(self.rules.max_category_share * self.top_n)))
+
+    @property
+    def discovery_slots(self) -> int:
+        return int(round(self.rules.discovery_share * self.top_n))
+
+    @property
+    def want(self) -> int:  # the backfill fills a list up to this many items
+        return min(self.rules.min_items, self.top_n)
+
+    def pins(self, surface: str) -> tuple[int, list[tuple[int, int]]]:
+        """(number of pins on ``surface``, [(item index, position)] of those whose item is known and
+        available, in the rules' order)."""
+        pins = [p for p in self.rules.pinned if surface in p.get("surfaces", [surface])]
+        known = [(self.item_index[str(p["item_id"])], int(p["position"])) for p in pins
+                 if str(p["item_id"]) in self.item_index]
+        return len(pins), [(item, position) for item, position in known if self.available[item]]
+
+
+@dataclass(frozen=True)
+class UserRows:
+    """What the rules know of a block of users (row r of every array: the block's r-th user): their
+    purchases, the category codes they interacted with, and their backfill (ids and source codes:
+    best sellers of their country, then overall)."""
+    bought: RowSet
+    categories: RowSet
+    back_ids: np.ndarray
+    back_src: np.ndarray
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """One surface's lists to re-rank for a block of users: each user's ordered candidates (best
+    first) and their source codes, brand-new item candidates (best first) with the slots they may
+    take, and the items that may never appear (a RowSet over the same rows, or None)."""
+    surface: str
+    ids: np.ndarray
+    src: np.ndarray
+    fresh_ids: np.ndarray
+    fresh_slots: int
+    exclude: RowSet | None = None
+
+
+class _Part(NamedTuple):
+    """A run of list cells in tier order: 0 head, 1 new items, 2 discovery, 3 rest and backfill."""
+    ids: np.ndarray
+    src: np.ndarray
+    util: np.ndarray
+    ok: np.ndarray
+    tier: int
+
+
+def _allowed(night: RulesNight, rows: UserRows, cand: Candidates, ids: np.ndarray) -> np.ndarray:
+    """Available, not an already-bought item that is not repeatable, not excluded."""
+    safe = np.maximum(ids, 0)
+    ok = (ids >= 0) & night.available[safe]
+    ok &= ~rows.bought.has(ids) | night.repeatable[safe]
+    if cand.exclude is not None:
+        ok &= ~cand.exclude.has(ids)
+    return ok
+
+
+def _ranked(night: RulesNight, rows: UserRows, cand: Candidates) -> tuple[np.ndarray, ...]:
+    """Steps 1-4: the allowed candidates, position utility x boosts, re-sorted (ties keep candidate
+    order), at most ``cap`` per category; kept cells moved left. Returns (ok, ids, src, util)."""
+    ok = _allowed(night, rows, cand, cand.ids)
     pos = np.cumsum(ok, axis=1)
-    util = np.where(ok, 1.0 / np.log2(np.maximum(pos, 1) + 1.0) * boost[np.maximum(cand_ids, 0)], -np.inf)
+    util = np.where(ok, 1.0 / np.log2(np.maximum(pos, 1) + 1.0) * night.boost[np.maximum(cand.ids, 0)], -np.inf)
     order = np.argsort(-util, axis=1, kind="stable")  # ties keep candidate order; dropped cells last
-    ids, src, util, ok = (np.take_along_axis(a, order, 1) for a in (cand_ids, cand_src, util, ok))
-    cap = max(1, int(np.floor(rules.max_category_share * top_n)))
-    ok &= row_cumcount(category[np.maximum(ids, 0)], ok) < cap
+    ids, src, util, ok = (np.take_along_axis(a, order, 1) for a in (cand.ids, cand.src, util, ok))
+    ok &= row_cumcount(night.category[np.maximum(ids, 0)], ok) < night.cap
+    return compact(ok, ids, src, util)
+
+
+def _discovery(night: RulesNight, rows: UserRows, cand: Candidates, taken: np.ndarray) -> _Part:
+    """Discovery items: best sellers from categories the user never interacted with (users with no
+    history: none), not already ``taken``."""
+    m, pool = cand.ids.shape[0], night.pool
+    present = (cand.ids >= 0).any(axis=1) | (rows.back_ids >= 0).any(axis=1)
+    has_history = (rows.categories.row_nnz > 0) & present
+    d_ids = np.broadcast_to(pool, (m, len(pool)))
+    seen = rows.categories.has(np.broadcast_to(night.category[pool], (m, len(pool))))
+    d_ok = has_history[:, None] & ~seen & _allowed(night, rows, cand, d_ids) & ~in_rows(d_ids, taken)
+    n_disc = night.discovery_slots
+    d_keep, d_ids = compact(take_first(d_ok, n_disc), d_ids, width=min(n_disc, len(pool)))
+    return _Part(d_ids, np.full(d_ids.shape, night.codes.discovery), np.zeros(d_ids.shape), d_keep, 2)
+
+
+def _assemble(night: RulesNight, parts: list[_Part], width: int, rows: np.ndarray | None = None):
+    """The list from its parts in order (first occurrence of an item wins). The category cap over
+    the whole list: capped-out items are a last resort (tier 4), so that min_items wins over
+    diversity when a catalog has too few categories; then a stable sort by tier, keeping tiers 0-2
+    and the first min_items. Returns ((ok, ids, src, util) of ``width`` columns, the number of
+    non-capped items per row); ``rows``: only those rows."""
+    def cat(field: str, dtype) -> np.ndarray:
+        return np.hstack([np.asarray(getattr(p, field) if rows is None else getattr(p, field)[rows], dtype)
+                          for p in parts])
+
+    ids, src, util = cat("ids", np.int64), cat("src", np.int16), cat("util", np.float64)
+    ok = first_occurrence(ids, cat("ok", bool))
+    tier = np.hstack([np.full((len(ids), p.ids.shape[1]), p.tier, np.int8) for p in parts])
+    over = ok & (row_cumcount(night.category[np.maximum(ids, 0)], ok) >= night.cap)
+    first, last = ok & ~over, over
+    n_first = first.sum(axis=1, keepdims=True)
+    dest = np.where(first, np.cumsum(first, axis=1) - 1, np.where(last, n_first + np.cumsum(last, axis=1) - 1, -1))
+    dest = np.where((first & (tier < 3)) | (dest < night.want), dest, -1)
+    return place(dest, width, ids, src, util), n_first[:, 0]
+
+
+def _pin(lists: tuple[np.ndarray, ...], item: int, position: int, put: np.ndarray, code: int) -> tuple:
+    """``item`` at ``position`` (1 = top; after the last item for a shorter list) in the rows
+    ``put``, moved there if already listed, removed from the other rows. (ok, ids, src, util) in
+    and out, one column wider."""
+    ok, ids, src, util = lists
+    ok &= ids != item
     ok, ids, src, util = compact(ok, ids, src, util)
-    n_fresh = fresh_slots if (fresh_ids >= 0).any() else 0
-    n_disc = int(round(rules.discovery_share * top_n))
-    pins = [p for p in rules.pinned if surface in p.get("surfaces", [surface])]
-    head_n = min(max(1, top_n - n_fresh - n_disc - len(pins)), ids.shape[1])
-    head_ok, head = ok[:, :head_n], ids[:, :head_n]
-    # 5. Brand-new items (not already in the head), then discovery items: best sellers from
-    # categories the user never interacted with (users with no history: none).
-    f_ok = first_occurrence(fresh_ids, allowed(fresh_ids) & ~in_rows(fresh_ids, head))
-    f_keep = take_first(f_ok, max(n_fresh, 0))
-    parts = [(head, src[:, :head_n], util[:, :head_n], head_ok, 0),
-             (fresh_ids, np.full(fresh_ids.shape, codes["content_new_item"]), np.zeros(fresh_ids.shape), f_keep, 1)]
-    if n_disc and len(discovery_pool):
-        pool = pd.unique(np.asarray(discovery_pool, dtype=np.int64))
-        present = (cand_ids >= 0).any(axis=1) | (back_ids >= 0).any(axis=1)
-        has_history = (user_categories.row_nnz > 0) & present
-        d_ids = np.broadcast_to(pool, (m, len(pool)))
-        seen = user_categories.has(np.broadcast_to(category[pool], (m, len(pool))))
-        d_ok = has_history[:, None] & ~seen & allowed(d_ids) \
-            & ~in_rows(d_ids, np.hstack([head, np.where(f_ok, fresh_ids, -1)]))
-        d_keep, d_ids = compact(take_first(d_ok, n_disc), d_ids, width=min(n_disc, len(pool)))
-        parts.append((d_ids, np.full(d_ids.shape, codes["discovery"]), np.zeros(d_ids.shape), d_keep, 2))
+    w = ids.shape[1]
+    at = np.where(put, np.minimum(position - 1, ok.sum(axis=1)), w + 1)[:, None]
+    col = np.arange(w + 1)[None, :]
+    from_col = np.clip(np.where(col > at, col - 1, col), 0, max(w - 1, 0))
+    here = col == at
+    ids = np.where(here, item, np.take_along_axis(ids, from_col, 1))
+    src = np.where(here, code, np.take_along_axis(src, from_col, 1))
+    util = np.where(here, 0.0, np.take_along_axis(util, from_col, 1))
+    ok = here | (np.take_along_axis(ok, from_col, 1) & ((col < w) | (col > at)))
+    return ok, ids, src, util
+
+
+def rerank_lists(night: RulesNight, rows: UserRows, cand: Candidates) -> Lists:
+    """Apply the rules to one surface for a block of users (the rows of every array), vectorised
+    over a rectangular layout: (users, k) arrays, -1 for an empty slot, no per-row Python.
+    Returns Lists of width top_n (utility 0 for every row that is not a ranked candidate)."""
+    m, top_n = cand.ids.shape[0], night.top_n
+    ok, ids, src, util = _ranked(night, rows, cand)
+    n_fresh = cand.fresh_slots if (cand.fresh_ids >= 0).any() else 0
+    n_disc = night.discovery_slots
+    n_pins, pins = night.pins(cand.surface)
+    head_n = min(max(1, top_n - n_fresh - n_disc - n_pins), ids.shape[1])
+    head = ids[:, :head_n]
+    # 5. Brand-new items (not already in the head), then discovery items.
+    fresh = cand.fresh_ids
+    f_ok = first_occurrence(fresh, _allowed(night, rows, cand, fresh) & ~in_rows(fresh, head))
+    parts = [_Part(head, src[:, :head_n], util[:, :head_n], ok[:, :head_n], 0),
+             _Part(fresh, np.full(fresh.shape, night.codes.new_item), np.zeros(fresh.shape),
+                   take_first(f_ok, max(n_fresh, 0)), 1)]
+    if n_disc and len(night.discovery_pool):
+        parts.append(_discovery(night, rows, cand, np.hstack([head, np.where(f_ok, fresh, -1)])))
     # 6. The candidates beyond the head, then best sellers (tier 3: backfill up to min_items).
-    parts.append((ids[:, head_n:], src[:, head_n:], util[:, head_n:], ok[:, head_n:], 3))
-    back = (back_ids, back_src, np.zeros(back_ids.shape), allowed(back_ids), 3)
-    want = min(rules.min_items, top_n)
-
-    def assemble(parts: list, rows: np.ndarray | None = None):
-        """The list from its parts in order (first occurrence of an item wins). The category cap over
-        the whole list: capped-out items are a last resort (tier 4), so that min_items wins over
-        diversity when a catalog has too few categories; then a stable sort by tier (the parts are in
-        tier order but for the capped-out ones, which go last), keeping tiers 0-2 and the first
-        min_items: the kept cells are a prefix of the new order. Also returns the number of
-        non-capped items per row."""
-        def cat(k, dtype):
-            return np.hstack([np.asarray(p[k] if rows is None else p[k][rows], dtype) for p in parts])
-
-        ids, src, util = cat(0, np.int64), cat(1, np.int16), cat(2, np.float64)
-        ok = first_occurrence(ids, cat(3, bool))
-        tier = np.hstack([np.full((len(ids), p[0].shape[1]), p[4], np.int8) for p in parts])
-        over = ok & (row_cumcount(category[np.maximum(ids, 0)], ok) >= cap)
-        first, last = ok & ~over, over
-        n_first = first.sum(axis=1, keepdims=True)
-        dest = np.where(first, np.cumsum(first, axis=1) - 1, np.where(last, n_first + np.cumsum(last, axis=1) - 1, -1))
-        dest = np.where((first & (tier < 3)) | (dest < want), dest, -1)
-        return place(dest, top_n + len(pins), ids, src, util), n_first[:, 0]
-
+    parts.append(_Part(ids[:, head_n:], src[:, head_n:], util[:, head_n:], ok[:, head_n:], 3))
     # The backfill only matters for rows with fewer than min_items non-capped items before it (it
     # comes last, so it changes nothing else): those rows are assembled again with it.
-    (ok, ids, src, util), n_first = assemble(parts)
-    short = np.flatnonzero(n_first < want)
+    width = top_n + n_pins
+    (ok, ids, src, util), n_first = _assemble(night, parts, width)
+    short = np.flatnonzero(n_first < night.want)
     if len(short):
-        (ok[short], ids[short], src[short], util[short]), _ = assemble(parts + [back], short)
+        back = _Part(rows.back_ids, rows.back_src, np.zeros(rows.back_ids.shape),
+                     _allowed(night, rows, cand, rows.back_ids), 3)
+        (ok[short], ids[short], src[short], util[short]), _ = _assemble(night, parts + [back], width, short)
     # 8. Pinned items at their positions (moved there if already in the list), for users with a list.
-    for p in pins:
-        if str(p["item_id"]) not in item_index:
-            continue
-        item = item_index[str(p["item_id"])]
-        if not avail[item]:
-            continue
-        listed = ok.any(axis=1)
-        ok &= ids != item
-        ok, ids, src, util = compact(ok, ids, src, util)
-        pin = np.full((m, 1), item, np.int64)
-        put = listed & allowed(pin)[:, 0]
-        w = ids.shape[1]
-        at = np.where(put, np.minimum(int(p["position"]) - 1, ok.sum(axis=1)), w + 1)[:, None]
-        col = np.arange(w + 1)[None, :]
-        from_col = np.clip(np.where(col > at, col - 1, col), 0, max(w - 1, 0))
-        here = col == at
-        ids = np.where(here, item, np.take_along_axis(ids, from_col, 1))
-        src = np.where(here, codes["pinned"], np.take_along_axis(src, from_col, 1))
-        util = np.where(here, 0.0, np.take_along_axis(util, from_col, 1))
-        ok = here | (np.take_along_axis(ok, from_col, 1) & ((col < w) | (col > at)))
-    ok, ids, src, util = compact(ok, ids, src, util, width=top_n)
+    lists = ok, ids, src, util
+    for item, position in pins:
+        put = lists[0].any(axis=1) & _allowed(night, rows, cand, np.full((m, 1), item, np.int64))[:, 0]
+        lists = _pin(lists, item, position, put, night.codes.pinned)
+    ok, ids, src, util = compact(*lists, width=top_n)
     return Lists(np.where(ok, ids, -1), np.where(ok, src, -1).astype(np.int16), np.where(ok, util, 0.0))
 
 
@@ -260,26 +360,36 @@ def _rect(df: pd.DataFrame, row_of: np.ndarray, rows: int, code_of: dict[str, in
     return ids, src
 
 
-def rerank_personal(cands: pd.DataFrame, *, surface: str, rules: Rules, flags: pd.DataFrame, category: np.ndarray,
-                    bought: sp.csr_matrix, user_categories: sp.csr_matrix, top_n: int,
-                    fresh: pd.DataFrame, fresh_slots: int, discovery_pool: np.ndarray, backfill: pd.DataFrame,
-                    item_index: dict[str, int], exclude_owned: sp.csr_matrix | None) -> pd.DataFrame:
-    """``rerank_lists`` on long frames (user_idx, item_idx, source, in each user's order; sparse
-    matrices over all users). Returns user_idx, rank (1..), item_idx, utility, source."""
-    names = sorted(set(cands["source"]) | set(fresh["source"]) | set(backfill["source"])
+@dataclass(frozen=True)
+class UserFrames:
+    """``rerank_personal``'s per-user inputs: long frames (user_idx, item_idx, source, in each
+    user's order) of candidates, brand-new items and backfill; users x items (or category codes)
+    sparse matrices over all users of purchases, interacted categories and excluded items."""
+    cands: pd.DataFrame
+    fresh: pd.DataFrame
+    backfill: pd.DataFrame
+    bought: sp.csr_matrix
+    user_categories: sp.csr_matrix
+    exclude_owned: sp.csr_matrix | None = None
+
+
+def rerank_personal(night: RulesNight, frames: UserFrames, *, surface: str, fresh_slots: int) -> pd.DataFrame:
+    """``rerank_lists`` on long frames (its source codes come from the frames' source names, not
+    ``night.codes``). Returns user_idx, rank (1..), item_idx, utility, source."""
+    names = sorted(set(frames.cands["source"]) | set(frames.fresh["source"]) | set(frames.backfill["source"])
                    | {"content_new_item", "discovery", "pinned"})
     code_of = {k: i for i, k in enumerate(names)}
-    users = np.unique(np.concatenate([d["user_idx"].to_numpy(np.int64) for d in (cands, fresh, backfill)]))
+    night = replace(night, codes=SourceCodes(code_of["content_new_item"], code_of["discovery"], code_of["pinned"]))
+    users = np.unique(np.concatenate([d["user_idx"].to_numpy(np.int64)
+                                      for d in (frames.cands, frames.fresh, frames.backfill)]))
     row_of = np.zeros(int(users.max()) + 1 if len(users) else 1, np.int64)
     row_of[users] = np.arange(len(users))
-    cand_ids, cand_src = _rect(cands, row_of, len(users), code_of)
-    fresh_ids, _ = _rect(fresh, row_of, len(users), code_of)
-    back_ids, back_src = _rect(backfill, row_of, len(users), code_of)
-    out = rerank_lists(users, cand_ids, cand_src, surface=surface, rules=rules, flags=flags, category=category,
-                       bought=RowSet(bought, users), user_categories=RowSet(user_categories, users), top_n=top_n,
-                       fresh_ids=fresh_ids, fresh_slots=fresh_slots, discovery_pool=discovery_pool,
-                       back_ids=back_ids, back_src=back_src, item_index=item_index,
-                       exclude_owned=None if exclude_owned is None else RowSet(exclude_owned, users), codes=code_of)
+    cand_ids, cand_src = _rect(frames.cands, row_of, len(users), code_of)
+    fresh_ids, _ = _rect(frames.fresh, row_of, len(users), code_of)
+    back_ids, back_src = _rect(frames.backfill, row_of, len(users), code_of)
+    rows = UserRows(RowSet(frames.bought, users), RowSet(frames.user_categories, users), back_ids, back_src)
+    exclude = None if frames.exclude_owned is None else RowSet(frames.exclude_owned, users)
+    out = rerank_lists(night, rows, Candidates(surface, cand_ids, cand_src, fresh_ids, fresh_slots, exclude))
     keep = out.ids >= 0
     r, c = np.nonzero(keep)
     return pd.DataFrame({"user_idx": users[r], "rank": c + 1, "item_idx": out.ids[keep],

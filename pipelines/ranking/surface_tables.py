@@ -23,7 +23,6 @@ from datetime import date, timedelta
 import duckdb
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from pipelines import constants as C
@@ -37,8 +36,6 @@ log = logging.getLogger(__name__)
 ALL = "ALL"  # the country value of the overall lists
 
 
-def surfaces_dir(cfg: Config, ds: str):
-    return cfg.home / "surfaces" / f"ds={ds}"
 
 
 def purchases(cfg: Config, ds: str, f: Features) -> duckdb.DuckDBPyConnection:
@@ -251,5 +248,3 @@ def category_affinity(cfg: Config, f: Features) -> pd.DataFrame:
 
 
 
-def load_surface(cfg: Config, ds: str, name: str) -> pd.DataFrame:
-    return pq.read_table(surfaces_dir(cfg, ds) / f"{name}.parquet").to_pandas()

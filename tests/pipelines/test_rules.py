@@ -6,7 +6,15 @@ import pytest
 import scipy.sparse as sp
 
 from pipelines.config import load_config
-from pipelines.ranking.rules import Rules, RulesError, item_flags, load_rules, rerank_personal
+from pipelines.ranking.rules import (
+    Rules,
+    RulesError,
+    RulesNight,
+    UserFrames,
+    item_flags,
+    load_rules,
+    rerank_personal,
+)
 
 
 def rules(**kw) -> Rules:
@@ -28,11 +36,12 @@ def run(r: Rules, cands: list[str], bought=(), top_n=4, backfill="", exclude=Non
     b = sp.csr_matrix((np.ones(len(bought)), (np.zeros(len(bought), int), [idx[x] for x in bought])), shape=(1, 8))
     uc = sp.csr_matrix(np.array([[1.0, 0, 0]]))
     frame = lambda ids, src: pd.DataFrame({"user_idx": 0, "item_idx": [idx[x] for x in ids], "source": src})
-    out = rerank_personal(frame(cands, "model"), surface="for_you", rules=r, flags=item_flags(ITEMS, r),
-                          category=CATEGORY, bought=b, user_categories=uc, top_n=top_n,
-                          fresh=frame([], "content_new_item"), fresh_slots=0,
-                          discovery_pool=np.array([idx[x] for x in disc], dtype=np.int64),
-                          backfill=frame(list(backfill), "popularity"), item_index=idx, exclude_owned=exclude)
+    night = RulesNight(rules=r, flags=item_flags(ITEMS, r), category=CATEGORY,
+                       discovery_pool=np.array([idx[x] for x in disc], dtype=np.int64), item_index=idx, top_n=top_n)
+    frames = UserFrames(cands=frame(cands, "model"), fresh=frame([], "content_new_item"),
+                        backfill=frame(list(backfill), "popularity"), bought=b, user_categories=uc,
+                        exclude_owned=exclude)
+    out = rerank_personal(night, frames, surface="for_you", fresh_slots=0)
     return "".join(ITEMS["item_id"].to_numpy()[out["item_idx"]]), out
 
 
@@ -127,7 +136,10 @@ def test_rectangular_rules_equal_the_pandas_oracle_on_random_lists(seed, kw):
         args = dict(surface=surface, rules=r, flags=flags, category=category, bought=bought,
                     user_categories=user_categories, top_n=top_n, fresh=fresh, fresh_slots=2,
                     discovery_pool=pool, backfill=backfill, item_index=index, exclude_owned=exclude)
-        got = rerank_personal(cands, **args)
+        night = RulesNight(rules=r, flags=flags, category=category, discovery_pool=pool, item_index=index, top_n=top_n)
+        frames = UserFrames(cands=cands, fresh=fresh, backfill=backfill, bought=bought,
+                            user_categories=user_categories, exclude_owned=exclude)
+        got = rerank_personal(night, frames, surface=surface, fresh_slots=2)
         want = rerank_personal_pandas(cands, **args)
         assert len(want) > 0.5 * len(users) * top_n  # lists are mostly full: the comparison means something
         pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True), check_dtype=False)

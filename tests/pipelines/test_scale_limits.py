@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pipelines.hybrid.ranker import Cutoff, hybrid_wins, publish_users
-from pipelines.ranking.personal import fresh_pool
+from pipelines.hybrid.choice import hybrid_wins
+from pipelines.hybrid.ranker import Cutoff, publish_users
+from pipelines.ranking.sources import fresh_pool
 
 
 def test_fresh_pool_prefers_catalog_only_then_newest_then_best_selling():
@@ -43,7 +44,11 @@ def test_hybrid_wins_only_when_it_beats_every_single_list():
 def test_recommendation_ids_from_per_value_hashes_equal_the_row_hashes():
     """The score step hashes each user, item, surface and rank once and combines per row; the ids
     equal pandas' hash_pandas_object over the key rows (the definition the email export uses)."""
-    from pipelines.infra.hashing import combine_key_hashes, key_hashes, recommendation_id_array
+    from pipelines.infra.hashing import (
+        combine_key_hashes,
+        key_hashes,
+        recommendation_id_array,
+    )
 
     rng = np.random.default_rng(3)
     users = np.array([f"u{k}" for k in range(50)] + ["", "ü-ß", "12"], dtype=object)
