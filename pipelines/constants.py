@@ -28,11 +28,6 @@ USER_COLUMNS = ("user_id", "country", "signup_date", "consent_personalization", 
 T_USER_RECS = "user_recommendations"
 T_SIMILAR = "similar_items"
 T_MODEL_RUNS = "model_runs"
-PUBLISHED_TABLES = (T_USER_RECS, T_SIMILAR, T_MODEL_RUNS)
 
 SURFACE_FOR_YOU = "for_you"
 
-DAG_ID = "recsys_nightly"
-
-# The nightly steps, in order (pipelines.run and the DAG, tested to agree).
-STEPS = ("validate", "features", "train", "evaluate", "rank", "select", "surfaces", "score", "publish")

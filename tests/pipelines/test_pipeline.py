@@ -67,9 +67,9 @@ def test_new_for_you_never_repeats_what_the_user_has_touched(demo_run):
     # Interactions whose weights cancel out (bought then returned) are not "touched" any more.
     overlap = recs.merge(seen, on=["user_id", "item_id"])
     full = read_features(cfg, DS)
-    users = full["users"].set_index("user_id")["user_idx"]
-    items = full["items"].set_index("item_id")["item_idx"]
-    dense = full["full"].toarray()
+    users = full.users.set_index("user_id")["user_idx"]
+    items = full.items.set_index("item_id")["item_idx"]
+    dense = full.full.toarray()
     weights = dense[users.loc[overlap["user_id"]].to_numpy(), items.loc[overlap["item_id"]].to_numpy()]
     assert len(recs) > 0 and (weights == 0).all()
 

@@ -78,7 +78,7 @@ def test_lift_support_confidence_by_hand_and_symmetry(run):
     basket = basket.fillna(ev["session_id"].map(lambda s: f"s:{s}", na_action="ignore"))
     ev = ev.assign(basket=basket).dropna(subset=["basket"])[["basket", "item_id"]].drop_duplicates()
     sizes = ev.groupby("basket").size()
-    ev = ev[ev["basket"].map(sizes) <= run.fbt_max_basket_items]
+    ev = ev[ev["basket"].map(sizes) <= run.surfaces.fbt_max_basket_items]
     n = ev["basket"].nunique()
     row = fbt.sort_values(["pair_count", "item_id", "other_item_id"], ascending=[False, True, True]).iloc[0]
     a, b = row["item_id"], row["other_item_id"]
@@ -132,14 +132,14 @@ def test_post_purchase_email_and_its_export(run, tmp_path):
     email = q(run, "SELECT * FROM post_purchase_email WHERE ds = ?::DATE", DS)
     ev = purchases(run)
     day = ev[ev["event_time"].dt.date == pd.Timestamp(DS).date()]
-    users = pd.concat([pd.read_parquet(f) for f in (run.validated / "users").glob("*.parquet")])
+    users = pd.concat([pd.read_parquet(f) for f in (layout(run).validated / "users").glob("*.parquet")])
     no_email = set(users.loc[~users["consent_email"].astype(bool), "user_id"])
     assert set(email["user_id"]) == set(day["user_id"]) - no_email
     owned = ev.groupby("user_id")["item_id"].agg(set)
     for row in email.itertuples():
         assert sorted(row.purchased_items) == sorted(set(day.loc[day.user_id == row.user_id, "item_id"]))
         assert not set(row.recommended_items) & owned[row.user_id]
-        assert 0 < len(row.recommended_items) <= run.email_n
+        assert 0 < len(row.recommended_items) <= run.surfaces.email_n
     out = tmp_path / "email.csv"
     assert main(["--home", str(run.home), "-q", "export", "email", "--ds", DS, "--out", str(out)]) == 0
     rows = list(csv.DictReader(open(out, encoding="utf-8")))
@@ -151,7 +151,7 @@ def test_post_purchase_email_and_its_export(run, tmp_path):
 def test_best_sellers_and_trending_by_hand(run):
     best = q(run, "SELECT * FROM best_sellers WHERE ds = ?::DATE AND country = 'ALL' ORDER BY rank", DS)
     ev = purchases(run)
-    recent = ev[ev["event_time"] >= pd.Timestamp("2024-07-01", tz="UTC") - pd.Timedelta(days=run.popularity_days)]
+    recent = ev[ev["event_time"] >= pd.Timestamp("2024-07-01", tz="UTC") - pd.Timedelta(days=run.features.popularity_days)]
     buyers = recent.groupby("item_id")["user_id"].nunique()
     assert best.iloc[0]["buyers"] == buyers.max()
     assert best.set_index("item_id")["buyers"].to_dict() == {k: buyers[k] for k in best["item_id"]}
@@ -212,7 +212,7 @@ def test_out_of_stock_optout_and_forget_reach_every_output(run, tmp_path):
     assert main(["--home", home, "-q", "export", "email", "--ds", DS, "--out", str(out)]) == 0
     assert victim in out.read_text()
     assert main(["--home", home, "forget", victim]) == 0
-    con = duckdb.connect(str(run.duckdb_path), read_only=True)
+    con = duckdb.connect(str(layout(run).duckdb_path), read_only=True)
     tables = con.execute("SELECT table_name FROM information_schema.columns WHERE column_name = 'user_id'").fetchall()
     for (t,) in tables:
         assert con.execute(f'SELECT count(*) FROM "{t}" WHERE user_id = ?', [victim]).fetchall()[0][0] == 0, t
