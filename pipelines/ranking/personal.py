@@ -57,14 +57,9 @@ from pipelines.ranking.sources import (
     hybrid_lists,
 )
 from pipelines.ranking.user_table import (
-    USER_RECS_ORDER,
-    USER_RECS_SCHEMA,
     TableEncoder,
     long_rows,
 )
-
-__all__ = ["USER_RECS_ORDER", "USER_RECS_SCHEMA", "PersonalLists", "merge_many", "user_recommendation_tables",
-           "user_recommendations"]
 
 log = logging.getLogger(__name__)
 

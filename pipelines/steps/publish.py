@@ -14,9 +14,10 @@ from pipelines.config import Config
 from pipelines.evaluation.report import build_report
 from pipelines.infra import tracking, warehouse
 from pipelines.infra.postgres import publish_postgres
-from pipelines.ranking.personal import USER_RECS_ORDER, user_recommendations
+from pipelines.ranking.personal import user_recommendations
 from pipelines.ranking.publish_tables import model_runs, similar_items, surface_tables
 from pipelines.ranking.rules import item_flags, load_rules
+from pipelines.ranking.user_table import USER_RECS_ORDER
 from pipelines.services.ab import active_assignments, assignments_table
 
 log = logging.getLogger(__name__)

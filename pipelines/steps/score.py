@@ -10,7 +10,8 @@ from pipelines.artifacts import layout, read_features, read_selection
 from pipelines.config import Config
 from pipelines.infra import storage
 from pipelines.infra.hashing import shard_of
-from pipelines.ranking.personal import USER_RECS_SCHEMA, user_recommendation_tables
+from pipelines.ranking.personal import user_recommendation_tables
+from pipelines.ranking.user_table import USER_RECS_SCHEMA
 from pipelines.services.ab import active_assignments
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import pytest
 from pipelines.artifacts import layout, read_features
 from pipelines.dev.demo_data import import_demo
 from pipelines.hybrid.ranker import HybridRun, candidate_frame, top_n
-from pipelines.ranking.personal import merge_many
+from pipelines.ranking.merge import merge_many
 from pipelines.run import run_step
 
 
