@@ -50,7 +50,7 @@ def load_outcomes(cfg: Config, start: date, end_exclusive: date) -> pd.DataFrame
         con.close()
 
 
-def _categories(cfg: Config) -> pd.Series | None:
+def category_of_items(cfg: Config) -> pd.Series | None:
     """item_id -> category key of the newest features, or None before the first run."""
     items = latest_items(cfg, ["item_id", "category_key"])
     return None if items is None else items.set_index("item_id")["category_key"]

@@ -12,7 +12,7 @@ from pipelines.artifacts import layout
 from pipelines.config import Config
 from pipelines.infra import warehouse
 from pipelines.services.ab import analyse, assign, load_experiments, roi
-from pipelines.services.ab_report import _categories, load_outcomes, write_report
+from pipelines.services.ab_report import category_of_items, load_outcomes, write_report
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def run(cfg: Config, ds: str, run_id: str) -> dict:
     started = [e for e in programme.experiments if e.start <= day]
     if not programme.experiments:
         log.info("ab report ds=%s: no experiments configured (config experiments_file)", ds)
-    categories = _categories(cfg)
+    categories = category_of_items(cfg)
     frames, summaries = [], []
     for exp in started:
         last = min(day, exp.end)

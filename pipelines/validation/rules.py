@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import constants as C
+from pipelines.infra.events import EVENT_SCHEMA, UNPARSEABLE
 
-UNPARSEABLE = "_unparseable"  # set by the importers: "column='raw value'" for values they could not parse
 ROW_RULES = ("null_user_id", "null_item_id", "id_too_long", "unknown_event_type", "null_event_time",
              "event_time_outside_partition", "event_time_after_ds", "quantity_out_of_range",
              "negative_price", "unparseable_value", "unknown_item", "duplicate_event")
@@ -31,11 +31,6 @@ RULE_COLUMN = {
 }
 DUPLICATE_KEY = [C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TIME, C.ORDER_ID]
 STRING_COLUMNS = (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.ORDER_ID, C.SESSION_ID)
-EVENT_SCHEMA = pa.schema([
-    (C.USER_ID, pa.string()), (C.ITEM_ID, pa.string()), (C.EVENT_TYPE, pa.string()),
-    (C.EVENT_TIME, pa.timestamp("us", tz="UTC")), (C.QUANTITY, pa.int64()), (C.PRICE, pa.float64()),
-    (C.ORDER_ID, pa.string()), (C.SESSION_ID, pa.string()), (UNPARSEABLE, pa.string()),
-])
 QUARANTINE_SCHEMA = pa.schema([
     ("ds", pa.date32()), ("run_id", pa.string()), ("event_date", pa.string()), ("rule", pa.string()),
     *[f for f in EVENT_SCHEMA if f.name != UNPARSEABLE], ("unparseable", pa.string()), ("source_file", pa.string()),
