@@ -134,4 +134,3 @@ def sparse_topk(scores: sp.csr_matrix, base: np.ndarray | None, n: int, n_items:
     ids[r[keep], rank[keep]] = items[keep]
     out[r[keep], rank[keep]] = vals[keep]
     return ids, out
-

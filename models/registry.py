@@ -83,5 +83,3 @@ def items_for_fit(items, popularity_column: str):
     if f"repeat_rate_{part}" in items:
         out["repeat_rate"] = items[f"repeat_rate_{part}"].to_numpy(dtype=np.float64)
     return out
-
-

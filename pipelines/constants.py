@@ -30,4 +30,3 @@ T_SIMILAR = "similar_items"
 T_MODEL_RUNS = "model_runs"
 
 SURFACE_FOR_YOU = "for_you"
-

@@ -51,5 +51,3 @@ def current_champion(cfg: Config, mlflow) -> tuple[str | None, str | None]:
     except mlflow.exceptions.MlflowException:
         return None, None
     return mv.tags.get("model"), str(mv.version)
-
-

@@ -91,7 +91,3 @@ def beyond_accuracy(cfg: Config, ds: str, f: Features):
         return out
 
     return metrics
-
-
-
-

@@ -22,8 +22,6 @@ SEARCH_SPACE: dict[str, list[dict]] = {
 }
 
 
-
-
 def search(cfg: Config, ds: str, f: Features, users, truth, inactive, n_catalog: int, summary: dict,
            candidates) -> tuple[list[dict], dict]:
     """Try SEARCH_SPACE alternatives on the same holdout until ``search_budget_seconds`` run out.

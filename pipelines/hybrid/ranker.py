@@ -245,8 +245,6 @@ class HybridRun:
         return Ranker(self.cfg).fit(pd.concat(xs, ignore_index=True), np.concatenate(ys))
 
 
-
-
 def publish_users(c: Cutoff, limit: int) -> np.ndarray:
     """Users with history at the cut-off; above ``limit``, the most active ones (distinct active
     days, then interactions, then index), sorted by index."""
@@ -258,5 +256,3 @@ def publish_users(c: Cutoff, limit: int) -> np.ndarray:
     log.info("rank: the hybrid lists %d of %d users with history (hybrid_max_users); the others get "
              "the champion's", limit, len(users))
     return np.sort(users[order[:limit]])
-
-

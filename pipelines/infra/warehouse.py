@@ -10,7 +10,7 @@ import logging
 import os
 import uuid
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import duckdb
 import pyarrow as pa
@@ -105,14 +105,6 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
     for name, tmp in staged.items():
         os.replace(tmp, tmp.with_name("part-0.parquet"))
     return counts
-
-
-def table_counts(db_path: Path, ds: str, names: Iterable[str]) -> dict[str, int]:
-    con = connect_warehouse(db_path, read_only=True)
-    try:
-        return {n: con.execute(f'SELECT count(*) FROM "{n}" WHERE ds = ?::DATE', [ds]).fetchall()[0][0] for n in names}
-    finally:
-        con.close()
 
 
 VALIDATION_RUNS_DDL = """CREATE TABLE IF NOT EXISTS validation_runs (

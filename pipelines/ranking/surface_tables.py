@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 ALL = "ALL"  # the country value of the overall lists
 
 
-
-
 def purchases(cfg: Config, ds: str, f: Features) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection holding ``p``: one row per purchase line of the window, for the users of
     the features step (consent and deletions already applied), with the basket key and the day."""
@@ -244,7 +242,3 @@ def category_affinity(cfg: Config, f: Features) -> pd.DataFrame:
     df = df[df["rank"] <= cfg.surfaces.affinity_n]
     df.insert(0, "user_id", f.users["user_id"].to_numpy()[df["user_idx"].to_numpy()])
     return df[["user_id", "rank", "category", "affinity", "weight"]].reset_index(drop=True)
-
-
-
-
