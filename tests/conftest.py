@@ -3,6 +3,7 @@ repository (committed airflow.cfg) and RECSYS_HOME a fresh directory, so tests n
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -52,6 +53,31 @@ def events_frame(rows: list[tuple]) -> pd.DataFrame:
     df["event_time"] = pd.to_datetime(df["event_time"]).dt.tz_localize("UTC")
     df["session_id"] = None
     return df
+
+
+BASE_DS = "2024-06-20"
+
+
+@pytest.fixture(scope="session")
+def baseline(tmp_path_factory):
+    """A data root with one good night published (BASE_DS: 150 demo users, 60 items, 20 days); copy it
+    with the ``home`` fixture before changing anything."""
+    from pipelines.config import load_config
+    from pipelines.dev.demo_data import import_demo
+    from pipelines.run import run_all
+
+    cfg = load_config(environ={}, home=tmp_path_factory.mktemp("baseline") / "var")
+    import_demo(cfg, seed=2, users=150, items=60, days=20, end_date=BASE_DS)
+    run_all(cfg, BASE_DS, "baseline")
+    return cfg
+
+
+@pytest.fixture
+def home(baseline, tmp_path):
+    """A private copy of the ``baseline`` data root (its Config)."""
+    target = tmp_path / "var"
+    shutil.copytree(baseline.home, target)
+    return baseline.replace(home=target)
 
 
 @pytest.fixture(scope="session")

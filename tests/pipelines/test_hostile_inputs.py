@@ -1,7 +1,6 @@
 """Hostile and broken inputs: each gets a clear error or a quarantine, and a failed run leaves the
 published tables and the landing files exactly as they were."""
 import hashlib
-import shutil
 
 import duckdb
 import numpy as np
@@ -11,31 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.artifacts import layout
-from pipelines.config import load_config
-from pipelines.dev.demo_data import import_demo
 from pipelines.run import run_all
 from pipelines.services.importers import ImportError_, import_events, land_frames
 from pipelines.validation.gate import ValidationError
-from tests.conftest import events_frame
+from tests.conftest import BASE_DS, events_frame
 
-D0, D1 = "2024-06-20", "2024-06-21"
+D0, D1 = BASE_DS, "2024-06-21"
 PUBLISHED = ("user_recommendations", "similar_items", "model_runs")
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory):
-    """A data root with one published ds (D0) and clean demo events for D1 not yet landed."""
-    cfg = load_config(environ={}, home=tmp_path_factory.mktemp("baseline") / "var")
-    import_demo(cfg, seed=2, users=150, items=60, days=20, end_date=D0)
-    run_all(cfg, D0, "baseline")
-    return cfg
-
-
-@pytest.fixture
-def home(baseline, tmp_path):
-    target = tmp_path / "var"
-    shutil.copytree(baseline.home, target)
-    return baseline.replace(home=target)
 
 
 def snapshot(cfg) -> dict:
