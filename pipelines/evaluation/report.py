@@ -122,12 +122,15 @@ def build_report(cfg: Config, ds: str, run_id: str, f: Features, recs: pd.DataFr
     items = f.items
     buyers = np.asarray((f.full > 0).sum(axis=0)).ravel().astype(float)
     bias = popularity_bias(recs, buyers, items["item_id"].to_numpy())
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    bias.plot.bar(ax=ax)
-    ax.set_xlabel("item popularity decile (1 = most bought)")
-    ax.set_ylabel("share")
-    ax.set_title("Popularity bias: recommendation slots vs purchases")
-    parts += ["<h2>Popularity bias</h2>", _table(bias), _png(fig)]
+    if bias.empty:  # a night with no item or no list (a ds before the first event): nothing to plot
+        parts += ["<h2>Popularity bias</h2>", "<p>No items or recommendations on this night.</p>"]
+    else:
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+        bias.plot.bar(ax=ax)
+        ax.set_xlabel("item popularity decile (1 = most bought)")
+        ax.set_ylabel("share")
+        ax.set_title("Popularity bias: recommendation slots vs purchases")
+        parts += ["<h2>Popularity bias</h2>", _table(bias), _png(fig)]
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>recsys run " + html.escape(ds) + "</title>"
             "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table.t{border-collapse:collapse;"
             "font-size:13px}table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
@@ -141,7 +144,7 @@ def build_report(cfg: Config, ds: str, run_id: str, f: Features, recs: pd.DataFr
 def _history(cfg: Config, key: str) -> pd.DataFrame | None:
     if not layout(cfg).duckdb_path.exists():
         return None
-    con = warehouse.connect_warehouse(layout(cfg).duckdb_path, read_only=True)
+    con = warehouse.connect_readonly(cfg)
     try:
         # One run per ds (a rerun replaces its ds). Nights published before the protocol and segment
         # columns existed read NULL there: they were holdout figures of returning users.

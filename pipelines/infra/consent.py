@@ -91,6 +91,12 @@ def forgotten_hashes(cfg: Config) -> set[str]:
     return set(pd.read_parquet(path)["user_hash"]) if path.exists() else set()
 
 
+def is_forgotten(cfg: Config, user_id: str) -> bool:
+    """Whether ``recsys forget`` was run for this id (its salted hash is in the forgotten list)."""
+    hashes = forgotten_hashes(cfg)
+    return bool(hashes) and user_hash(cfg, str(user_id).strip()) in hashes
+
+
 def drop_forgotten(cfg: Config, df: pd.DataFrame, column: str = "user_id") -> pd.DataFrame:
     """Rows of forgotten users removed (imports call this, so a re-sent feed cannot bring them back)."""
     hashes = forgotten_hashes(cfg)

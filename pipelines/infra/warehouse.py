@@ -1,14 +1,23 @@
-"""The DuckDB warehouse: one writing connection at a time, every table of a ds published in one
-transaction (write-audit-publish), and the validation run log.
+"""The DuckDB warehouse and its Parquet copies: one writer at a time, every change one transaction
+across both stores, readers never blocked (docs/tables.md, "Reading while the pipeline writes").
 
-A reader sees the old version of a ds or the new one, never half of one: the Parquet copies are
-staged beside their final place and renamed in after the DuckDB transaction commits.
+Every writer goes through ``transaction(db_path, parquet_root, name)``: it takes the write lock,
+finishes or discards what a killed writer left (``recover``), copies ``recsys.duckdb`` to a staged
+name and works on the copy, stages each Parquet copy beside its final place, and commits all of it
+through one journal (pipelines/infra/journal.py). The new DuckDB file is renamed over the old one,
+so a reader's open connection keeps reading the old file (complete, as it was) and never stands in
+the writer's way; a connection opened after the commit reads the new file.
+
+Readers open the file with ``connect_readonly``; a file that is not a DuckDB database any more
+raises WarehouseDamaged, whose way out is ``recsys rebuild-warehouse`` (``rebuild``).
 """
 from __future__ import annotations
 
 import logging
 import os
-import uuid
+import shutil
+from contextlib import contextmanager
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
@@ -16,68 +25,285 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.artifacts import table_file
+from pipelines.artifacts import layout, table_file
+from pipelines.config import Config
+from pipelines.infra import journal
+from pipelines.infra.faults import fault_point
+from pipelines.infra.journal import WarehouseBusy
 
 log = logging.getLogger(__name__)
+
+__all__ = ["WarehouseBusy", "WarehouseDamaged", "connect_readonly", "transaction", "recover", "publish_tables",
+           "record_validation", "rebuild", "LOG_TABLES"]
 
 # DuckDB's own memory for warehouse work (the publish step's sort of the personal lists, reports):
 # above it, sorts and joins spill to a temporary directory beside the database instead of growing.
 WAREHOUSE_MEMORY_LIMIT = "2GB"
+# Tables that are logs (no latest_ view); their Parquet copies are per ds like every other table.
+LOG_TABLES = ("validation_runs", "quarantined_events", "privacy_requests")
 
 
-def connect_warehouse(db_path: Path, read_only: bool = False):
+class WarehouseDamaged(RuntimeError):
+    """The DuckDB file cannot be read; the message names it and the way out."""
 
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    return duckdb.connect(str(db_path), read_only=read_only, config={"memory_limit": WAREHOUSE_MEMORY_LIMIT})
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"warehouse file {path} is damaged ({reason}); rebuild it from the Parquet copies "
+                         "with: recsys rebuild-warehouse")
+
+
+def _damage(path: Path, exc: Exception) -> Exception:
+    """The exception to raise for a DuckDB error opening or reading ``path``."""
+    text = " ".join(str(exc).split())
+    if "conflicting lock" in text.lower() or "could not set lock" in text.lower():
+        return WarehouseBusy(f"{path} is open for writing in another process (a read-write DuckDB connection); "
+                             "close it: readers must open the warehouse read-only (docs/tables.md)")
+    return WarehouseDamaged(path, text[:300])
+
+
+def _paths(where: Config | Path) -> tuple[Path, Path]:
+    if isinstance(where, Config):
+        return layout(where).duckdb_path, layout(where).parquet_root
+    return Path(where), Path(where).parent / "parquet"
+
+
+def connect_readonly(where: Config | Path):
+    """A read-only connection to the warehouse (a Config, or the DuckDB file's path). It reads the
+    newest committed file and keeps reading that one, however many publishes happen meanwhile;
+    it never blocks a writer. Raises FileNotFoundError (no warehouse yet), WarehouseDamaged."""
+    db_path, _ = _paths(where)
+    if journal.needs_recovery(db_path):  # a killed writer's leftovers: repaired when no writer runs
+        fd = journal.try_lock(db_path)
+        if fd is not None:
+            try:
+                journal.recover(db_path)
+            finally:
+                os.close(fd)
+    if not db_path.exists():
+        raise FileNotFoundError(f"no warehouse at {db_path}: run the pipeline first (recsys run --ds ...)")
+    try:
+        con = duckdb.connect(str(db_path), read_only=True, config={"memory_limit": WAREHOUSE_MEMORY_LIMIT})
+        con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()
+    except duckdb.Error as exc:
+        raise _damage(db_path, exc) from None
+    return con
+
+
+def connect_warehouse(db_path: Path, read_only: bool = True):
+    """Kept for callers of older releases: read-only only (writers use ``transaction``)."""
+    if not read_only:
+        raise ValueError("connect_warehouse: writers go through warehouse.transaction (one writer, crash-safe)")
+    return connect_readonly(db_path)
+
+
+class WarehouseTx:
+    """One transaction: ``connection()`` (the staged DuckDB copy), ``stage(final)`` (a path to write
+    a file's new content to), ``delete(final)``; committed together when the ``with`` block ends."""
+
+    def __init__(self, db_path: Path, parquet_root: Path, name: str):
+        self.db_path, self.parquet_root, self.name = db_path, parquet_root, name
+        self.journal = journal.Journal(db_path, name)
+        self._con = None
+        self._db_staged: Path | None = None
+
+    def stage(self, final: Path) -> Path:
+        return self.journal.stage(Path(final))
+
+    def delete(self, final: Path) -> None:
+        self.journal.delete(Path(final))
+
+    @property
+    def staged_db_path(self) -> Path | None:
+        return self._db_staged
+
+    @property
+    def staged_db_name(self) -> str | None:
+        return self._db_staged.name if self._db_staged is not None else None
+
+    @property
+    def staged_finals(self) -> set[Path]:
+        return self.journal.finals
+
+    def connection(self, fresh: bool = False):
+        """The writing connection, on a staged copy of the DuckDB file (``fresh``: an empty one)."""
+        if self._con is not None:
+            return self._con
+        staged = self.journal.stage(self.db_path)
+        wal = Path(str(self.db_path) + ".wal")
+        self.journal.note(Path(str(staged) + ".wal"))
+        self.journal.note(Path(str(staged) + ".tmp"))  # DuckDB's spill folder
+        if self.db_path.exists() and not fresh:
+            shutil.copyfile(self.db_path, staged)
+            if wal.exists():
+                shutil.copyfile(wal, str(staged) + ".wal")
+        if wal.exists():
+            self.journal.delete(wal)  # replayed into the copy; must never meet the new file
+        try:
+            con = duckdb.connect(str(staged), config={"memory_limit": WAREHOUSE_MEMORY_LIMIT})
+            con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()
+        except duckdb.Error as exc:
+            raise WarehouseDamaged(self.db_path, " ".join(str(exc).replace(str(staged), "copy").split())[:300]) from None
+        self._con, self._db_staged = con, staged
+        return con
+
+    def compact(self) -> None:
+        """Rewrite the staged database into a fresh file (COPY FROM DATABASE) so no deleted bytes stay."""
+        con = self.connection()
+        fresh = self.journal.stage(self.db_path, tag="c")
+        self.journal.note(Path(str(fresh) + ".wal"))
+        name = con.execute("SELECT current_database()").fetchall()[0][0].replace('"', '""')
+        con.execute(f"ATTACH '{str(fresh).replace(chr(39), chr(39) * 2)}' AS _fresh")
+        con.execute(f'COPY FROM DATABASE "{name}" TO _fresh')
+        con.execute("DETACH _fresh")
+        con.close()
+        self.journal.unstage(self._db_staged)
+        self._con, self._db_staged = None, fresh
+
+    def commit(self) -> None:
+        if self._con is not None:
+            self._con.execute("CHECKPOINT")
+            self._con.close()
+            self._con = None
+        if self._db_staged is not None and Path(str(self._db_staged) + ".wal").exists():
+            raise RuntimeError(f"transaction {self.name}: the staged database kept a write-ahead log")
+        fault_point(f"{self.name}.duckdb_staged")
+        self.journal.commit(last=self.db_path)
+
+    def abort(self) -> None:
+        if self._con is not None:
+            try:
+                self._con.close()
+            except duckdb.Error:
+                pass
+            self._con = None
+        self.journal.abort()
+
+
+def recover(db_path: Path, parquet_root: Path | None = None, timeout_s: float = journal.LOCK_TIMEOUT_S) -> dict:
+    """Take the write lock and finish (journal present) or discard (no journal) what a killed writer
+    left under the warehouse and the Parquet root. Every transaction runs it first."""
+    with journal.write_lock(db_path, "recover", timeout_s):
+        return _recover_locked(db_path, parquet_root)
+
+
+def _recover_locked(db_path: Path, parquet_root: Path | None) -> dict:
+    roots = (parquet_root,) if parquet_root is not None and parquet_root.parent != db_path.parent else ()
+    out = journal.recover(db_path, roots)
+    if out["rolled_forward"] or out["discarded"]:
+        log.warning("warehouse %s: recovered from an interrupted writer: %s", db_path, out)
+    return out
+
+
+@contextmanager
+def transaction(db_path: Path, parquet_root: Path, name: str, what: str = "",
+                timeout_s: float = journal.LOCK_TIMEOUT_S):
+    """``with transaction(db, root, "publish") as tx:`` -- everything done through ``tx`` becomes
+    visible together when the block ends, or not at all (an exception or a crash at any instant)."""
+    db_path, parquet_root = Path(db_path), Path(parquet_root)
+    with journal.write_lock(db_path, what or name, timeout_s):
+        _recover_locked(db_path, parquet_root)
+        tx = WarehouseTx(db_path, parquet_root, name)
+        try:
+            yield tx
+            tx.commit()
+        except BaseException as exc:
+            tx.abort()
+            reason = _damaged_copy(tx, exc)
+            if reason:
+                raise WarehouseDamaged(db_path, reason) from exc
+            raise
+
+
+def _damaged_copy(tx: WarehouseTx, exc: BaseException) -> str | None:
+    """The reason, when ``exc`` is DuckDB failing to read the (copy of the) warehouse file itself."""
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, duckdb.Error) or "No space left" in text:
+        return None
+    staged = tx.staged_db_name
+    if (staged and staged in text) or "not a valid DuckDB database" in text or "checksum" in text.lower():
+        return text.replace(f'"{tx.staged_db_path}"', "copy").replace(str(tx.staged_db_path), "copy")[:300]
+    return None
+
+
+def _sql_path(p: Path) -> str:
+    return "'" + str(p).replace("'", "''") + "'"
+
+
+def log_root(db_path: Path) -> Path:
+    """The Parquet copies of the log tables (LOG_TABLES): beside the published tables' copies, not
+    among them, so a failed run leaves ``parquet/`` exactly as it was."""
+    return Path(db_path).parent / "parquet-logs"
+
+
+def copy_partition(tx: WarehouseTx, table: str, ds: str, column: str = "ds") -> None:
+    """Stage the Parquet copy of one ds of a table from the transaction's DuckDB copy."""
+    day = date.fromisoformat(str(ds)).isoformat()
+    tmp = tx.stage(table_file(log_root(tx.db_path) if table in LOG_TABLES else tx.parquet_root, table, day))
+    tx.connection().execute(f"COPY (SELECT * FROM \"{table}\" WHERE {column} = DATE '{day}') TO {_sql_path(tmp)} "
+                            "(FORMAT parquet, COMPRESSION zstd)")
+
+
+def latest_view_sql(name: str) -> str:
+    """``latest_<name>``: the newest published ds that is not in the future (UTC), so a date
+    published ahead of time does not take the view over."""
+    return (f'CREATE OR REPLACE VIEW "latest_{name}" AS SELECT * FROM "{name}" WHERE ds = '
+            f'(SELECT max(ds) FROM "{name}" WHERE TRY_CAST(ds AS DATE) <= CAST(timezone(\'UTC\', now()) AS DATE))')
+
+
+def _prepared(t):
+    # A column that is all null on this ds (no experiment running, say) still gets a real type.
+    return t.cast(pa.schema([pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in t.schema]))
 
 
 def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[str, object],
                    order_by: Mapping[str, str] | None = None) -> dict[str, int]:
-    """Publish several tables for one ds: all of them become visible together, or none.
+    """Publish several tables for one ds: all of them become visible together, or none, in DuckDB
+    and in the Parquet copies (one transaction, crash-safe).
 
     A table is an Arrow table, or a list of Parquet files (the score step's shards: streamed by
-    DuckDB, never loaded whole). ``order_by``: per table, the row order to write in (SQL).
-    DuckDB: one transaction deletes the rows of `ds` and inserts the new ones in every table, so a
-    rerun replaces that ds only. Parquet: ``<root>/<table>/ds=<ds>/part-0.parquet`` swapped in by
-    rename after the DuckDB commit.
+    DuckDB, never loaded whole). ``order_by``: per table, the row order to write in (SQL). The rows
+    of `ds` are replaced in every table, so a rerun replaces that ds only; the Parquet copy is
+    ``<root>/<table>/ds=<ds>/part-0.parquet``.
     """
     order_by = order_by or {}
-
-    def prepared(t):
-        # A column that is all null on this ds (no experiment running, say) still gets a real type.
-        return t.cast(pa.schema([pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in t.schema]))
-
-    tables = {name: prepared(t) if isinstance(t, pa.Table) else [str(p) for p in t] for name, t in tables.items()}
-    con = connect_warehouse(db_path)
-
-    def incoming(name: str, t) -> str:
-        """The SQL relation of an incoming table (registered Arrow, or read_parquet of the files)."""
-        if isinstance(t, pa.Table):
-            con.register("_incoming", t)
-            src = "_incoming"
-        else:
-            src = "read_parquet([" + ", ".join("'" + p.replace("'", "''") + "'" for p in t) + "])"
-        return f"(SELECT * FROM {src}" + (f" ORDER BY {order_by[name]})" if name in order_by else ")")
-
-    staged: dict[str, Path] = {}
+    tables = {name: _prepared(t) if isinstance(t, pa.Table) else [str(p) for p in t] for name, t in tables.items()}
     counts: dict[str, int] = {}
-    try:
+    with transaction(db_path, parquet_root, "publish", what=f"publish ds={ds}") as tx:
+        con = tx.connection()
+
+        def incoming(name: str, t) -> str:
+            """The SQL relation of an incoming table (registered Arrow, or read_parquet of the files)."""
+            if isinstance(t, pa.Table):
+                con.register("_incoming", t)
+                src = "_incoming"
+            else:
+                src = "read_parquet([" + ", ".join("'" + p.replace("'", "''") + "'" for p in t) + "])"
+            return f"(SELECT * FROM {src}" + (f" ORDER BY {order_by[name]})" if name in order_by else ")")
+
         for name, table in tables.items():
-            final = table_file(parquet_root, name, ds)
-            tmp = final.with_name(f".part-0.parquet.staged-{uuid.uuid4().hex[:8]}")
-            final.parent.mkdir(parents=True, exist_ok=True)
-            staged[name] = tmp
+            tmp = tx.stage(table_file(parquet_root, name, ds))
             if isinstance(table, pa.Table) and name not in order_by:
                 pq.write_table(table, tmp, compression="zstd")
             else:
-                rel = incoming(name, table)
-                con.execute(f"COPY {rel} TO '{str(tmp).replace(chr(39), chr(39) * 2)}' (FORMAT parquet, COMPRESSION zstd)")
+                con.execute(f"COPY {incoming(name, table)} TO {_sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd)")
                 if isinstance(table, pa.Table):
                     con.unregister("_incoming")
+        fault_point("publish.parquet_staged")
         con.execute("BEGIN TRANSACTION")
         for name, table in tables.items():
+            empty = isinstance(table, pa.Table) and table.num_rows == 0
+            if _holds_only(con, name, ds) and not empty:
+                # Created by an empty night (its column types guessed from no rows, e.g. a list column
+                # typed as text): take the types of the first night with rows instead.
+                con.execute(f'DROP TABLE "{name}"')
             rel = incoming(name, table)
             con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS SELECT * FROM {rel} LIMIT 0')
+            if empty:  # no rows: nothing to insert, and no column types worth adding to the table
+                con.execute(f'DELETE FROM "{name}" WHERE ds = ?::DATE', [ds])
+                con.unregister("_incoming")
+                counts[name] = 0
+                con.execute(latest_view_sql(name))
+                continue
             # A column added by a newer release: added to the table (older ds rows read NULL).
             have = {r[0] for r in con.execute(f'DESCRIBE "{name}"').fetchall()}
             for col, typ, *_ in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall():
@@ -87,24 +313,17 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
             counts[name] = con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM {rel}').fetchall()[0][0]
             if isinstance(table, pa.Table):
                 con.unregister("_incoming")
-            con.execute(
-                f'CREATE OR REPLACE VIEW "latest_{name}" AS SELECT * FROM "{name}" '
-                f'WHERE ds = (SELECT max(ds) FROM "{name}")'
-            )
+            con.execute(latest_view_sql(name))
         con.execute("COMMIT")
-    except Exception:
-        try:
-            con.execute("ROLLBACK")
-        except Exception:  # the failure came before the transaction began
-            pass
-        for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        con.close()
-    for name, tmp in staged.items():
-        os.replace(tmp, tmp.with_name("part-0.parquet"))
     return counts
+
+
+def _holds_only(con, name: str, ds: str) -> bool:
+    """Whether table ``name`` exists and holds no row of any other ds than ``ds``."""
+    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchall()[0][0]:
+        return False
+    return not con.execute(f'SELECT count(*) FROM "{name}" WHERE TRY_CAST(ds AS DATE) IS DISTINCT FROM ?::DATE',
+                           [ds]).fetchall()[0][0]
 
 
 VALIDATION_RUNS_DDL = """CREATE TABLE IF NOT EXISTS validation_runs (
@@ -114,15 +333,15 @@ VALIDATION_RUNS_DDL = """CREATE TABLE IF NOT EXISTS validation_runs (
 
 def record_validation(db_path: Path, ds: str, run_id: str, rows: list[dict], quarantined: pa.Table,
                       event_dates: list[str]) -> None:
-    """Record a validation run (failed ones too) and its quarantined rows, in one transaction.
+    """Record a validation run (failed ones too) and its quarantined rows, in one transaction with
+    their Parquet copies (the ds partitions of both tables it changed).
 
     ``validation_runs``: one row per (ds, run_id, dataset); a retry of the same run replaces its rows.
     ``quarantined_events``: the quarantined rows of the partitions validated by this run; a partition
     validated again replaces its rows. Values travel as parameters and Arrow data, never as SQL text.
     """
-    con = connect_warehouse(db_path)
-    try:
-        con.execute("BEGIN TRANSACTION")
+    with transaction(db_path, db_path.parent / "parquet", "validation", what=f"validation ds={ds}") as tx:
+        con = tx.connection()
         con.execute(VALIDATION_RUNS_DDL)
         con.execute("DELETE FROM validation_runs WHERE ds = ?::DATE AND run_id = ?", [ds, run_id])
         cols = ["ds", "run_id", "dataset", "rows_in", "rows_valid", "rows_quarantined", "success", "partitions",
@@ -131,13 +350,44 @@ def record_validation(db_path: Path, ds: str, run_id: str, rows: list[dict], qua
                         [[r[c] for c in cols] for r in rows])
         con.register("_quarantined", quarantined)
         con.execute("CREATE TABLE IF NOT EXISTS quarantined_events AS SELECT * FROM _quarantined LIMIT 0")
+        days = {date.fromisoformat(ds)}
         if event_dates:
+            # The ds partitions whose rows a revalidated event date replaces get new copies too.
+            days |= {r[0] for r in con.execute("SELECT DISTINCT ds FROM quarantined_events WHERE event_date IN "
+                                               "(SELECT unnest(?::VARCHAR[]))", [event_dates]).fetchall()}
             con.execute("DELETE FROM quarantined_events WHERE event_date IN (SELECT unnest(?::VARCHAR[]))", [event_dates])
         con.execute("INSERT INTO quarantined_events BY NAME SELECT * FROM _quarantined")
         con.unregister("_quarantined")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.close()
+        copy_partition(tx, "validation_runs", ds)
+        for day in sorted(d for d in days if d is not None):
+            copy_partition(tx, "quarantined_events", day.isoformat())
+
+
+def rebuild(db_path: Path, parquet_root: Path) -> dict:
+    """Rebuild the DuckDB file from the Parquet copies (``recsys rebuild-warehouse``): every table
+    under ``parquet_root`` and ``log_root``, all its ds partitions, and the latest_ views. The file it replaces is kept
+    as ``recsys.duckdb.damaged-<UTC stamp>``. Returns {table: rows} and the kept file."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    kept = None
+    counts: dict[str, int] = {}
+    with transaction(db_path, parquet_root, "rebuild", what="rebuild-warehouse") as tx:
+        if db_path.exists():
+            kept = db_path.with_name(f"{db_path.name}.damaged-{stamp}")
+            os.link(db_path, kept)  # kept whatever happens next; the journal only moves the new file in
+            if Path(str(db_path) + ".wal").exists():
+                os.link(str(db_path) + ".wal", str(kept) + ".wal")
+        con = tx.connection(fresh=True)
+        roots = [r for r in (parquet_root, log_root(db_path)) if r.exists()]
+        for table_dir in sorted((p for r in roots for p in r.iterdir() if p.is_dir()), key=lambda p: p.name):
+            files = sorted(str(f) for f in table_dir.glob("ds=*/part-0.parquet"))
+            if not files:
+                continue
+            name = table_dir.name.replace('"', '""')
+            con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM read_parquet([{", ".join(map(_sql_path, files))}], '
+                        "union_by_name = true, hive_partitioning = false)")
+            counts[table_dir.name] = con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]
+            if table_dir.name not in LOG_TABLES:
+                con.execute(latest_view_sql(name))
+    log.warning("rebuild-warehouse: %s rebuilt from %s: %s; the old file is kept as %s", db_path, parquet_root,
+                counts, kept)
+    return {"tables": counts, "kept": str(kept) if kept else None}

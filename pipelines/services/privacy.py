@@ -23,8 +23,9 @@ import scipy.sparse as sp
 
 from pipelines.artifacts import layout
 from pipelines.config import Config
-from pipelines.infra import warehouse
-from pipelines.infra.consent import consent_dir, user_hash
+from pipelines.infra import journal, warehouse
+from pipelines.infra.consent import consent_dir, is_forgotten, user_hash
+from pipelines.infra.faults import fault_point
 from pipelines.infra.postgres import forget_postgres
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 def record_consent(cfg: Config, user_id: str, personalization: bool | None, email: bool | None) -> Path:
     if personalization is None and email is None:
         raise ValueError("consent: give --personalization and/or --email (on or off)")
+    if is_forgotten(cfg, user_id):
+        raise ValueError(f"consent: user {user_id} was forgotten (recsys forget); a forgotten user's consent is "
+                         "not recorded, so nothing was written")
     now = datetime.now(timezone.utc)
     row = {"user_id": [str(user_id)], "consent_personalization": [personalization], "consent_email": [email],
            "recorded_at": [now]}
@@ -49,7 +53,7 @@ BINARY_SUFFIXES = {".parquet", ".npz", ".npy", ".duckdb", ".db", ".wal", ".pkl",
                    ".sqlite", ".joblib", ".ubj", ".bin"}
 
 
-def _rewrite_parquet(path: Path, user_id: str, aligned: dict) -> int:
+def _rewrite_parquet(path: Path, user_id: str, aligned: dict, stage) -> int:
     """Remove the user from one Parquet file; returns the rows removed (or blanked)."""
     schema = pq.read_schema(path)
     if "user_id" not in schema.names:
@@ -69,13 +73,11 @@ def _rewrite_parquet(path: Path, user_id: str, aligned: dict) -> int:
         table = table.set_column(schema.get_field_index("user_id"), "user_id", new_col)
     else:
         table = table.filter(pc.invert(hit))
-    tmp = path.with_name(f".{path.name}.forget")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
+    pq.write_table(table, stage(path), compression="zstd")
     return n
 
 
-def _zero_rows(directory: Path, rows: set[int]) -> int:
+def _zero_rows(directory: Path, rows: set[int], stage) -> int:
     """Zero the user rows in every users x items matrix and drop them from index-keyed tables."""
     touched = 0
     for f in directory.glob("*.npz"):
@@ -89,53 +91,34 @@ def _zero_rows(directory: Path, rows: set[int]) -> int:
         keep[list(rows)] = 0
         m = (sp.diags(keep) @ m).tocsr()
         m.eliminate_zeros()
-        tmp = f.with_name(f".{f.stem}.forget.npz")
-        sp.save_npz(tmp, m)
-        tmp.replace(f)
+        with open(stage(f), "wb") as fh:  # a file object: save_npz would add ".npz" to a name
+            sp.save_npz(fh, m)
         touched += 1
     for f in directory.glob("*.parquet"):
         schema = pq.read_schema(f)
         if "user_idx" in schema.names and "user_id" not in schema.names:
             t = pq.read_table(f)
             t = t.filter(pc.invert(pc.is_in(t.column("user_idx"), pa.array(sorted(rows), t.schema.field("user_idx").type))))
-            tmp = f.with_name(f".{f.name}.forget")
-            pq.write_table(t, tmp)
-            tmp.replace(f)
+            pq.write_table(t, stage(f))
             touched += 1
     return touched
 
 
-def _scrub_duckdb(cfg: Config, user_id: str) -> int:
-    """Delete the user's rows from every table with a user_id column, then rewrite the database file
-    (COPY FROM DATABASE into a fresh file, swapped in) so no deleted bytes stay on disk."""
-    db = layout(cfg).duckdb_path
-    if not db.exists():
-        return 0
+def _scrub_duckdb(con, user_id: str) -> int:
+    """Delete the user's rows from every table with a user_id column (in the transaction's copy of
+    the database; ``forget`` then rewrites it into a fresh file, so no deleted bytes stay on disk)."""
     removed = 0
-    con = warehouse.connect_warehouse(db)
-    try:
-        tables = [r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.columns WHERE column_name = 'user_id' AND table_schema = 'main' "
-            "AND table_name IN (SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE')"
-        ).fetchall()]
-        con.execute("BEGIN TRANSACTION")
-        for t in tables:
-            removed += con.execute(f'SELECT count(*) FROM "{t}" WHERE CAST(user_id AS VARCHAR) = ?', [user_id]).fetchall()[0][0]
-            con.execute(f'DELETE FROM "{t}" WHERE CAST(user_id AS VARCHAR) = ?', [user_id])
-        con.execute("COMMIT")
-        fresh = db.with_name(f".{db.name}.forget")
-        fresh.unlink(missing_ok=True)
-        con.execute(f"ATTACH '{fresh}' AS fresh")
-        con.execute(f"COPY FROM DATABASE {con.execute('SELECT current_database()').fetchall()[0][0]} TO fresh")
-        con.execute("DETACH fresh")
-    finally:
-        con.close()
-    fresh.replace(db)
-    Path(str(db) + ".wal").unlink(missing_ok=True)
+    tables = [r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.columns WHERE column_name = 'user_id' AND table_schema = 'main' "
+        "AND table_name IN (SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE')"
+    ).fetchall()]
+    for t in tables:
+        removed += con.execute(f'SELECT count(*) FROM "{t}" WHERE CAST(user_id AS VARCHAR) = ?', [user_id]).fetchall()[0][0]
+        con.execute(f'DELETE FROM "{t}" WHERE CAST(user_id AS VARCHAR) = ?', [user_id])
     return removed
 
 
-def _scrub_text(path: Path, user_id: str) -> int:
+def _scrub_text(path: Path, user_id: str, stage) -> int:
     try:
         text = path.read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError):
@@ -145,54 +128,66 @@ def _scrub_text(path: Path, user_id: str) -> int:
     pattern = re.compile(rf"(?<![\w-]){re.escape(user_id)}(?![\w-])")
     new, n = pattern.subn("[forgotten]", text)
     if n:
-        tmp = path.with_name(f".{path.name}.forget")
-        tmp.write_text(new, encoding="utf-8")
-        tmp.replace(path)
+        stage(path).write_text(new, encoding="utf-8")
     return n
 
 
-def _scrub_csv_export(path: Path, user_id: str) -> int:
+def _scrub_csv_export(path: Path, user_id: str, stage) -> int:
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     if not rows or "user_id" not in rows[0]:
-        return _scrub_text(path, user_id)
+        return _scrub_text(path, user_id, stage)
     k = rows[0].index("user_id")
     kept = [rows[0]] + [r for r in rows[1:] if len(r) <= k or r[k] != user_id]
     if len(kept) == len(rows):
         return 0
-    tmp = path.with_name(f".{path.name}.forget")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with open(stage(path), "w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows(kept)
-    tmp.replace(path)
     return len(rows) - len(kept)
 
 
 def forget(cfg: Config, user_id: str) -> dict:
     """Remove a user from everything the pipeline keeps under the data root and from the exports it
     wrote (``exports/manifest.jsonl``), record a salted hash so no later import brings them back,
-    and record the request, without the user id, in the ``privacy_requests`` table."""
+    and record the request, without the user id, in the ``privacy_requests`` table.
+
+    All-or-nothing: every rewritten file, the DuckDB scrub and the request row are one warehouse
+    transaction (a crash or an error changes nothing but the salted hash; rerun the command). A
+    damaged DuckDB file stops it before anything is rewritten (WarehouseDamaged names the way out).
+    ``found`` in the result: whether the id was anywhere; ``already_forgotten``: whether it was
+    forgotten before."""
     user_id = str(user_id).strip()
     if not user_id:
         raise ValueError("forget: give a user id")
+    lay = layout(cfg)
     started = datetime.now(timezone.utc)
+    already = is_forgotten(cfg, user_id)
     # 1. The suppression list first: a run starting meanwhile already drops the user.
     _suppress(cfg, user_id)
-    # 2. Every Parquet file, then the matrices beside index-aligned users tables.
-    files, rows, matrices = _scrub_parquet_files(cfg, user_id)
-    # 3. The warehouse.
-    db_rows = _scrub_duckdb(cfg, user_id)
-    # 4. Exports the pipeline wrote (listed in the manifest), inside or outside the data root.
-    exports = _scrub_exports(cfg, user_id)
-    # 5. Text files (reports, validation examples, Data Docs, logs): the id replaced by "[forgotten]".
-    texts = _scrub_text_files(cfg, user_id)
-    # 6. The PostgreSQL serving copy, when configured.
-    serving = forget_postgres(cfg.serving.serving_url, user_id) if cfg.serving.serving_url else 0
-    done = datetime.now(timezone.utc)
-    audit = {"request_id": uuid.uuid4().hex, "kind": "forget", "requested_at": started, "completed_at": done,
-             "parquet_files_rewritten": files, "parquet_rows_removed": rows, "matrices_rewritten": matrices,
-             "warehouse_rows_removed": db_rows, "exports_rewritten": exports, "text_files_scrubbed": texts,
-             "serving_rows_removed": serving}
-    _record_request(cfg, audit)
+    fault_point("forget.suppressed")
+    with warehouse.transaction(lay.duckdb_path, lay.parquet_root, "forget", what="forget") as tx:
+        # 2. The warehouse (its staged copy; a damaged file fails here, before anything is staged).
+        db_rows = _scrub_duckdb(tx.connection(), user_id)
+        # 3. Every Parquet file, then the matrices beside index-aligned users tables.
+        files, rows, matrices = _scrub_parquet_files(cfg, user_id, tx.stage)
+        # 4. Exports the pipeline wrote (listed in the manifest), inside or outside the data root.
+        exports = _scrub_exports(cfg, user_id, tx.stage)
+        # 5. Text files (reports, validation examples, Data Docs, logs): the id replaced by "[forgotten]".
+        texts = _scrub_text_files(cfg, user_id, tx)
+        # Copies of a damaged warehouse kept by rebuild-warehouse cannot be scrubbed: they go.
+        for kept in lay.warehouse.glob(f"{lay.duckdb_path.name}.damaged-*"):
+            tx.delete(kept)
+        fault_point("forget.files_staged")
+        # 6. The PostgreSQL serving copy, when configured (idempotent: a rerun after a failure redoes it).
+        serving = forget_postgres(cfg.serving.serving_url, user_id) if cfg.serving.serving_url else 0
+        audit = {"request_id": uuid.uuid4().hex, "kind": "forget", "requested_at": started,
+                 "completed_at": datetime.now(timezone.utc), "parquet_files_rewritten": files,
+                 "parquet_rows_removed": rows, "matrices_rewritten": matrices, "warehouse_rows_removed": db_rows,
+                 "exports_rewritten": exports, "text_files_scrubbed": texts, "serving_rows_removed": serving}
+        _record_request(tx, audit)
+        tx.compact()
+    audit["found"] = bool(rows or db_rows or matrices or exports or texts or serving)
+    audit["already_forgotten"] = already
     log.info("forget: %s", {k: v for k, v in audit.items() if k not in ("requested_at", "completed_at")})
     return audit
 
@@ -210,51 +205,127 @@ def _suppress(cfg: Config, user_id: str) -> None:
         tmp.replace(path)
 
 
-def _scrub_parquet_files(cfg: Config, user_id: str) -> tuple[int, int, int]:
+def _in_transaction(path: Path) -> bool:
+    """A scratch file of a warehouse transaction (staged files, DuckDB's spill folder, lock, journal)."""
+    return any(journal.STAGED in part for part in path.parts) or path.suffix in (".lock", ".journal", ".pending")
+
+
+def _scrub_parquet_files(cfg: Config, user_id: str, stage) -> tuple[int, int, int]:
     """(files rewritten, rows removed, matrices rewritten) over every Parquet file under the data
     root (landing, validated, quarantine, features, surfaces, warehouse copies, consent log, MLflow
     artifacts) and the users x items matrices beside index-aligned users tables."""
     aligned: dict[Path, set[int]] = {}
     files = rows = 0
     for f in sorted(layout(cfg).home.rglob("*.parquet")):
-        if f.name.startswith("."):
+        if f.name.startswith(".") or _in_transaction(f):
             continue
-        n = _rewrite_parquet(f, user_id, aligned)
+        n = _rewrite_parquet(f, user_id, aligned, stage)
         files += bool(n)
         rows += n
-    matrices = sum(_zero_rows(d, idx) for d, idx in aligned.items())
+    matrices = sum(_zero_rows(d, idx, stage) for d, idx in aligned.items())
     return files, rows, matrices
 
 
-def _scrub_exports(cfg: Config, user_id: str) -> int:
-    exports = 0
+def _export_paths(cfg: Config) -> list[Path]:
     manifest = layout(cfg).exports_manifest
-    if manifest.exists():
-        for line in manifest.read_text().splitlines():
-            p = Path(json.loads(line)["path"])
-            if p.exists():
-                exports += bool(_scrub_csv_export(p, user_id))
-    return exports
+    if not manifest.exists():
+        return []
+    return [Path(json.loads(line)["path"]) for line in manifest.read_text().splitlines() if line.strip()]
 
 
-def _scrub_text_files(cfg: Config, user_id: str) -> int:
-    """Text files under the data root (the exports manifest aside) with the id replaced."""
+def _scrub_exports(cfg: Config, user_id: str, stage) -> int:
+    return sum(bool(_scrub_csv_export(p, user_id, stage)) for p in dict.fromkeys(_export_paths(cfg)) if p.exists())
+
+
+def _scrub_text_files(cfg: Config, user_id: str, tx) -> int:
+    """Text files under the data root (the exports manifest and files already rewritten aside)
+    with the id replaced."""
     manifest = layout(cfg).exports_manifest
     texts = 0
     for f in sorted(layout(cfg).home.rglob("*")):
-        if f.is_file() and f.suffix.lower() not in BINARY_SUFFIXES and f != manifest and f.stat().st_size < 200_000_000:
-            texts += bool(_scrub_text(f, user_id))
+        if (f.is_file() and f.suffix.lower() not in BINARY_SUFFIXES and f != manifest and not _in_transaction(f)
+                and f not in tx.staged_finals and f.stat().st_size < 200_000_000):
+            texts += bool(_scrub_text(f, user_id, tx.stage))
     return texts
 
 
-def _record_request(cfg: Config, audit: dict) -> None:
-    con = warehouse.connect_warehouse(layout(cfg).duckdb_path)
+PRIVACY_REQUESTS_DDL = """CREATE TABLE IF NOT EXISTS privacy_requests (request_id VARCHAR, kind VARCHAR,
+    requested_at TIMESTAMPTZ, completed_at TIMESTAMPTZ, parquet_files_rewritten BIGINT,
+    parquet_rows_removed BIGINT, matrices_rewritten BIGINT, warehouse_rows_removed BIGINT,
+    exports_rewritten BIGINT, text_files_scrubbed BIGINT, serving_rows_removed BIGINT, ds DATE)"""
+
+
+def _record_request(tx, audit: dict) -> None:
+    """The request's row (never the id) and the Parquet copy of its ds, in the forget transaction."""
+    con = tx.connection()
+    con.execute(PRIVACY_REQUESTS_DDL)
+    con.execute("ALTER TABLE privacy_requests ADD COLUMN IF NOT EXISTS ds DATE")  # tables of older releases
+    row = {**audit, "ds": audit["requested_at"].date()}
+    con.execute(f"INSERT INTO privacy_requests ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                list(row.values()))
+    warehouse.copy_partition(tx, "privacy_requests", row["ds"].isoformat())
+
+
+# ------------------------------------------------------------------ where an id still is
+def _id_regex(user_id: str) -> str:
+    """The id as a whole token (what ``forget`` replaces in text), as an RE2/Python pattern."""
+    return rf"(^|[^\w-]){re.escape(user_id)}($|[^\w-])"
+
+
+def _parquet_hits(path: Path, user_id: str) -> list[str]:
+    """Columns of a Parquet file with the id in a decoded value (compressed pages hide it from grep)."""
     try:
-        con.execute("""CREATE TABLE IF NOT EXISTS privacy_requests (request_id VARCHAR, kind VARCHAR,
-            requested_at TIMESTAMPTZ, completed_at TIMESTAMPTZ, parquet_files_rewritten BIGINT,
-            parquet_rows_removed BIGINT, matrices_rewritten BIGINT, warehouse_rows_removed BIGINT,
-            exports_rewritten BIGINT, text_files_scrubbed BIGINT, serving_rows_removed BIGINT)""")
-        con.execute(f"INSERT INTO privacy_requests ({', '.join(audit)}) VALUES ({', '.join('?' * len(audit))})",
-                    list(audit.values()))
+        table = pq.read_table(path)
+    except Exception as exc:  # an unreadable file is reported, not skipped
+        return [f"{path}: unreadable Parquet ({exc})"]
+    hits = []
+    for name in table.column_names:
+        col = table.column(name)
+        while pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+            col = pc.list_flatten(col)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        if (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) and \
+                pc.any(pc.fill_null(pc.match_substring_regex(col, _id_regex(user_id)), False)).as_py():
+            hits.append(f"{path}: column {name}")
+    return hits
+
+
+def _duckdb_hits(cfg: Config, user_id: str) -> list[str]:
+    """Table columns of the warehouse with the id in a value (text, or a list of text)."""
+    con = warehouse.connect_readonly(cfg)
+    try:
+        cols = con.execute("SELECT table_name, column_name, data_type FROM information_schema.columns WHERE "
+                           "table_schema = 'main' AND table_name IN (SELECT table_name FROM information_schema.tables "
+                           "WHERE table_type = 'BASE TABLE') AND (data_type = 'VARCHAR' OR data_type = 'VARCHAR[]')"
+                           ).fetchall()
+        hits = []
+        for table, col, typ in cols:
+            expr = f'"{col}"' if typ == "VARCHAR" else f"array_to_string(\"{col}\", ' ')"
+            n = con.execute(f'SELECT count(*) FROM "{table}" WHERE regexp_matches({expr}, ?)',
+                            [_id_regex(user_id)]).fetchall()[0][0]
+            if n:
+                hits.append(f"{layout(cfg).duckdb_path}: table {table} column {col} ({n} rows)")
+        return hits
     finally:
         con.close()
+
+
+def find_user_everywhere(cfg: Config, user_id: str) -> list[str]:
+    """Every place under the data root (and every export in the manifest) where ``user_id`` still
+    appears as a whole token: decoded values of every Parquet file, every text and list-of-text
+    column of the DuckDB warehouse, and the raw bytes of every file. Empty after a good ``forget``."""
+    user_id = str(user_id).strip()
+    lay = layout(cfg)
+    raw = re.compile(_id_regex(user_id).encode())
+    found: list[str] = []
+    files = [f for f in sorted(lay.home.rglob("*")) if f.is_file()]
+    files += [p for p in _export_paths(cfg) if p.is_file() and lay.home not in p.parents]
+    for f in files:
+        if f.suffix == ".parquet" and not _in_transaction(f):
+            found += _parquet_hits(f, user_id)
+        if f == lay.duckdb_path:
+            found += _duckdb_hits(cfg, user_id)
+        if raw.search(f.read_bytes()):
+            found.append(f"{f}: raw bytes")
+    return found

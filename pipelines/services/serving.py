@@ -28,7 +28,7 @@ class ServingError(ValueError):
 def _connect(cfg: Config):
     if not layout(cfg).duckdb_path.exists():
         raise ServingError(f"no warehouse at {layout(cfg).duckdb_path}: run the pipeline first (recsys run --ds ...)")
-    return warehouse.connect_warehouse(layout(cfg).duckdb_path, read_only=True)
+    return warehouse.connect_readonly(cfg)
 
 
 def _require(con, table: str) -> None:

@@ -43,9 +43,10 @@ def publish_serving_copy(cfg: Config, ds: str, run_id: str, tables: dict[str, pa
     only: a rerun or backfill of an older date leaves the copy on the newest one."""
     if not cfg.serving.serving_url:
         return "off"
-    con = warehouse.connect_warehouse(layout(cfg).duckdb_path, read_only=True)
+    con = warehouse.connect_readonly(cfg)
     try:
-        newest = str(con.execute(f'SELECT max(ds) FROM "{C.T_USER_RECS}"').fetchall()[0][0])
+        # The newest ds that is not in the future: the date the latest_ views serve.
+        newest = str(con.execute(f'SELECT max(ds) FROM "latest_{C.T_USER_RECS}"').fetchall()[0][0])
     finally:
         con.close()
     if newest != ds:
@@ -74,7 +75,7 @@ def run(cfg: Config, ds: str, run_id: str) -> dict:
     counts = warehouse.publish_tables(layout(cfg).duckdb_path, layout(cfg).parquet_root, ds, tables,
                                     order_by={C.T_USER_RECS: USER_RECS_ORDER})
     log.info("publish ds=%s: %s -> %s", ds, counts, layout(cfg).duckdb_path)
-    con = warehouse.connect_warehouse(layout(cfg).duckdb_path, read_only=True)
+    con = warehouse.connect_readonly(cfg)
     try:
         # The report needs slot counts per surface, model and item, not the rows themselves.
         slots = con.execute(f'SELECT surface, model, item_id, count(*) AS n FROM "{C.T_USER_RECS}" '
