@@ -24,7 +24,7 @@ from pipelines.config import Config
 from pipelines.infra import storage
 from pipelines.infra.consent import drop_forgotten
 from pipelines.services.ab import METRICS
-from pipelines.services.importers import ImportError_, _read_any
+from pipelines.services.reading import ImportError_, existing_file, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +119,14 @@ def write_report(cfg: Config, ds: str, results: pd.DataFrame, summaries: list) -
     return storage.atomic_write_text(page, layout(cfg).ab_report(ds))
 
 
-def import_outcomes(cfg: Config, path) -> int:
+def import_outcomes(cfg: Config, path) -> int | None:
     """Land outcome events (CSV or Parquet): user_id, event_type (impression, click, add_to_cart,
     purchase), event_time, and optional recommendation_id, item_id, revenue (purchases) and
-    experiment_id. Bad rows fail the import with the file, column, rule and example lines."""
-    path = Path(path)
-    if not path.exists():
-        raise ImportError_(f"{path}: file not found")
-    df = _read_any(path)
+    experiment_id. Bad rows fail the import with the file, column, rule and example lines; a file
+    with a header and no rows is refused. Returns the rows landed, None when the file was imported
+    before (nothing written)."""
+    path = existing_file(path, "import-outcomes")
+    df = read_rows(path)
     missing = [c for c in ("user_id", "event_type", "event_time") if c not in df]
     if missing:
         raise ImportError_(f"{path}: rule missing_column: {missing} required; the file has {list(df.columns)}")
@@ -159,7 +159,7 @@ def import_outcomes(cfg: Config, path) -> int:
     df = drop_forgotten(cfg, df)
     batch = "outcomes-" + storage.file_digest(path)
     if storage.landing_batch_exists(layout(cfg).landing, OUTCOMES, batch):
-        return 0
+        return None
     storage.write_landing_table(layout(cfg).landing, OUTCOMES, pa.Table.from_pandas(df, preserve_index=False), batch)
     return int(len(df))
 

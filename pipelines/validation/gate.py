@@ -14,8 +14,10 @@ Two levels of rule (docs/validation.md):
 * **row rules** (validation/rules.py), vectorised: a failing row goes to the quarantine zone and the
   ``quarantined_events`` table with every rule it broke; valid rows go on.
 * **batch rules**: an unreadable file, a missing (or renamed) required column, a wrong column type,
-  an empty file, a quarantine share above ``max_quarantine_share`` fail the task, and so do volume
-  and freshness anomalies when configured to ("warn" by default). A failure names the file, the
+  an empty file, an import batch not judged before with a quarantine share above
+  ``max_quarantine_share`` (the batch is then marked failed: later runs quarantine its rows with a
+  warning and go on; validation/batches.py) fail the task, and so do volume and freshness anomalies
+  when configured to ("warn" by default). Withdrawn batches are not read. A failure names the file, the
   column, the rule, counts and example rows, writes nothing to the validated zone, and so leaves
   every published table as it was.
 
@@ -35,6 +37,7 @@ import pyarrow.parquet as pq
 from pipelines.artifacts import layout, write_validation_summary
 from pipelines.config import Config
 from pipelines.infra import storage, warehouse
+from pipelines.validation import batches
 from pipelines.validation.events import validate_events, write_events
 from pipelines.validation.expectations import ExpectationRunner
 from pipelines.validation.outcome import (
@@ -63,8 +66,14 @@ def validate_reference(cfg: Config, dataset: str, runner: ExpectationRunner) -> 
     """Validate catalog (items) or users batches that have not been validated yet."""
     key = "item_id" if dataset == "items" else "user_id"
     out = Outcome(dataset)
+    gone = batches.ids_with(batches.read_ledger(cfg), batches.WITHDRAWN)
     for f in storage.landing_files(layout(cfg).landing, dataset):
         target = layout(cfg).validated_dataset(dataset) / f.name
+        if batches.batch_of(f) in gone:
+            # Derived copies only (the landing file stays): restoring the batch validates it again.
+            target.unlink(missing_ok=True)
+            (layout(cfg).quarantine_dataset(dataset) / f.name).unlink(missing_ok=True)
+            continue
         if target.exists():
             continue
         try:
@@ -116,10 +125,15 @@ def _run_gate(cfg: Config, ds: str, run_id: str,
             outcomes.append(validate_reference(cfg, dataset, runner))
         events, work = validate_events(cfg, ds, run_id, runner, catalog_ids(cfg))
         outcomes.append(events)
+        verdicts = work.get("verdicts", {})
         if events.errors:
             failure = "\n".join(events.errors)
+            # A failed batch is marked failed even though nothing is published: it fails this night only.
+            batches.record_judgements(cfg, ds, run_id, {b: j for b, j in verdicts.items()
+                                                        if j["status"] == batches.FAILED}, None)
         elif work:
             quarantined = write_events(cfg, ds, run_id, work)
+            batches.record_judgements(cfg, ds, run_id, verdicts, work["counts"])
     except ValidationError as exc:
         failure = str(exc)
         if not any(o.dataset == "events" for o in outcomes):
@@ -141,8 +155,8 @@ def validate(cfg: Config, ds: str, run_id: str) -> dict:
     for o in outcomes:
         for w in o.warnings:
             log.warning("validate ds=%s: %s", ds, w)
-    warehouse.record_validation(layout(cfg).duckdb_path, ds, run_id,
-                                run_records(outcomes, ds, run_id, failure, report), quarantined, published)
+    records = run_records(outcomes, ds, run_id, failure, report) + batches.withdrawn_records(cfg, ds, run_id, report)
+    warehouse.record_validation(layout(cfg).duckdb_path, ds, run_id, records, quarantined, published)
     summary = build_summary(outcomes, ds, run_id, failure, report)
     write_validation_summary(cfg, ds, summary)
     render_report(summary, docs_dir, report)

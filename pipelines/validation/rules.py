@@ -20,15 +20,20 @@ from pipelines import constants as C
 from pipelines.infra.events import EVENT_SCHEMA, UNPARSEABLE
 
 ROW_RULES = ("null_user_id", "null_item_id", "id_too_long", "unknown_event_type", "null_event_time",
-             "event_time_outside_partition", "event_time_after_ds", "quantity_out_of_range",
-             "negative_price", "unparseable_value", "unknown_item", "duplicate_event")
+             "event_time_outside_partition", "event_time_after_ds", "event_time_before_earliest",
+             "quantity_out_of_range", "negative_price", "price_out_of_range", "unparseable_value", "unknown_item",
+             "duplicate_event", "batch_failed")
 RULE_COLUMN = {
     "null_user_id": C.USER_ID, "null_item_id": C.ITEM_ID, "id_too_long": "user_id, item_id",
     "unknown_event_type": C.EVENT_TYPE, "null_event_time": C.EVENT_TIME,
     "event_time_outside_partition": C.EVENT_TIME, "event_time_after_ds": C.EVENT_TIME,
-    "quantity_out_of_range": C.QUANTITY, "negative_price": C.PRICE, "unparseable_value": UNPARSEABLE,
-    "unknown_item": C.ITEM_ID, "duplicate_event": "user_id, item_id, event_type, event_time, order_id",
+    "event_time_before_earliest": C.EVENT_TIME, "quantity_out_of_range": C.QUANTITY, "negative_price": C.PRICE,
+    "price_out_of_range": C.PRICE, "unparseable_value": UNPARSEABLE, "unknown_item": C.ITEM_ID,
+    "duplicate_event": "user_id, item_id, event_type, event_time, order_id", "batch_failed": "(the whole batch)",
 }
+# Set by the gate (validation/events.py), not by a value of the row: every row of a batch that
+# failed its quarantine-share judgement on an earlier night.
+BATCH_FAILED = "batch_failed"
 DUPLICATE_KEY = [C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TIME, C.ORDER_ID]
 STRING_COLUMNS = (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.ORDER_ID, C.SESSION_ID)
 QUARANTINE_SCHEMA = pa.schema([
@@ -90,10 +95,21 @@ def read_event_file(path: Path) -> pa.Table:
 
 
 # ------------------------------------------------------------------ row rules
+def _day(name) -> np.datetime64:
+    try:
+        return np.datetime64(str(name), "D")
+    except ValueError:
+        return np.datetime64("NaT", "D")
+
+
 def row_rule_masks(df: pd.DataFrame, partition_date: pd.Series, ds: str | None = None,
                    catalog_ids: pd.Index | None = None, max_id_length: int = 256,
-                   max_quantity: int = 100_000) -> dict[str, np.ndarray]:
-    """One boolean mask per row rule: True where the row breaks the rule. Vectorised."""
+                   max_quantity: int = 100_000, *, max_price: float = 1_000_000.0,
+                   earliest_event_date: str = "1990-01-01",
+                   duplicate_scope: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """One boolean mask per row rule (``batch_failed`` aside): True where the row breaks the rule.
+    Vectorised. ``duplicate_scope``: the rows among which duplicates are looked for (all rows by
+    default; the gate leaves out the rows of failed batches, so a fixed re-import is not a copy)."""
     def text(col):
         return df[col].astype("string")
 
@@ -103,7 +119,10 @@ def row_rule_masks(df: pd.DataFrame, partition_date: pd.Series, ds: str | None =
 
     etime = pd.to_datetime(df[C.EVENT_TIME], utc=True)
     day = etime.dt.tz_localize(None).to_numpy().astype("datetime64[D]")
-    pday = pd.to_datetime(partition_date.where(partition_date != "unknown"), errors="coerce").to_numpy().astype("datetime64[D]")
+    # Each partition name once (any year 0001..9999): event_date=unknown and the like are NaT.
+    codes, names = pd.factorize(pd.Series(partition_date).astype(object), use_na_sentinel=True)
+    days = np.array([_day(n) for n in names] + [np.datetime64("NaT", "D")], dtype="datetime64[D]")
+    pday = days[np.where(codes < 0, len(names), codes)]
     qty = pd.to_numeric(df[C.QUANTITY], errors="coerce")
     price = pd.to_numeric(df[C.PRICE], errors="coerce")
     lengths = np.maximum(text(C.USER_ID).str.len().fillna(0).to_numpy(), text(C.ITEM_ID).str.len().fillna(0).to_numpy())
@@ -116,15 +135,22 @@ def row_rule_masks(df: pd.DataFrame, partition_date: pd.Series, ds: str | None =
         "null_event_time": ~has_time,
         "event_time_outside_partition": has_time & (day != pday),
         "event_time_after_ds": has_time & (day > np.datetime64(ds, "D")) if ds else np.zeros(len(df), bool),
+        "event_time_before_earliest": has_time & (day < np.datetime64(earliest_event_date, "D")),
         "quantity_out_of_range": (qty.notna() & ((qty < 1) | (qty > max_quantity))).to_numpy(dtype=bool),
         "negative_price": (price.notna() & (price < 0)).to_numpy(dtype=bool),
+        "price_out_of_range": (price.notna() & (~np.isfinite(price) | (price > max_price))).to_numpy(dtype=bool),
         "unparseable_value": (text(UNPARSEABLE).fillna("") != "").to_numpy(dtype=bool) if UNPARSEABLE in df
         else np.zeros(len(df), bool),
         "unknown_item": (~df[C.ITEM_ID].isin(catalog_ids)).to_numpy(dtype=bool) & ~blank(C.ITEM_ID)
         if catalog_ids is not None and len(catalog_ids) else np.zeros(len(df), bool),
     }
     # Later copies of the same (user, item, type, time, order) are duplicates; the first one stays.
-    masks["duplicate_event"] = df.duplicated(subset=DUPLICATE_KEY, keep="first").to_numpy(dtype=bool)
+    if duplicate_scope is None or duplicate_scope.all():
+        masks["duplicate_event"] = df.duplicated(subset=DUPLICATE_KEY, keep="first").to_numpy(dtype=bool)
+    else:
+        masks["duplicate_event"] = np.zeros(len(df), bool)
+        masks["duplicate_event"][duplicate_scope] = df.loc[duplicate_scope].duplicated(
+            subset=DUPLICATE_KEY, keep="first").to_numpy(dtype=bool)
     return masks
 
 
