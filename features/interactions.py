@@ -37,7 +37,6 @@ from pipelines.config import Config
 from pipelines.infra import storage
 from pipelines.infra.consent import drop_forgotten, opted_out
 
-
 log = logging.getLogger(__name__)
 
 
@@ -101,21 +100,35 @@ def _load_events(con: duckdb.DuckDBPyConnection, cfg: Config, ds: str, end: date
     the window [start, end), each with its weight. Returns how many there are."""
     events_root = layout(cfg).validated_dataset("events")
     files = sorted(events_root.glob(f"{C.EVENT_DATE}=*/part.parquet"))
-    files = [f for f in files if f.parent.name.split("=", 1)[1] < end.isoformat()]
-    if not files:
+    # Nothing validated: no data, or the validate step has not run; unless every landed event is
+    # after ds (a ds before the first event: an empty night below).
+    landed = [p.name.split("=", 1)[1] for p in layout(cfg).landing_events.glob(f"{C.EVENT_DATE}=*")]
+    if not files and (not landed or min(landed) < end.isoformat()):
         raise FeatureError(f"no validated events up to ds={ds} under {events_root}; "
                            "run the validate step (or import data) first")
+    files = [f for f in files if f.parent.name.split("=", 1)[1] < end.isoformat()]
     w = cfg.features.event_weights
     weight_sql = "CASE event_type " + " ".join(f"WHEN '{k}' THEN {float(v)}" for k, v in w.items()) + " ELSE 0 END"
     lo = f"AND event_time >= {_ts(start)}" if start else ""
-    con.execute(f"""
-        CREATE TEMP TABLE ev AS
-        SELECT user_id, item_id, event_type, event_time, {weight_sql} AS w
-        FROM read_parquet(?, union_by_name=true)
-        WHERE event_time < {_ts(end)} {lo}""", [[str(f) for f in files]])
+    if files:
+        con.execute(f"""
+            CREATE TEMP TABLE ev AS
+            SELECT user_id, item_id, event_type, event_time, {weight_sql} AS w
+            FROM read_parquet(?, union_by_name=true)
+            WHERE event_time < {_ts(end)} {lo}""", [[str(f) for f in files]])
+    else:
+        con.execute("""CREATE TEMP TABLE ev (user_id VARCHAR, item_id VARCHAR, event_type VARCHAR,
+                                            event_time TIMESTAMPTZ, w DOUBLE)""")
     n_events = con.execute("SELECT count(*) FROM ev").fetchall()[0][0]
+    if n_events == 0 and start is not None and any(f.parent.name.split("=", 1)[1] < start.isoformat() for f in files):
+        # Events exist, only older than history_days: an empty night would blank every list.
+        raise FeatureError(f"no valid events in the {cfg.features.history_days} days up to ds={ds}, but older ones "
+                           "exist: check the feed, or widen history_days")
     if n_events == 0:
-        raise FeatureError(f"no valid events in the window ending {end} for ds={ds}")
+        # A ds before the first event: the night goes on with empty matrices; the models have
+        # nothing to learn and the lists are empty.
+        log.warning("features ds=%s: no validated events in the window ending %s under %s: empty features",
+                    ds, end, events_root)
     return n_events
 
 
@@ -163,8 +176,19 @@ def _popularity_and_trend(con: duckdb.DuckDBPyConnection, cfg: Config, end: date
           count(DISTINCT e.user_id) FILTER (WHERE e.event_type = 'purchase' AND e.event_time < {hs}
               AND e.event_time >= {hs} - INTERVAL {pop_days} DAY) AS pop_train,
           count(DISTINCT e.user_id) FILTER (WHERE e.event_type = 'purchase'
-              AND e.event_time >= {_ts(end)} - INTERVAL {pop_days} DAY) AS pop_full
+              AND e.event_time >= {_ts(end)} - INTERVAL {pop_days} DAY) AS pop_full,
+          count(DISTINCT e.user_id) FILTER (WHERE e.event_type = 'purchase' AND e.event_time < {hs}) AS all_train,
+          count(DISTINCT e.user_id) FILTER (WHERE e.event_type = 'purchase') AS all_full
         FROM items i LEFT JOIN ev e USING (item_id) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
+    for part in ("train", "full"):
+        # No purchase in the trailing window (a quiet period, a ds long after the last event): the
+        # popularity lists fall back to distinct buyers over all history before the cut-off, rather
+        # than an order of zeros.
+        if len(pop) and not pop[f"pop_{part}"].any() and pop[f"all_{part}"].any():
+            log.warning("features: no purchase in the %d days before the %s cut-off: popularity counts "
+                        "buyers over all history", pop_days, part)
+            pop[f"pop_{part}"] = pop[f"all_{part}"]
+    pop = pop.drop(columns=["all_train", "all_full"])
     # Trending: purchases weighted by exp(-ln 2 * age / half-life), age in days before each cut-off.
     hl = float(cfg.features.trending_half_life_days)
     trend = con.execute(f"""

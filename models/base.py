@@ -83,6 +83,9 @@ class Recommender:
     block_cells: int = 16_777_216
     # similar_items: relative cost of sorting a stored cosine against a dense multiply-add.
     sparse_sort_cost: float = 8.0
+    # Threads of the model's own parallel loops (implicit's fit and fused top-K); 0 = the library's
+    # default. make_model sets it from cfg.scale.threads (never saved).
+    num_threads: int = 0
 
     @classmethod
     def param_names(cls) -> tuple[str, ...]:
@@ -248,7 +251,7 @@ class Recommender:
                 i, v = sparse_topk(s, None, n, n_all, own, filt, fill=False)
                 out_ids.append(i)
                 out_scores.append(v)
-            return np.vstack(out_ids), np.vstack(out_scores)
+            return _stack(zip(out_ids, out_scores), n)
         return self._similar_dense(unit, items, n, filter_items)
 
     def _sparse_similar_rows(self, unit, items: np.ndarray) -> tuple[int, sp.csr_matrix | None]:
@@ -290,7 +293,7 @@ class Recommender:
             i, v = topk(s, n)
             out_ids.append(i)
             out_scores.append(v)
-        return np.vstack(out_ids), np.vstack(out_scores)
+        return _stack(zip(out_ids, out_scores), n)
 
     # -- persistence
     def _arrays(self) -> dict[str, np.ndarray]:

@@ -50,7 +50,7 @@ class BuyAgainRecommender(Recommender):
             buyers = np.bincount(coo.col, minlength=ui.shape[1]).astype(np.float64)
             repeat = np.bincount(coo.col, weights=(coo.data > unit).astype(float), minlength=ui.shape[1])
             self.repeat_rate_ = smoothed_repeat_rate(repeat, buyers, self.smoothing).astype(np.float32)
-        self.popularity_ = (pop / max(pop.max(), 1.0)).astype(np.float32)
+        self.popularity_ = (pop / max(pop.max(initial=0.0), 1.0)).astype(np.float32)
         return self
 
     def score(self, users, user_items):

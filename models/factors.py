@@ -31,8 +31,9 @@ class FactorRecommender(Recommender):
         """Build (``make()``) and fit one of implicit's factor models, keep its factors; ``self``."""
         # implicit's own threads do the work; threaded BLAS underneath only oversubscribes the cores.
         with threadpool_limits(1, "blas"):
-            model = make()
+            model = make(num_threads=self.num_threads)
             model.fit(user_items.tocsr().astype(np.float32), show_progress=False)
+        self.fit_threads_ = int(model.num_threads)  # what implicit ran with (not saved)
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
         return self
@@ -54,12 +55,12 @@ class FactorRecommender(Recommender):
     def recommend(self, users, user_items, n, exclude=None, filter_items=None):
         """implicit's fused top-K per block of ``block_users`` (models.scoring.block_topk)."""
         return block_topk(self.user_factors_, self.item_factors_, users, n, exclude=exclude,
-                          filter_items=filter_items, block=self.block_users)
+                          filter_items=filter_items, block=self.block_users, num_threads=self.num_threads)
 
     def recommend_with_own(self, users, user_items, n, own, filter_items=None):
         """Both lists from one fused top (n + own_slack) (models.scoring.block_topk_with_own)."""
         return block_topk_with_own(self.user_factors_, self.item_factors_, users, n, own, filter_items=filter_items,
-                                   block=self.block_users, slack=self.own_slack)
+                                   block=self.block_users, slack=self.own_slack, num_threads=self.num_threads)
 
     def _arrays(self):
         return {"user_factors_": self.user_factors_, "item_factors_": self.item_factors_}

@@ -7,7 +7,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from models.base import Recommender
-from models.kernels import sparse_topk
+from models.kernels import NO_ITEM, sparse_topk
 from models.registry import register
 
 
@@ -49,6 +49,8 @@ class ItemKNNRecommender(Recommender):
 
         items = np.asarray(items, dtype=np.int64)
         n_items = self.similarity_.shape[1]
+        if not len(items) or not n_items:  # an empty catalog (a ds before the first event)
+            return np.full((len(items), n), NO_ITEM, np.int64), np.full((len(items), n), -np.inf, np.float32)
         rows = self.similarity_[items].tocsr().astype(np.float32)
         rows.data[rows.data <= 0] = 0
         rows.eliminate_zeros()

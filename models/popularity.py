@@ -30,7 +30,7 @@ class PopularityRecommender(Recommender):
             pop = np.asarray((user_items > 0).sum(axis=0), dtype=np.float64).ravel()
         # A tiny tie-breaker on total weight keeps the order stable and meaningful.
         total = np.asarray(user_items.sum(axis=0), dtype=np.float64).ravel()
-        self.scores_ = (pop + total / (total.max() + 1.0) * 1e-3).astype(np.float32)
+        self.scores_ = (pop + total / (total.max(initial=0.0) + 1.0) * 1e-3).astype(np.float32)
         return self
 
     def score(self, users, user_items):

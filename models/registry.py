@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,18 +51,32 @@ def make_model(name: str, cfg: Any, overrides: dict | None = None) -> Recommende
     """A candidate with its hyperparameters from the config (``overrides``: the search's winner)."""
     if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r} in config 'candidates'; known: {sorted(REGISTRY)}")
-    model = REGISTRY[name](**{**model_params(name, cfg), **(overrides or {})})
+    return configure(REGISTRY[name](**{**model_params(name, cfg), **(overrides or {})}), cfg)
+
+
+def configure(model: Recommender, cfg: Any) -> Recommender:
+    """The serving settings (never saved) from ``cfg.scale``: score blocks and threads."""
     model.block_users = cfg.scale.score_block_users
     model.block_cells = cfg.scale.score_block_cells
+    model.num_threads = threads_of(cfg)
     return model
 
 
-def load_model(path: str | Path) -> Recommender:
-    """A saved model (``Recommender.save``), whichever registered class wrote it."""
+def threads_of(cfg: Any) -> int:
+    """The threads a model's own parallel loops may use: ``cfg.scale.threads``, or the CPUs this
+    process may use when it is 0 (or not set)."""
+    threads = int(getattr(cfg.scale, "threads", 0) or 0)
+    return threads if threads > 0 else len(os.sched_getaffinity(0))
+
+
+def load_model(path: str | Path, cfg: Any = None) -> Recommender:
+    """A saved model (``Recommender.save``), whichever registered class wrote it; with ``cfg``, its
+    serving settings (``configure``) too."""
     name = json.loads((Path(path) / "params.json").read_text())["name"]
     if name not in REGISTRY:
         raise ValueError(f"{path}: model {name!r} is not registered; known: {sorted(REGISTRY)}")
-    return REGISTRY[name].load(path)
+    model = REGISTRY[name].load(path)
+    return configure(model, cfg) if cfg is not None else model
 
 
 def active_candidates(cfg: Any, n_items: int) -> tuple[str, ...]:

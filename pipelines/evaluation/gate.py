@@ -26,11 +26,19 @@ def gate(metrics: dict, challenger: str, current: str | None, cfg: Config) -> tu
     key, cov, m = f"ndcg_at_{cfg.evaluation.eval_k}", f"coverage_at_{cfg.evaluation.eval_k}", cfg.gate.gate_margin
     ch = metrics[challenger]
     if current is None:
+        if not ch.get("users", 1):
+            return True, f"first champion: {challenger} (no evaluation tonight: no user with history bought in the " \
+                         "holdout window; the first candidate in the config serves)"
         return True, f"first champion: {challenger} (NDCG {ch[key]:.4f})"
     if current == challenger:
         return True, f"{challenger} holds the alias already; it moves to the version refitted on newer data"
     if current not in metrics:
         return True, f"the champion's model {current!r} is no longer a candidate"
+    if not ch.get("users", 1):
+        # No returning user bought in the holdout window (a quiet period, a ds after the last
+        # event): every candidate scores 0 and nothing is learnt about which is better.
+        return False, ("no evaluation tonight: no user with history bought in the holdout window; the champion "
+                       f"{current} keeps the alias")
     for b in BASELINES:
         if b in metrics and b != challenger and ch[key] < metrics[b][key] * (1 + m):
             return False, (f"{challenger} NDCG {ch[key]:.4f} does not beat baseline {b} "

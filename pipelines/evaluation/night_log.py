@@ -96,6 +96,8 @@ def log_hybrid(mlflow, cfg: Config, d: Decision) -> None:
                 mlflow.log_artifacts(str(rdir), f"ranker_{task}")
         for task, used in hybrid_choice(cfg, d.ds).items():
             mlflow.set_tag(f"serves_{task}", "hybrid" if used else "champion")
+        for task, why in hybrid.get("skipped", {}).items():
+            mlflow.set_tag(f"skipped_{task}", why)
 
 
 def log_inputs(mlflow, run, cfg: Config, ds: str) -> None:

@@ -20,9 +20,13 @@ def hybrid_choice(cfg: Config, ds: str) -> dict[str, bool]:
     summary = read_hybrid_summary(cfg, ds)
     if summary is None:
         return {"all": False, "new": False}
-    out = {}
+    out = {"all": False, "new": False}
+    for task, why in summary.get("skipped", {}).items():
+        log.info("ds=%s: %s lists from the champion (the hybrid was not trained: %s)", ds, task, why)
     for task, by_model in summary["ndcg"].items():
-        best_single = max(v for k, v in by_model.items() if k != "hybrid")
+        if task in summary.get("skipped", {}) or "hybrid" not in by_model:
+            continue
+        best_single = max((v for k, v in by_model.items() if k != "hybrid"), default=0.0)
         out[task] = hybrid_wins(by_model, cfg.hybrid.hybrid_min_gain)
         log.info("ds=%s: %s lists from %s (hybrid ndcg %.4f, best single %.4f)", ds, task,
                  "the hybrid" if out[task] else "the champion", by_model.get("hybrid", 0.0), best_single)

@@ -186,7 +186,8 @@ class Ranker:
         self.fitted = False
 
     def fit(self, x: pd.DataFrame, y: np.ndarray) -> "Ranker":
-        if len(x) and y.any() and not y.all():
+        y = np.asarray(y, dtype=bool)
+        if len(x) and bool(y.any()) and not bool(y.all()):
             self.model.fit(x, y)
             self.fitted = True
         return self
@@ -231,18 +232,32 @@ class HybridRun:
         xs, ys = [], []
         for k in range(self.cfg.hybrid.ranker_windows):
             start = end - h * (k + 1)
-            if start <= int(self.daily["day"].min()):
+            if self.daily.empty or start <= int(self.daily["day"].min()):
                 break  # no history before this window
             c, gens = self.at(start)
             truth = truth_matrix(self.daily, start, start + h, self.shape, new_only, c)
             users = np.flatnonzero((np.diff(c.x.indptr) > 0) & (np.diff(truth.indptr) > 0))
             users = sample_users(users, self.cfg.evaluation.eval_max_users, self.cfg.seed + k)
             uu, ii, x = candidate_frame(self.cfg, c, gens, users, new_only, self.inactive)
+            if not len(uu):
+                # No user with history bought in this window (a quiet period, or one old event far
+                # before the rest): nothing to learn from here.
+                log.info("rank: training window %d..%d (task %s) has no eligible users; skipped", start,
+                         start + h, "new" if new_only else "all")
+                continue
             xs.append(x)
-            ys.append(np.asarray(truth[uu, ii]).ravel() > 0)
+            ys.append(pair_labels(truth, uu, ii))
         if not xs:
             return Ranker(self.cfg)
         return Ranker(self.cfg).fit(pd.concat(xs, ignore_index=True), np.concatenate(ys))
+
+
+def pair_labels(truth: sp.csr_matrix, uu: np.ndarray, ii: np.ndarray) -> np.ndarray:
+    """Whether each (uu[j], ii[j]) pair is in ``truth`` (boolean, one per pair; empty for no pairs:
+    scipy's fancy indexing does not take empty index arrays)."""
+    if not len(uu):
+        return np.zeros(0, bool)
+    return np.asarray(truth[uu, ii]).ravel() > 0
 
 
 def publish_users(c: Cutoff, limit: int) -> np.ndarray:

@@ -130,10 +130,10 @@ class PersonalLists:
         """The models, one ListSource per kind of lists the night needs ("current" always), the
         source vocabulary and the rules' per-night inputs."""
         cfg, ds, lay = self.cfg, self.ds, layout(self.cfg)
-        champion, champion_name = load_model(lay.model(ds, "champion")), selected["champion"]
+        champion, champion_name = load_model(lay.model(ds, "champion"), cfg), selected["champion"]
         challenger_name = selected.get("challenger", champion_name)
-        self.popularity = load_model(lay.model(ds, "popularity"))
-        self.content = load_model(lay.model(ds, "content"))
+        self.popularity = load_model(lay.model(ds, "popularity"), cfg)
+        self.content = load_model(lay.model(ds, "content"), cfg)
         self.vectors = self.content.item_vectors()
         self.buy_again = make_model(BUY_AGAIN, cfg).fit(self.f.full, items_for_fit(self.f.items, "pop_full"))
         wanted = {v.lists for exp, _ in self.experiments for v in exp.variants} - {"current", "none"}
@@ -143,7 +143,7 @@ class PersonalLists:
                 self.kinds[kind] = ListSource(champion, champion_name, False)
             elif kind == "challenger":
                 has = (lay.model(ds, "challenger") / "params.json").exists()
-                self.kinds[kind] = ListSource(load_model(lay.model(ds, "challenger")) if has else champion,
+                self.kinds[kind] = ListSource(load_model(lay.model(ds, "challenger"), cfg) if has else champion,
                                               challenger_name, False)
             elif kind == "popularity":
                 self.kinds[kind] = ListSource(None, "popularity", False)

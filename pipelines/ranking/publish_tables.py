@@ -54,11 +54,19 @@ def similar_items(cfg: Config, ds: str, run_id: str, f: Features, available: np.
     return pa.Table.from_pandas(table, preserve_index=False)
 
 
+# The email table's types, for a night without a customer to email (pandas cannot type empty lists).
+EMAIL_SCHEMA = pa.schema([("ds", pa.date32()), ("run_id", pa.string()), ("user_id", pa.string()),
+                          ("purchased_items", pa.list_(pa.string())), ("recommended_items", pa.list_(pa.string())),
+                          ("reasons", pa.list_(pa.string())), ("scores", pa.list_(pa.float64())),
+                          ("recommendation_ids", pa.list_(pa.string()))])
+
+
 def email_rows(ds: str, df: pd.DataFrame, ok_items: set) -> pd.DataFrame:
     """The email list with items no longer available taken out of each customer's lists (items,
     reasons and scores together) and a recommendation id per item."""
     if df.empty:
-        return df.assign(recommendation_ids=[[] for _ in range(len(df))])
+        return df[["user_id", "purchased_items", "recommended_items", "reasons", "scores"]].assign(
+            recommendation_ids=pd.Series([], dtype=object))
     long = df[["user_id", "recommended_items", "reasons", "scores"]].explode(["recommended_items", "reasons", "scores"])
     long = long[long["recommended_items"].isin(ok_items)]
     long["rank"] = long.groupby("user_id").cumcount() + 1
@@ -92,7 +100,10 @@ def surface_tables(cfg: Config, ds: str, run_id: str, f: Features, available: np
             df = df.assign(rank=(df.groupby(key).cumcount() + 1).astype(np.int32))
         df.insert(0, "run_id", run_id)
         df.insert(0, "ds", date.fromisoformat(ds))
-        out[name] = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+        t = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+        # An empty table's ds column has no type in pandas: typed here, or a fresh warehouse gets a text ds.
+        t = t.set_column(0, "ds", pa.array([date.fromisoformat(ds)] * t.num_rows, pa.date32()))
+        out[name] = t.cast(EMAIL_SCHEMA) if name == "post_purchase_email" and not t.num_rows else t
     return out
 
 

@@ -54,6 +54,9 @@ def purchases(cfg: Config, ds: str, f: Features) -> duckdb.DuckDBPyConnection:
     # The rules layer's own availability (inactive; out of stock when the rules drop it).
     ok = item_flags(f.items, load_rules(cfg))["available"].to_numpy()
     con.register("fitems", f.items[["item_id"]].assign(ok=ok))
+    if not files:  # a ds before the first event: no purchases, empty tables
+        con.execute("""CREATE TEMP TABLE _no_events (user_id VARCHAR, item_id VARCHAR, event_type VARCHAR,
+                       event_time TIMESTAMPTZ, quantity DOUBLE, price DOUBLE, order_id VARCHAR, session_id VARCHAR)""")
     # Basket: the order; else the session; else the user's day (documented in docs/tables.md).
     con.execute(f"""
         CREATE TEMP TABLE pr AS
@@ -61,11 +64,11 @@ def purchases(cfg: Config, ds: str, f: Features) -> duckdb.DuckDBPyConnection:
                coalesce(e.quantity, 1) AS quantity, coalesce(e.price, 0) AS price,
                coalesce('o:' || e.order_id, 's:' || e.session_id,
                         'd:' || e.user_id || ':' || CAST(CAST(e.event_time AS DATE) AS VARCHAR)) AS basket
-        FROM read_parquet(?, union_by_name=true) e
+        FROM {"read_parquet(?, union_by_name=true)" if files else "_no_events"} e
         JOIN fusers u USING (user_id)
         JOIN fitems i USING (item_id)
         WHERE e.event_type IN ('purchase', 'return') AND i.ok
-          AND e.event_time < TIMESTAMPTZ '{end.isoformat()} 00:00:00+00'""", [[str(x) for x in files]])
+          AND e.event_time < TIMESTAMPTZ '{end.isoformat()} 00:00:00+00'""", [[str(x) for x in files]] if files else [])
     # A purchase the customer returned in full does not count (as in the features' weights).
     con.execute("""
         CREATE TEMP TABLE p AS
@@ -154,8 +157,15 @@ def popularity_tables(cfg: Config, con, ds: str) -> dict[str, pd.DataFrame]:
     before = week - timedelta(days=7 * cfg.surfaces.trending_weeks)
     pop_start = end - timedelta(days=cfg.features.popularity_days)
     n = cfg.surfaces.fallback_n
+    recent = con.execute(f"SELECT count(*) FROM p WHERE day >= DATE '{pop_start}'").fetchall()[0][0]
+    # No purchase in the window (a quiet period, a ds long after the last event): best sellers over
+    # all history up to ds, the same fallback as the popularity model's (features step).
+    since = f"day >= DATE '{pop_start}'" if recent else "TRUE"
+    if not recent:
+        log.warning("surfaces ds=%s: no purchase in the last %d days: best sellers over all history", ds,
+                    cfg.features.popularity_days)
     best = con.execute(f"""
-        WITH x AS (SELECT * FROM p WHERE day >= DATE '{pop_start}'),
+        WITH x AS (SELECT * FROM p WHERE {since}),
              g AS (SELECT country, item_id, count(DISTINCT user_id) AS buyers, sum(quantity) AS units,
                           sum(quantity * price) AS revenue FROM x WHERE country <> '' GROUP BY ALL
                    UNION ALL
@@ -178,6 +188,9 @@ def popularity_tables(cfg: Config, con, ds: str) -> dict[str, pd.DataFrame]:
         SELECT country, row_number() OVER (PARTITION BY country ORDER BY trend_score DESC, buyers_this_week DESC,
                item_id) AS rank, item_id, buyers_this_week, weekly_before AS buyers_per_week_before, trend_score
         FROM s QUALIFY rank <= {n} ORDER BY country, rank""").df()
+    if trending.empty:
+        log.info("surfaces ds=%s: trending is empty: no item has %d buyers in the week up to ds", ds,
+                 int(cfg.surfaces.trending_min_buyers))
     return {"best_sellers": best, "trending": trending}
 
 

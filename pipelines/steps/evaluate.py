@@ -36,7 +36,7 @@ def run(cfg: Config, ds: str, run_id: str) -> dict:
     candidates = active_candidates(cfg, f.train.shape[1])
     extra = beyond_accuracy(cfg, ds, f)
     for name in candidates:
-        model = load_model(layout(cfg).holdout_model(ds, name))
+        model = load_model(layout(cfg).holdout_model(ds, name), cfg)
         recs, _ = model.recommend(users, f.train, cfg.evaluation.eval_k, filter_items=inactive)
         m = {**ranking_metrics(recs, truth, cfg.evaluation.eval_k, n_catalog), **extra(recs, truth)}
         summary[name] = m
@@ -44,7 +44,14 @@ def run(cfg: Config, ds: str, run_id: str) -> dict:
                  ds, name, cfg.evaluation.eval_k, m[f"ndcg_at_{cfg.evaluation.eval_k}"], cfg.evaluation.eval_k, m[f"recall_at_{cfg.evaluation.eval_k}"],
                  cfg.evaluation.eval_k, m[f"precision_at_{cfg.evaluation.eval_k}"], m[f"coverage_at_{cfg.evaluation.eval_k}"], m["users"])
     key = f"ndcg_at_{cfg.evaluation.eval_k}"
-    trials, params = search(cfg, ds, f, users, truth, inactive, n_catalog, summary, candidates)
+    if len(users):
+        trials, params = search(cfg, ds, f, users, truth, inactive, n_catalog, summary, candidates)
+    else:
+        # A holdout window without a purchase of a user with history (a quiet period, a ds after
+        # the last event): every metric is 0 over 0 users; no search, and the gate keeps the champion.
+        log.warning("evaluate ds=%s: no user with history bought in the holdout window of %d days: nothing to "
+                    "evaluate (metrics over 0 users, no search)", ds, cfg.features.holdout_days)
+        trials, params = [], {}
     cold = cold_start_metrics(cfg, ds, f, inactive, n_catalog)
     rows = [{"model": name, "segment": "returning", "metric": k, "value": float(v)}
             for name, m in summary.items() for k, v in m.items()]
