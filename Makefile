@@ -8,7 +8,7 @@ DS     ?= $(shell date -u -d yesterday +%F)
 PORT   ?= 8080
 MLFLOW_PORT ?= 5000
 
-.PHONY: install postgres-server run test airflow mlflow bench-validate bench-quality bench-serving bench-scale clean
+.PHONY: install postgres-server run test airflow mlflow bench-validate bench-quality bench-serving bench-scale bench-load chaos clean
 
 # The stamp is rebuilt whenever the pinned requirements or the package metadata change.
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -62,6 +62,16 @@ bench-serving: install
 
 bench-validate: install
 	$(BIN)/python benchmarks/bench_validate.py
+
+# The rank, train and score steps alone and beside two CPU-bound processes (docs/benchmarks.md,
+# "Under load"); demo data, or DATA=../shared/data/online_retail.parquet.
+bench-load: install
+	$(BIN)/python benchmarks/bench_load.py $(DATA)
+
+# Fault injection: nights on demo data with the operator's accidents injected at seeded random points,
+# then the invariants checked (benchmarks/chaos.py). NIGHTS=7 SEED=7 by default.
+chaos: install
+	$(BIN)/python benchmarks/chaos.py --nights $(or $(NIGHTS),7) --seed $(or $(SEED),7)
 
 clean:
 	rm -rf $(RECSYS_HOME)

@@ -32,7 +32,8 @@ def run_task(step: str, context: Mapping[str, Any], shard: int | None = None) ->
     from features.interactions import FeatureError
     from pipelines.artifacts import ArtifactMissing
     from pipelines.config import load_config
-    from pipelines.run import run_step
+    from pipelines.infra.locks import task_lock
+    from pipelines.run import FutureDs, run_step
     from pipelines.validation.gate import ValidationError
 
     ds = resolve_ds(context)
@@ -40,8 +41,11 @@ def run_task(step: str, context: Mapping[str, Any], shard: int | None = None) ->
     cfg = load_config()
     log.info("recsys step %s for ds=%s, run %s, data root %s", step, ds, run_id, cfg.home)
     try:
-        return run_step(step, cfg, ds, run_id, airflow_run_id=run_id, shard=shard)
-    except (ValidationError, FeatureError, ArtifactMissing) as exc:
+        # The data root shared with the night's other tasks (a `recsys run` beside it is refused), this
+        # task of this ds exclusively (a second copy of it is refused, naming the first).
+        with task_lock(cfg.home, ds, step, shard, command=f"airflow task {step} of run {run_id}"):
+            return run_step(step, cfg, ds, run_id, airflow_run_id=run_id, shard=shard)
+    except (ValidationError, FeatureError, ArtifactMissing, FutureDs) as exc:
         # Bad data (or a missing input) does not get better by waiting: fail at once, no retries.
         from airflow.sdk.exceptions import AirflowFailException
 

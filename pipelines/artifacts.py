@@ -99,6 +99,10 @@ class Layout:
     def data_docs(self, ds: str) -> Path:
         return self.validation_dir(ds) / "data_docs"
 
+    @property
+    def batch_ledger(self) -> Path:  # import batches: judgements, withdrawals (validation/batches.py)
+        return self.home / "validation" / "batches.json"
+
     # ---- per-ds step outputs
     def features_dir(self, ds: str) -> Path:
         return self.home / "features" / f"ds={ds}"

@@ -167,6 +167,11 @@ class ValidationSettings:
     freshness_rule: str = "warn"
     max_id_length: int = 256
     max_quantity: int = 100_000
+    # Row rule price_out_of_range: a price that is not finite (inf, 1e400) or above this is quarantined.
+    max_price: float = 1_000_000.0
+    # Row rule event_time_before_earliest: events before this UTC date (YYYY-MM-DD) are quarantined
+    # (a 1970 epoch zero, a 1900 or 0001 default date of the source system).
+    earliest_event_date: str = "1990-01-01"
 
 
 @dataclass(frozen=True)
@@ -198,6 +203,14 @@ class ScaleSettings:
     score_chunk_users: int = 50_000
     # Airflow retries per task (the nightly keeps 2; `recsys airflow-test` sets 0 to fail fast).
     task_retries: int = 2
+    # Threads of each step's pools (OpenMP in scikit-learn and implicit, BLAS), applied around every
+    # step (pipelines/run.py) and passed to implicit: 0 = the CPUs this process may use
+    # (os.sched_getaffinity). Beside other busy processes, give the step its share (docs/benchmarks.md).
+    threads: int = 0
+
+    def thread_count(self) -> int:
+        """``threads``, or the CPUs this process may use when it is 0."""
+        return self.threads if self.threads > 0 else len(os.sched_getaffinity(0))
 
 
 SECTIONS: Mapping[str, type] = MappingProxyType({

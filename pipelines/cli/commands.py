@@ -59,14 +59,37 @@ def cmd_import_online_retail(args, cfg):
 def cmd_import_catalog(args, cfg):
     from pipelines.services.importers import import_catalog
 
-    print(import_catalog(cfg, args.path).summary())
+    print(import_catalog(cfg, args.path, encoding=args.encoding).summary())
     print("catalog update landed: the next run applies it to every table (or rerun: recsys run --ds D)")
 
 
 def cmd_import_users(args, cfg):
     from pipelines.services.importers import import_users
 
-    print(import_users(cfg, args.path).summary())
+    print(import_users(cfg, args.path, encoding=args.encoding).summary())
+
+
+def cmd_batches(args, cfg):
+    from pipelines.validation.batches import list_batches
+
+    _print(list_batches(cfg))
+
+
+def cmd_withdraw(args, cfg):
+    from pipelines.validation.batches import withdraw
+
+    if args.undo:
+        return cmd_restore(args, cfg)
+    e = withdraw(cfg, args.batch, args.reason or "", by=args.by)
+    print(f"batch {e['batch']} withdrawn by {e['withdrawn']['by']} at {e['withdrawn']['at']}: the next run leaves it "
+          f"out of every partition it landed in (landing files kept; `recsys restore {e['batch']}` undoes it)")
+
+
+def cmd_restore(args, cfg):
+    from pipelines.validation.batches import restore
+
+    e = restore(cfg, args.batch, by=args.by, reason=args.reason or "")
+    print(f"batch {e['batch']} restored ({e['history'][-1]['action']}): the next run validates it again")
 
 
 # ------------------------------------------------------------------ answers from the published tables
@@ -85,7 +108,10 @@ def cmd_rerank(args, cfg):
 def cmd_export(args, cfg):
     from pipelines.services.serving import export_email
 
-    n = export_email(cfg, args.ds, Path(args.out))
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; give the path of the CSV file to write, e.g. {out / 'email.csv'}")
+    n = export_email(cfg, args.ds, out)
     print(f"wrote {n} customers to {args.out}")
 
 
@@ -104,13 +130,28 @@ def cmd_consent(args, cfg):
 
 
 def cmd_forget(args, cfg):
+    from pipelines.infra.locks import root_lock
     from pipelines.services.privacy import forget
 
-    audit = forget(cfg, args.user)
+    with root_lock(cfg.home):  # forget rewrites files a run reads: never beside a run
+        audit = forget(cfg, args.user)
+    if not audit["found"]:
+        print(f"user {args.user} was not found anywhere under the data root"
+              + (" (it was forgotten before)" if audit["already_forgotten"] else "")
+              + "; it is blocked anyway: its salted hash is in the forgotten list, so no later import brings it in")
     print(f"forgot the user: request {audit['request_id']}: {audit['parquet_rows_removed']} rows in "
           f"{audit['parquet_files_rewritten']} Parquet files, {audit['warehouse_rows_removed']} warehouse rows, "
           f"{audit['matrices_rewritten']} matrices, {audit['exports_rewritten']} exports, "
           f"{audit['text_files_scrubbed']} text files; recorded in table privacy_requests")
+
+
+def cmd_rebuild_warehouse(args, cfg):
+    from pipelines.infra import warehouse
+
+    res = warehouse.rebuild(layout(cfg).duckdb_path, layout(cfg).parquet_root)
+    print(f"rebuilt {layout(cfg).duckdb_path} from the Parquet copies: "
+          + ", ".join(f"{t} {n} rows" for t, n in res["tables"].items())
+          + (f"; the old file is kept as {res['kept']}" if res["kept"] else ""))
 
 
 # ------------------------------------------------------------------ A/B testing
@@ -118,7 +159,7 @@ def cmd_import_outcomes(args, cfg):
     from pipelines.services.ab_report import import_outcomes
 
     n = import_outcomes(cfg, args.path)
-    print(f"landed {n} outcome events" if n else "this file was imported before; nothing written")
+    print("this file was imported before; nothing written" if n is None else f"landed {n} outcome events")
 
 
 def cmd_ab(args, cfg):
@@ -187,15 +228,18 @@ def cmd_steps(args, cfg):
 
 
 def cmd_run(args, cfg):
-    from pipelines.run import run_all, run_step
+    from pipelines.infra.locks import root_lock
+    from pipelines.run import check_ds, run_all, run_step
 
     run_id = args.run_id or f"cli__{args.ds}__{uuid.uuid4().hex[:8]}"
     if args.shard is not None and args.step != "score":
-        raise SystemExit("recsys run: --shard goes with --step score")
-    if args.step:
-        print(run_step(args.step, cfg, args.ds, run_id, shard=args.shard))
-        return
-    results = run_all(cfg, args.ds, run_id)
+        raise ValueError("--shard goes with --step score")
+    check_ds(args.ds, args.allow_future)  # before taking the lock: a refused ds never waits
+    with root_lock(cfg.home):
+        if args.step:
+            print(run_step(args.step, cfg, args.ds, run_id, shard=args.shard, allow_future=args.allow_future))
+            return
+        results = run_all(cfg, args.ds, run_id, allow_future=args.allow_future)
     pub = results["publish"]
     print(f"run {run_id} for ds={args.ds}: champion {results['select']['champion']}, "
           f"published {pub['rows']} to {pub['duckdb']}")
@@ -206,7 +250,7 @@ def cmd_show(args, cfg):
 
     if not layout(cfg).duckdb_path.exists():
         raise SystemExit(f"no warehouse yet at {layout(cfg).duckdb_path}; run the pipeline first")
-    con = warehouse.connect_warehouse(layout(cfg).duckdb_path, read_only=True)
+    con = warehouse.connect_readonly(cfg)
     print(f"DuckDB warehouse: {layout(cfg).duckdb_path}")
     print(f"Parquet tables:   {layout(cfg).parquet_root}/<table>/ds=<ds>/part-0.parquet")
     tables = [r[0] for r in con.execute(

@@ -3,18 +3,45 @@
 from __future__ import annotations
 
 import argparse
+from datetime import date
 
 import pipelines.cli.commands as cmd
 from pipelines.cli.tools import cmd_airflow, cmd_airflow_test, cmd_mlflow_ui
 from pipelines.steps import STEPS
 
 
+def ds_arg(text: str) -> str:
+    """A logical date, checked when the command line is read (one clear line, exit code 2)."""
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line (which command, which argument, what is wrong) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="recsys", description="Nightly batch recommendations for retailers. "
+    p = OneLineParser(prog="recsys", description="Nightly batch recommendations for retailers. "
                                 "Data root: $RECSYS_HOME (default ./var).")
     p.add_argument("--home", help="data root (overrides RECSYS_HOME)")
     p.add_argument("-q", "--quiet", action="store_true")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--debug", action="store_true", help="print the full traceback of an error (also RECSYS_DEBUG=1)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for add in (_data_commands, _serving_commands, _privacy_commands, _ab_commands, _pipeline_commands,
                 _tool_commands):
         add(sub)
@@ -24,13 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _data_commands(sub) -> None:
     d = sub.add_parser("demo-data", help="generate deterministic demo data into the landing zone")
     d.add_argument("--seed", type=int, default=42)
-    d.add_argument("--users", type=int, help="default 2000 (1,000,000 with --scale)")
-    d.add_argument("--items", type=int, help="default 400 (100,000 with --scale)")
-    d.add_argument("--days", type=int, help="default 90 (30 with --scale)")
+    d.add_argument("--users", type=positive_int, help="default 2000 (1,000,000 with --scale)")
+    d.add_argument("--items", type=positive_int, help="default 400 (100,000 with --scale)")
+    d.add_argument("--days", type=positive_int, help="default 90 (30 with --scale)")
     d.add_argument("--scale", action="store_true",
                    help="the scale data set: power-law users and items, generated day by day (pipelines/dev/demo_scale.py)")
-    d.add_argument("--events", type=int, default=10_000_000, help="with --scale: events in all (default 10,000,000)")
-    d.add_argument("--end-date", help="last day of data, YYYY-MM-DD (default: yesterday, UTC)")
+    d.add_argument("--events", type=positive_int, default=10_000_000, help="with --scale: events in all (default 10,000,000)")
+    d.add_argument("--end-date", type=ds_arg, help="last day of data, YYYY-MM-DD (default: yesterday, UTC)")
     d.set_defaults(func=cmd.cmd_demo_data)
 
     e = sub.add_parser("import-events", help="land a CSV or Parquet file of events")
@@ -38,7 +65,9 @@ def _data_commands(sub) -> None:
     e.add_argument("--user-col", required=True)
     e.add_argument("--item-col", required=True)
     e.add_argument("--time-col", required=True)
-    e.add_argument("--time-format", help="strftime format of the time column (default: inferred)")
+    e.add_argument("--time-format", help="epoch_s or epoch_ms (Unix seconds or milliseconds), or a strftime format "
+                   "of the time column (default: any ISO 8601 form per row; epochs detected when every value is "
+                   "a number in one epoch range)")
     g = e.add_mutually_exclusive_group(required=True)
     g.add_argument("--event-type", help="one event type for every row: view, add_to_cart, purchase, return")
     g.add_argument("--event-type-col")
@@ -54,18 +83,36 @@ def _data_commands(sub) -> None:
     c = sub.add_parser("import-catalog", help="land a catalog update: item_id plus in_stock, active, margin, "
                        "promotion, repeatable, price, title, ... (CSV or Parquet)")
     c.add_argument("path")
+    c.add_argument("--encoding", default="utf-8", help="text encoding of a CSV file (default utf-8)")
     c.set_defaults(func=cmd.cmd_import_catalog)
 
     u = sub.add_parser("import-users", help="land a users file: user_id plus country, consent_personalization, "
                        "consent_email, interests, signup_date (CSV or Parquet)")
     u.add_argument("path")
+    u.add_argument("--encoding", default="utf-8", help="text encoding of a CSV file (default utf-8)")
     u.set_defaults(func=cmd.cmd_import_users)
+
+    b = sub.add_parser("batches", help="list landed import batches: rows landed, valid, quarantined, status "
+                       "(pending, validated, failed, withdrawn), event dates")
+    b.set_defaults(func=cmd.cmd_batches)
+    w = sub.add_parser("withdraw", help="exclude an import batch from every later run (kept in landing/; "
+                       "--undo or `recsys restore` brings it back)")
+    w.add_argument("batch", metavar="BATCH", help="batch id (or a unique prefix), from `recsys batches`")
+    w.add_argument("--reason", help="why (required to withdraw; kept in the ledger)")
+    w.add_argument("--by", help="who (default: the login name)")
+    w.add_argument("--undo", action="store_true", help="restore the batch instead")
+    w.set_defaults(func=cmd.cmd_withdraw)
+    r = sub.add_parser("restore", help="undo `recsys withdraw BATCH`, or have a failed batch judged again")
+    r.add_argument("batch", metavar="BATCH")
+    r.add_argument("--reason", default="")
+    r.add_argument("--by")
+    r.set_defaults(func=cmd.cmd_restore)
 
 
 def _serving_commands(sub) -> None:
     cr = sub.add_parser("cart-recs", help="the best additions to a cart, from the published pair table")
     cr.add_argument("items", nargs="+", metavar="ITEM")
-    cr.add_argument("-n", type=int, default=10)
+    cr.add_argument("-n", type=positive_int, default=10, help="how many items (default 10)")
     cr.set_defaults(func=cmd.cmd_cart_recs)
 
     rr = sub.add_parser("rerank", help="order search results (item ids) for a user")
@@ -75,7 +122,7 @@ def _serving_commands(sub) -> None:
 
     ex = sub.add_parser("export", help="write a list marketing pulls: `export email --ds D --out FILE.csv`")
     ex.add_argument("what", choices=["email"])
-    ex.add_argument("--ds", required=True)
+    ex.add_argument("--ds", type=ds_arg, required=True)
     ex.add_argument("--out", required=True)
     ex.set_defaults(func=cmd.cmd_export)
 
@@ -90,6 +137,10 @@ def _privacy_commands(sub) -> None:
     fg = sub.add_parser("forget", help="remove a user from every zone, table, Parquet file and export")
     fg.add_argument("user", metavar="USER")
     fg.set_defaults(func=cmd.cmd_forget)
+
+    rw = sub.add_parser("rebuild-warehouse", help="rebuild warehouse/recsys.duckdb from the Parquet copies (a damaged "
+                        "file is kept aside as recsys.duckdb.damaged-<time>)")
+    rw.set_defaults(func=cmd.cmd_rebuild_warehouse)
 
 
 def _ab_commands(sub) -> None:
@@ -109,13 +160,13 @@ def _ab_commands(sub) -> None:
     pl.add_argument("--arms", type=int, default=2)
     pl.add_argument("--daily-users", type=int)
     rp = abs_.add_parser("report", help="compute ab_results and the report for one ds (what recsys_ab_report runs)")
-    rp.add_argument("--ds", required=True)
+    rp.add_argument("--ds", type=ds_arg, required=True)
     rp.add_argument("--run-id")
     sm = abs_.add_parser("simulate", help="write simulated outcome events with a known true lift (CSV)")
     sm.add_argument("--experiment", required=True)
-    sm.add_argument("--users", type=int, default=20000)
+    sm.add_argument("--users", type=positive_int, default=20000)
     sm.add_argument("--lift", type=float, default=0.05)
-    sm.add_argument("--days", type=int, default=14)
+    sm.add_argument("--days", type=positive_int, default=14)
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--out", required=True)
     ab.set_defaults(func=cmd.cmd_ab)
@@ -126,17 +177,19 @@ def _pipeline_commands(sub) -> None:
     st.set_defaults(func=cmd.cmd_steps)
 
     r = sub.add_parser("run", help="run the nightly steps in-process for one ds")
-    r.add_argument("--ds", required=True, help="logical date YYYY-MM-DD: uses events up to the end of that day (UTC)")
+    r.add_argument("--ds", type=ds_arg, required=True, help="logical date YYYY-MM-DD: uses events up to the end of that day (UTC)")
     r.add_argument("--run-id")
     r.add_argument("--step", choices=tuple(STEPS),
                    help="run one step only")
+    r.add_argument("--allow-future", action="store_true",
+                   help="build a ds after today (UTC) on purpose (refused by default: it would become the newest night)")
     r.add_argument("--shard", type=int,
                    help="with --step score: that user shard only (0 .. RECSYS_PUBLISH_SHARDS - 1), as one mapped "
                         "Airflow task runs it")
     r.set_defaults(func=cmd.cmd_run)
 
     s = sub.add_parser("show", help="print where the tables are and sample rows")
-    s.add_argument("--rows", type=int, default=5)
+    s.add_argument("--rows", type=positive_int, default=5)
     s.set_defaults(func=cmd.cmd_show)
 
 
@@ -146,7 +199,7 @@ def _tool_commands(sub) -> None:
     a.set_defaults(func=cmd_airflow)
 
     t = sub.add_parser("airflow-test", help="run recsys_nightly once through Airflow (airflow dags test)")
-    t.add_argument("--ds", required=True)
+    t.add_argument("--ds", type=ds_arg, required=True)
     t.set_defaults(func=cmd_airflow_test)
 
     m = sub.add_parser("mlflow-ui", help="the MLflow UI on the pipeline's tracking store")
