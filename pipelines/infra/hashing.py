@@ -6,20 +6,34 @@ same bucket and a recommendation gets the same id on every machine and every nig
 """
 from __future__ import annotations
 
+import os
+import threading
+
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+_local = threading.local()
+
+
+def _connection():
+    """An in-memory DuckDB connection per thread and process (opening one per call cost more than
+    hashing a few thousand ids); a forked child opens its own."""
+    held = getattr(_local, "held", None)
+    if held is None or held[0] != os.getpid():
+        held = _local.held = (os.getpid(), duckdb.connect())
+    return held[1]
+
 
 def _sha256_sql(prefix: str, values, expr: str):
-    con = duckdb.connect()
+    con = _connection()
+    con.register("_v", pd.DataFrame({"v": pd.Series(values, dtype="string").astype(str).to_numpy(object)}))
     try:
-        con.register("_v", pd.DataFrame({"v": pd.Series(values, dtype="string").astype(str).to_numpy(object)}))
         return con.execute(f"SELECT {expr} AS h FROM (SELECT sha256(?::VARCHAR || v) AS d FROM _v)",
                            [prefix]).fetchnumpy()["h"]
     finally:
-        con.close()
+        con.unregister("_v")
 
 
 def sha256_hex(prefix: str, values) -> np.ndarray:

@@ -1,6 +1,7 @@
 """A/B testing: deterministic assignment, power analysis against statsmodels, the analysis on
 simulated outcomes with a known lift (interval coverage, A/A false positives, SRM), and the
 experiment arms in the published lists."""
+import functools
 import hashlib
 import math
 import os
@@ -107,13 +108,17 @@ def test_the_cli_simulates_imports_and_reports_an_experiment(tmp_path, monkeypat
     assert "<h2>exp-1</h2>" in report.read_text()
 
 
+@functools.lru_cache(maxsize=None)
+def _simulated(lift: float, first: int, stop: int) -> pd.DataFrame:
+    """Every metric's analysis of each simulated experiment (seeds first..stop-1), computed once and
+    shared by the tests that read different metrics of the same simulations."""
+    return pd.concat([analyse(EXP, *simulate(EXP, 4000, seed=s, lift={"treatment": lift})).assign(seed=s)
+                      for s in range(first, stop)], ignore_index=True)
+
+
 def run_many(lift: float, seeds: range, metric: str) -> pd.DataFrame:
-    rows = []
-    for s in seeds:
-        a, o = simulate(EXP, 4000, seed=s, lift={"treatment": lift})
-        r = analyse(EXP, a, o).set_index("metric").loc[metric]
-        rows.append(r)
-    return pd.DataFrame(rows)
+    every = _simulated(lift, seeds.start, seeds.stop)
+    return every[every["metric"] == metric].reset_index(drop=True)
 
 
 @pytest.mark.parametrize("metric", ["revenue_per_visitor", "conversion"])
