@@ -41,12 +41,8 @@ def read_any(path: Path, columns: Sequence[str] | None = None, encoding: str = "
                                dtype=str, keep_default_na=True, encoding=encoding)
         if suffix in (".xlsx", ".xls"):
             return pd.read_excel(path, usecols=list(columns) if columns else None)
-    except UnicodeDecodeError as exc:
-        raise encoding_error(path, encoding, exc) from exc
-    except LookupError as exc:
-        raise ImportError_(f"{path}: unknown encoding {encoding!r} ({exc}); nothing written") from exc
-    except pd.errors.EmptyDataError as exc:
-        raise ImportError_(f"{path}: the file is empty (no header, no rows); nothing written") from exc
+    except (UnicodeDecodeError, LookupError, pd.errors.EmptyDataError) as exc:
+        raise text_read_error(path, encoding, exc) from exc
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise ImportError_(f"{path}: cannot be read as {suffix.lstrip('.')} ({exc}); nothing written") from exc
     raise ImportError_(f"{path}: unsupported file type {suffix!r}; use .csv, .parquet or .xlsx")
@@ -70,13 +66,18 @@ def columns_of(path: Path, encoding: str = "utf-8") -> list[str]:
     if suffix in (".csv", ".txt", ".tsv"):
         try:
             return list(pd.read_csv(path, nrows=0, sep="\t" if suffix == ".tsv" else ",", encoding=encoding).columns)
-        except UnicodeDecodeError as exc:
-            raise encoding_error(path, encoding, exc) from exc
-        except LookupError as exc:
-            raise ImportError_(f"{path}: unknown encoding {encoding!r} ({exc}); nothing written") from exc
-        except pd.errors.EmptyDataError as exc:
-            raise ImportError_(f"{path}: the file is empty (no header, no rows); nothing written") from exc
+        except (UnicodeDecodeError, LookupError, pd.errors.EmptyDataError) as exc:
+            raise text_read_error(path, encoding, exc) from exc
     return list(read_any(path).columns)
+
+
+def text_read_error(path: Path, encoding: str, exc: Exception) -> ImportError_:
+    """The one-line error for a text file that cannot be decoded or holds nothing."""
+    if isinstance(exc, UnicodeDecodeError):
+        return encoding_error(path, encoding, exc)
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return ImportError_(f"{path}: the file is empty (no header, no rows); nothing written")
+    return ImportError_(f"{path}: unknown encoding {encoding!r} ({exc}); nothing written")
 
 
 def encoding_error(path: Path, encoding: str, exc: UnicodeDecodeError) -> ImportError_:
