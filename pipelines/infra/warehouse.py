@@ -292,7 +292,7 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
         con.execute("BEGIN TRANSACTION")
         for name, table in tables.items():
             empty = isinstance(table, pa.Table) and table.num_rows == 0
-            if _holds_only(con, name, ds) and not empty:
+            if not empty and _has_no_rows(con, name):
                 # Created by an empty night (its column types guessed from no rows, e.g. a list column
                 # typed as text): take the types of the first night with rows instead.
                 con.execute(f'DROP TABLE "{name}"')
@@ -318,12 +318,11 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
     return counts
 
 
-def _holds_only(con, name: str, ds: str) -> bool:
-    """Whether table ``name`` exists and holds no row of any other ds than ``ds``."""
+def _has_no_rows(con, name: str) -> bool:
+    """Whether table ``name`` exists and holds no row at all (created by nights without rows)."""
     if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchall()[0][0]:
         return False
-    return not con.execute(f'SELECT count(*) FROM "{name}" WHERE TRY_CAST(ds AS DATE) IS DISTINCT FROM ?::DATE',
-                           [ds]).fetchall()[0][0]
+    return not con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]
 
 
 VALIDATION_RUNS_DDL = """CREATE TABLE IF NOT EXISTS validation_runs (

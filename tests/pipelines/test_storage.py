@@ -48,3 +48,27 @@ def test_failed_publish_leaves_every_table_as_it_was(tmp_path):
     assert rows(db, "recs") == [("2024-01-01", "a", 3)]
     assert (root / "recs" / "ds=2024-01-01" / "part-0.parquet").read_bytes() == before
     assert not list(root.rglob(".*staged*"))  # no temporary files left behind
+
+
+def test_an_empty_night_never_fixes_a_tables_types(tmp_path):
+    """A night without rows publishes its tables empty (pandas typed its list column as null, cast to
+    text); the first night with rows gives the table its real types; later empty nights change nothing."""
+    db, root = tmp_path / "w.duckdb", tmp_path / "parquet"
+
+    def email(ds: str, items: list) -> pa.Table:
+        typ = pa.list_(pa.string()) if items else pa.string()  # what an empty frame arrives as
+        return pa.table({"ds": pa.array([date.fromisoformat(ds)] * len(items), pa.date32()),
+                         "user_id": pa.array([f"u{k}" for k in range(len(items))], pa.string()),
+                         "items": pa.array(items, typ)})
+
+    assert publish_tables(db, root, "2024-01-01", {"email": email("2024-01-01", [])}) == {"email": 0}
+    assert publish_tables(db, root, "2024-01-02", {"email": email("2024-01-02", [["a", "b"], ["c"]])}) == {"email": 2}
+    assert publish_tables(db, root, "2024-01-03", {"email": email("2024-01-03", [])}) == {"email": 0}
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("SELECT data_type FROM information_schema.columns WHERE table_name = 'email' "
+                           "AND column_name = 'items'").fetchall() == [("VARCHAR[]",)]
+        assert con.execute("SELECT ds::VARCHAR, items FROM email ORDER BY user_id").fetchall() == [
+            ("2024-01-02", ["a", "b"]), ("2024-01-02", ["c"])]
+    finally:
+        con.close()
