@@ -76,19 +76,23 @@ def cmd_batches(args, cfg):
 
 
 def cmd_withdraw(args, cfg):
+    from pipelines.infra.locks import root_lock
     from pipelines.validation.batches import withdraw
 
     if args.undo:
         return cmd_restore(args, cfg)
-    e = withdraw(cfg, args.batch, args.reason or "", by=args.by)
+    with root_lock(cfg.home):  # the ledger is also written by a running validate step
+        e = withdraw(cfg, args.batch, args.reason or "", by=args.by)
     print(f"batch {e['batch']} withdrawn by {e['withdrawn']['by']} at {e['withdrawn']['at']}: the next run leaves it "
           f"out of every partition it landed in (landing files kept; `recsys restore {e['batch']}` undoes it)")
 
 
 def cmd_restore(args, cfg):
+    from pipelines.infra.locks import root_lock
     from pipelines.validation.batches import restore
 
-    e = restore(cfg, args.batch, by=args.by, reason=args.reason or "")
+    with root_lock(cfg.home):
+        e = restore(cfg, args.batch, by=args.by, reason=args.reason or "")
     print(f"batch {e['batch']} restored ({e['history'][-1]['action']}): the next run validates it again")
 
 
@@ -147,8 +151,10 @@ def cmd_forget(args, cfg):
 
 def cmd_rebuild_warehouse(args, cfg):
     from pipelines.infra import warehouse
+    from pipelines.infra.locks import root_lock
 
-    res = warehouse.rebuild(layout(cfg).duckdb_path, layout(cfg).parquet_root)
+    with root_lock(cfg.home):  # never under a running night
+        res = warehouse.rebuild(layout(cfg).duckdb_path, layout(cfg).parquet_root)
     print(f"rebuilt {layout(cfg).duckdb_path} from the Parquet copies: "
           + ", ".join(f"{t} {n} rows" for t, n in res["tables"].items())
           + (f"; the old file is kept as {res['kept']}" if res["kept"] else ""))

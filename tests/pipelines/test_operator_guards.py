@@ -148,3 +148,15 @@ def test_a_read_only_zone_is_one_line_and_changes_nothing(baseline, zone, args):
             if d.is_dir():
                 d.chmod(0o755)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("args", [["withdraw", "b1", "--reason", "x"], ["restore", "b1"], ["rebuild-warehouse"],
+                                  ["forget", "u1"], ["run", "--ds", BASE_DS]])
+def test_commands_that_rewrite_the_root_wait_for_no_running_night(tmp_path, capsys, args):
+    from pipelines.cli import main
+
+    home = tmp_path / "var"
+    with root_lock(home, command="recsys run --ds 2024-06-20"):
+        assert main(["--home", str(home), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is busy: held by pid" in err[0] and "`recsys run --ds 2024-06-20`" in err[0]
