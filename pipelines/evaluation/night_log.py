@@ -34,9 +34,10 @@ class Decision:
     airflow_run_id: str
     champion: str      # the model type serving tonight
     challenger: str    # tonight's best candidate
-    promote: bool
+    promote: bool      # the ``champion`` alias moves to tonight's version (never in a backfill)
     reason: str
     fit_seconds: float
+    backfill: bool = False  # an older ds than the aliases' one: logged and registered, no alias moves
 
 
 def night_params(cfg: Config, d: Decision, f: Features) -> dict:
@@ -113,7 +114,8 @@ def log_inputs(mlflow, run, cfg: Config, ds: str) -> None:
 
 
 def register(mlflow, cfg: Config, d: Decision, model_dir: Path) -> str:
-    """Log the challenger as a pyfunc model, register it, move the aliases; returns the version."""
+    """Log the challenger as a pyfunc model, register it, move the aliases (not in a backfill);
+    returns the version."""
     name = cfg.gate.registered_model
     info = mlflow.pyfunc.log_model(
         name="recommender", python_model=str(Path(models.__file__).parent / "pyfunc_entry.py"),
@@ -128,6 +130,11 @@ def register(mlflow, cfg: Config, d: Decision, model_dir: Path) -> str:
     client.set_model_version_tag(name, version, "ds", d.ds)
     client.set_model_version_tag(name, version, "model", d.challenger)
     client.set_model_version_tag(name, version, "gate_reason", d.reason[:5000])
+    if d.backfill:
+        # The aliases follow the newest ds only: a backfill never moves one onto older data.
+        client.set_model_version_tag(name, version, "backfill", "true")
+        client.set_model_version_tag(name, version, "backfill_reason", d.reason[:5000])
+        return version
     client.set_registered_model_alias(name, "challenger", version)
     if d.promote:
         client.set_registered_model_alias(name, "champion", version)
@@ -136,9 +143,10 @@ def register(mlflow, cfg: Config, d: Decision, model_dir: Path) -> str:
 
 def log_night(mlflow, cfg: Config, d: Decision, summary: dict, f: Features, challenger_dir: Path) -> tuple[str, str]:
     """The whole record; returns (MLflow run id, registered version of the challenger)."""
+    decision = "backfill" if d.backfill else "promote" if d.promote else "keep"
     tags = {"ds": d.ds, "run_id": d.run_id, "airflow_run_id": d.airflow_run_id, "champion_model": d.champion,
-            "challenger_model": d.challenger, "gate_decision": "promote" if d.promote else "keep",
-            "gate_reason": d.reason[:5000]}
+            "challenger_model": d.challenger, "gate_decision": decision, "gate_reason": d.reason[:5000],
+            "backfill": "true" if d.backfill else "false"}
     with mlflow.start_run(run_name=f"nightly-{d.ds}-{d.run_id}"[:250], tags=tags) as run:
         mlflow.log_params(night_params(cfg, d, f))
         mlflow.log_metrics(night_metrics(cfg, d, summary, f))
