@@ -2,6 +2,7 @@
 imports the modules it needs when it runs, so the command line starts quickly."""
 from __future__ import annotations
 
+import sys
 import textwrap
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -97,15 +98,33 @@ def cmd_restore(args, cfg):
 
 
 # ------------------------------------------------------------------ answers from the published tables
-def cmd_cart_recs(args, cfg):
-    from pipelines.services.serving import cart_recs
+def _unknown_note(unknown: list[str]) -> str:
+    return f"unknown items (not in the latest published catalog): {', '.join(unknown)}"
 
+
+def cmd_cart_recs(args, cfg):
+    from pipelines.services.serving import ServingError, cart_recs, unknown_items
+
+    unknown = unknown_items(cfg, args.items)
+    known = [i for i in args.items if str(i) not in set(unknown)]
+    if not known:
+        raise ServingError(_unknown_note(unknown))
+    if unknown:
+        print(f"recsys: note: {_unknown_note(unknown)}", file=sys.stderr)
     _print(cart_recs(cfg, args.items, n=args.n))
 
 
 def cmd_rerank(args, cfg):
-    from pipelines.services.serving import rerank
+    from pipelines.services.serving import rerank, unknown_items, user_standing
 
+    ds, has_list, has_affinity = user_standing(cfg, args.user)
+    if not has_list:
+        how = ("category affinity and best-seller standing" if has_affinity else "best-seller standing")
+        print(f"recsys: note: user {args.user} has no published list on ds {ds}: ordered by {how}, "
+              "then the search order", file=sys.stderr)
+    unknown = unknown_items(cfg, args.items)
+    if unknown:
+        print(f"recsys: note: {_unknown_note(unknown)} (scored 0)", file=sys.stderr)
     _print(rerank(cfg, args.user, args.items))
 
 

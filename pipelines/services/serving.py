@@ -105,6 +105,42 @@ def rerank(cfg: Config, user_id: str, items: list[str]) -> pd.DataFrame:
     return df
 
 
+def unknown_items(cfg: Config, items: list[str]) -> list[str]:
+    """The given item ids (in the order given, each once) that are not in the latest published catalog:
+    the items of the newest ``similar_items`` (every available item is an anchor there),
+    ``cart_cross_sell`` (both sides of a pair) and ``best_sellers``. For the command line's note."""
+    con = _connect(cfg)
+    try:
+        for t in ("latest_similar_items", "latest_cart_cross_sell", "latest_best_sellers"):
+            _require(con, t)
+        con.register("given", pd.DataFrame({"item_id": [str(i) for i in items]}))
+        known = {r[0] for r in con.execute("""
+            SELECT item_id FROM given WHERE item_id IN (
+                SELECT item_id FROM latest_similar_items UNION ALL SELECT similar_item_id FROM latest_similar_items
+                UNION ALL SELECT item_id FROM latest_cart_cross_sell UNION ALL SELECT add_item_id FROM latest_cart_cross_sell
+                UNION ALL SELECT item_id FROM latest_best_sellers)""").fetchall()}
+    finally:
+        con.close()
+    return list(dict.fromkeys(str(i) for i in items if str(i) not in known))
+
+
+def user_standing(cfg: Config, user_id: str) -> tuple[str | None, bool, bool]:
+    """(the latest published ds of ``user_recommendations``, whether the user has a list on it,
+    whether the user has category affinities on the latest ds): what ``rerank`` can use for them."""
+    con = _connect(cfg)
+    try:
+        for t in ("latest_user_recommendations", "latest_user_category_affinity"):
+            _require(con, t)
+        ds, has_list = con.execute("SELECT (SELECT CAST(max(ds) AS VARCHAR) FROM latest_user_recommendations), "
+                                   "EXISTS (SELECT 1 FROM latest_user_recommendations WHERE user_id = ?)",
+                                   [str(user_id)]).fetchall()[0]
+        has_affinity = con.execute("SELECT EXISTS (SELECT 1 FROM latest_user_category_affinity WHERE user_id = ?)",
+                                   [str(user_id)]).fetchall()[0][0]
+    finally:
+        con.close()
+    return ds, bool(has_list), bool(has_affinity)
+
+
 def _item_categories(cfg: Config) -> pd.DataFrame:
     """item_id -> category, from the newest features (the grouping the affinity table uses)."""
     df = latest_items(cfg, ["item_id", "category_key"])
