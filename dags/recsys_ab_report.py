@@ -21,6 +21,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
+# Light (standard library only): the step's heavy imports happen inside the task.
+from pipelines.airflow_tasks import on_failure
 from pipelines.config import load_config
 
 CFG = load_config()
@@ -31,17 +33,22 @@ CFG = load_config()
     # 05:00 UTC, three hours after recsys_nightly, for the previous day (data intervals).
     schedule=CronDataIntervalTimetable("0 5 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2000, 1, 1, tz="UTC"),
+    description="Nightly A/B report: per-arm metrics, lift with intervals, SRM check and ROI for ds.",
     catchup=False,
     max_active_runs=1,
     default_args={"owner": "data-engineering", "retries": CFG.scale.task_retries,
-                  "retry_delay": timedelta(minutes=5)},
+                  "retry_delay": timedelta(minutes=5),
+                  "execution_timeout": timedelta(minutes=CFG.scale.task_timeout_minutes),
+                  "on_failure_callback": on_failure},
     tags=["recsys", "ab-testing"],
     doc_md=__doc__,
     params={"ds": Param(None, type=["null", "string"], format="date",
                         description="Report on this date instead of the run's logical date (YYYY-MM-DD)")},
 )
 def recsys_ab_report():
-    @task(task_id="ab_report")
+    @task(task_id="ab_report", doc_md="**ab_report**: per experiment and arm, the outcome metrics of `ds`, the lift "
+          "against control with its 95% interval and p-value, a sample-ratio-mismatch check and the ROI.\n\n"
+          "Writes table `ab_results` and `reports/ab/ds=<ds>/report.html` under `$RECSYS_HOME`.")
     def ab_report(**context) -> dict:
         from pipelines.airflow_tasks import run_task
 

@@ -16,8 +16,9 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 
-# Both are light (standard library only): heavy imports (pandas, implicit, mlflow,
+# All three are light (standard library only): heavy imports (pandas, implicit, mlflow,
 # great_expectations) happen inside the tasks only, as the scheduler parses this file every few seconds.
+from pipelines.airflow_tasks import on_failure
 from pipelines.config import load_config
 from pipelines.steps import STEPS, Step
 
@@ -59,11 +60,15 @@ def _mapped_task(step: Step):
     # Early start so that historical dates (imported history, backfills) can be run; catchup is off,
     # so the scheduler itself only ever creates the latest interval.
     start_date=pendulum.datetime(2000, 1, 1, tz="UTC"),
+    description="Nightly: raw retail events of ds to published recommendation tables (validate to publish).",
     catchup=False,
     max_active_runs=1,
     # RECSYS_TASK_RETRIES lets a one-off local run (`recsys airflow-test`) fail fast; the nightly keeps 2.
+    # on_failure logs a one-line summary, then calls the configured failure_callback (docs/deploy.md).
     default_args={"owner": "data-engineering", "retries": CFG.scale.task_retries,
-                  "retry_delay": timedelta(minutes=5)},
+                  "retry_delay": timedelta(minutes=5),
+                  "execution_timeout": timedelta(minutes=CFG.scale.task_timeout_minutes),
+                  "on_failure_callback": on_failure},
     tags=["recsys", "nightly"],
     doc_md=__doc__,
     params={"ds": Param(None, type=["null", "string"], format="date",

@@ -50,3 +50,66 @@ def run_task(step: str, context: Mapping[str, Any], shard: int | None = None) ->
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException(str(exc)) from exc
+
+
+def _first_line(error: Any) -> str:
+    """``Type: first line of the message`` of the task's exception (Airflow may pass a string)."""
+    if error is None:
+        return "unknown error (no exception in the context)"
+    text = str(error).strip().splitlines()
+    first = text[0].strip() if text else ""
+    if isinstance(error, BaseException):
+        return f"{type(error).__name__}: {first}" if first else type(error).__name__
+    return first or "unknown error"
+
+
+def failure_summary(context: Mapping[str, Any]) -> str:
+    """The one-line summary of a failed task: dag, task (with its map index), ds, run id, try, the
+    exception's first line and the log URL when the context has one."""
+    ti = context.get("ti") or context.get("task_instance")
+    dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", None) or "?"
+    task_id = getattr(ti, "task_id", None) or getattr(context.get("task"), "task_id", None) or "?"
+    map_index = getattr(ti, "map_index", None)
+    if isinstance(map_index, int) and map_index >= 0:
+        task_id = f"{task_id}[{map_index}]"
+    try:
+        ds = resolve_ds(context)
+    except Exception:  # noqa: BLE001 - a summary must come out whatever the context holds
+        ds = str(context.get("ds") or "?")
+    run_id = context.get("run_id") or getattr(context.get("dag_run"), "run_id", None) or "?"
+    try_number = getattr(ti, "try_number", None)
+    line = (f"recsys task failed: dag={dag_id} task={task_id} ds={ds} run={run_id} "
+            f"try={try_number if try_number is not None else '?'} error={_first_line(context.get('exception'))}")
+    try:
+        log_url = getattr(ti, "log_url", None)
+    except Exception:  # noqa: BLE001 - the URL is read from Airflow's config; its absence is no error
+        log_url = None
+    return f"{line} log={log_url}" if log_url else line
+
+
+def _import_callback(path: str):
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"failure_callback {path!r} is not 'module:function'")
+    import importlib
+
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def on_failure(context: Mapping[str, Any]) -> None:
+    """Airflow ``on_failure_callback`` of every task of both DAGs (called once a task has failed for
+    good, after its retries): logs one summary line, then calls the function named by the
+    ``failure_callback`` setting ("module:function") with the same context, e.g. to page someone.
+    Errors in that function are logged, never raised (the task has failed already)."""
+    log.error("%s", failure_summary(context))
+    path = "?"
+    try:
+        from pipelines.config import load_config
+
+        path = load_config().scale.failure_callback.strip()
+        if path:
+            _import_callback(path)(context)
+    except Exception:  # noqa: BLE001 - alerting must never mask or replace the task's own failure
+        log.exception("recsys failure_callback %r failed; the task's own failure stands", path)

@@ -203,6 +203,12 @@ class ScaleSettings:
     score_chunk_users: int = 50_000
     # Airflow retries per task (the nightly keeps 2; `recsys airflow-test` sets 0 to fail fast).
     task_retries: int = 2
+    # Airflow execution_timeout of every task of both DAGs, in minutes (a hung step fails instead of
+    # holding the night): generous, a full-size train or score fits well inside it.
+    task_timeout_minutes: int = 240
+    # Called with the task context when a task fails for good (after its retries), after the built-in
+    # one-line log summary (pipelines.airflow_tasks.on_failure): "module:function"; "" = the log line only.
+    failure_callback: str = ""
     # Threads of each step's pools (OpenMP in scikit-learn and implicit, BLAS), applied around every
     # step (pipelines/run.py) and passed to implicit: 0 = the CPUs this process may use
     # (os.sched_getaffinity). Beside other busy processes, give the step its share (docs/benchmarks.md).

@@ -46,6 +46,24 @@ def test_dag_settings(dagbag):
         assert dag.get_task(up).downstream_task_ids == {down}
 
 
+@pytest.mark.parametrize("dag_id", ["recsys_nightly", "recsys_ab_report"])
+def test_dag_description_timeout_callback_and_task_docs(dagbag, dag_id):
+    from datetime import timedelta
+
+    from pipelines.airflow_tasks import on_failure
+    from pipelines.config import load_config
+
+    dag = dagbag.dags[dag_id]
+    assert dag.description and dag.description.strip() and "\n" not in dag.description
+    timeout = timedelta(minutes=load_config().scale.task_timeout_minutes)
+    assert timeout == timedelta(minutes=240)
+    for t in dag.tasks:
+        assert t.execution_timeout == timeout, t.task_id
+        callbacks = t.on_failure_callback if isinstance(t.on_failure_callback, list) else [t.on_failure_callback]
+        assert on_failure in callbacks, t.task_id
+        assert t.doc_md and t.task_id in t.doc_md, t.task_id
+
+
 @pytest.mark.parametrize("dag_file", ["recsys_nightly.py", "recsys_ab_report.py"])
 def test_dag_file_has_no_heavy_top_level_imports(dag_file):
     tree = ast.parse((REPO / "dags" / dag_file).read_text())
@@ -59,9 +77,9 @@ def test_dag_file_has_no_heavy_top_level_imports(dag_file):
 
 
 def test_the_project_modules_a_dag_file_imports_are_light():
-    """The DAG files read the config and the step registry at parse time: neither may pull in the
-    heavy libraries (checked in a fresh interpreter)."""
-    code = ("import sys; import pipelines.config, pipelines.steps; "
+    """The DAG files read the config, the step registry and the failure callback at parse time: none
+    may pull in the heavy libraries (checked in a fresh interpreter)."""
+    code = ("import sys; import pipelines.config, pipelines.steps, pipelines.airflow_tasks; "
             "print(sorted(m for m in ('pandas', 'numpy', 'pyarrow', 'scipy', 'duckdb', 'mlflow', 'implicit', "
             "'sklearn', 'great_expectations') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
