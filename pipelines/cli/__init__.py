@@ -18,6 +18,7 @@ import traceback
 from pipelines.cli.parser import build_parser
 from pipelines.cli.tools import airflow_env
 from pipelines.config import load_config
+from pipelines.infra import logs
 
 __all__ = ["airflow_env", "build_parser", "main"]
 
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logs.install()  # warnings through logging, no ANSI colour codes in any line
     debug = args.debug or os.environ.get("RECSYS_DEBUG", "") not in ("", "0")
     try:
         cfg = load_config(home=args.home or os.environ.get("RECSYS_HOME") or "var")

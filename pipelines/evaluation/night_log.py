@@ -123,9 +123,9 @@ def register(mlflow, cfg: Config, d: Decision, model_dir: Path) -> str:
         artifacts={"model": str(model_dir), "users": str(features_file(cfg, d.ds, "users.parquet")),
                    "items": str(features_file(cfg, d.ds, "items.parquet")),
                    "user_items": str(features_file(cfg, d.ds, "full.npz"))},
-        pip_requirements=tracking.pip_requirements(), registered_model_name=name, await_registration_for=60,
+        pip_requirements=tracking.pip_requirements(),
     )
-    version = str(info.registered_model_version)
+    version = tracking.register_version(mlflow, name, info)
     client = mlflow.MlflowClient()
     client.set_model_version_tag(name, version, "ds", d.ds)
     client.set_model_version_tag(name, version, "model", d.challenger)

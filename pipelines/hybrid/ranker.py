@@ -32,6 +32,8 @@ from models.buy_again import smoothed_repeat_rate
 from models.registry import make_model
 from pipelines.config import Config
 from pipelines.evaluation.metrics import sample_users
+from pipelines.infra import tracking
+from pipelines.infra.logs import Progress
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +109,12 @@ class Generators:
 
 
 def candidate_blocks(cfg: Config, c: Cutoff, gens: Generators, users: np.ndarray, new_only: bool,
-                     inactive: np.ndarray):
+                     inactive: np.ndarray, progress: Progress | None = None):
     """Candidate pairs (user, item) and their features, one user block at a time: yields
     (user_idx, item_idx, features). Each generator proposes its top ``ranker_candidates`` through its
     own bounded-memory ``recommend`` (sparse or fused top-K, never a dense row of all items), and
-    scores the union's pairs with ``score_pairs``."""
+    scores the union's pairs with ``score_pairs``. ``progress`` advances by each block's users once
+    the consumer is done with it (its scoring included)."""
     n = cfg.hybrid.ranker_candidates
     n_items = c.x.shape[1]
     own_items = (c.x > 0).astype(np.float32).tocsr() if new_only else None
@@ -151,12 +154,17 @@ def candidate_blocks(cfg: Config, c: Cutoff, gens: Generators, users: np.ndarray
         feats["repeat_rate"] = repeat[i]
         feats["trending"] = trending[i]
         yield uu, i, pd.DataFrame({k: np.asarray(v, dtype=np.float32) for k, v in feats.items()})
+        if progress is not None:
+            progress.advance(len(b))
 
 
 def candidate_frame(cfg: Config, c: Cutoff, gens: Generators, users: np.ndarray, new_only: bool,
-                    inactive: np.ndarray) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """All of ``candidate_blocks`` at once (training and evaluation: bounded user samples)."""
-    parts = list(candidate_blocks(cfg, c, gens, users, new_only, inactive))
+                    inactive: np.ndarray, what: str = "rank: candidates"
+                    ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """All of ``candidate_blocks`` at once (training and evaluation: bounded user samples);
+    ``what`` names the stage in the progress lines."""
+    progress = Progress(log, what, len(users))
+    parts = list(candidate_blocks(cfg, c, gens, users, new_only, inactive, progress))
     if not parts:
         return np.empty(0, np.int64), np.empty(0, np.int64), pd.DataFrame()
     return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
@@ -202,6 +210,7 @@ class Ranker:
         if self.fitted:
             # The ranker is our own object, loaded only by this project: cloudpickle is fine here, and
             # MLflow's general warning about pickles would only add noise to every night's log.
+            tracking.quiet_mlflow()
             logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
             mlflow.sklearn.save_model(self.model, str(path), serialization_format="cloudpickle",
                                       pip_requirements=[])
@@ -223,13 +232,16 @@ class HybridRun:
 
     def at(self, day: int) -> tuple[Cutoff, Generators]:
         if day not in self._cut:
+            log.info("rank: features and generators (%s) at day %d", ", ".join(GENERATORS), day)
             c = cutoff(self.daily, day, self.shape, self.text, self.cfg.features.trending_half_life_days)
             self._cut[day] = (c, Generators(self.cfg, c))
         return self._cut[day]
 
     def train(self, end: int, new_only: bool) -> Ranker:
         h = self.cfg.hybrid.ranker_window_days
-        xs, ys = [], []
+        task, xs, ys = "new" if new_only else "all", [], []
+        windows = Progress(log, f"rank task {task}: training windows up to day {end}", self.cfg.hybrid.ranker_windows,
+                           "windows")
         for k in range(self.cfg.hybrid.ranker_windows):
             start = end - h * (k + 1)
             if self.daily.empty or start <= int(self.daily["day"].min()):
@@ -238,17 +250,20 @@ class HybridRun:
             truth = truth_matrix(self.daily, start, start + h, self.shape, new_only, c)
             users = np.flatnonzero((np.diff(c.x.indptr) > 0) & (np.diff(truth.indptr) > 0))
             users = sample_users(users, self.cfg.evaluation.eval_max_users, self.cfg.seed + k)
-            uu, ii, x = candidate_frame(self.cfg, c, gens, users, new_only, self.inactive)
+            uu, ii, x = candidate_frame(self.cfg, c, gens, users, new_only, self.inactive,
+                                        f"rank task {task}: training window {k + 1} candidates")
+            windows.advance()
             if not len(uu):
                 # No user with history bought in this window (a quiet period, or one old event far
                 # before the rest): nothing to learn from here.
                 log.info("rank: training window %d..%d (task %s) has no eligible users; skipped", start,
-                         start + h, "new" if new_only else "all")
+                         start + h, task)
                 continue
             xs.append(x)
             ys.append(pair_labels(truth, uu, ii))
         if not xs:
             return Ranker(self.cfg)
+        log.info("rank task %s: fitting the ranker on %d pairs from %d windows", task, sum(map(len, xs)), len(xs))
         return Ranker(self.cfg).fit(pd.concat(xs, ignore_index=True), np.concatenate(ys))
 
 

@@ -6,12 +6,14 @@ never the deprecated stages.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
 
 from pipelines.artifacts import layout, mlflow_uri
 from pipelines.config import Config
+from pipelines.infra import logs
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +21,9 @@ log = logging.getLogger(__name__)
 def setup(cfg: Config):
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_TRACKING_INSECURE_TLS", "false")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     import mlflow
 
+    quiet_mlflow()
     layout(cfg).mlflow_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(mlflow_uri(cfg))
     mlflow.set_registry_uri(mlflow_uri(cfg))
@@ -34,6 +35,42 @@ def setup(cfg: Config):
                                  artifact_location=layout(cfg).mlflow_artifacts.as_uri() if local else None)
     mlflow.set_experiment(cfg.gate.mlflow_experiment)
     return mlflow
+
+
+def quiet_mlflow() -> None:
+    """MLflow's loggers through ours: importing mlflow gives them their own stderr handler (which
+    Airflow shows as ERROR, whatever the level, and which colours some lines); here they propagate to
+    the process's handlers at WARNING, and no ANSI colour code reaches a log (logs.install)."""
+    for name in ("mlflow", "alembic", "huey", "sqlalchemy.engine"):
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.propagate = True
+        logger.setLevel(logging.WARNING)
+    logs.install()
+
+
+def register_version(mlflow, name: str, info) -> str:
+    """A new version of the registered model ``name`` from a logged model (``info``: the ModelInfo of
+    ``log_model``); returns the version. What ``log_model(registered_model_name=...)`` does, minus
+    its stderr lines ("Registered model ... already exists", "Created version ..."), which Airflow
+    shows as ERROR on every night but the first."""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        client.create_registered_model(name)
+        log.info("MLflow: registered model %r created", name)
+    mv = client.create_model_version(name, source=info.model_uri, run_id=info.run_id, model_id=info.model_id,
+                                     await_creation_for=60)
+    # The logged model's link to its versions, as MLflow's own registration writes it (the UI uses it).
+    client.set_logged_model_tags(info.model_id, {"mlflow.modelVersions": json.dumps(
+        [{"name": mv.name, "version": mv.version}])})
+    log.info("MLflow: version %s of %r registered", mv.version, name)
+    return str(mv.version)
 
 
 def pip_requirements() -> list[str]:

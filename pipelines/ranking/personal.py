@@ -17,7 +17,6 @@ pipelines/ranking/merge.py; source and reason codes: pipelines/ranking/reasons.p
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -34,6 +33,7 @@ from pipelines import constants as C
 from pipelines.artifacts import Features, layout
 from pipelines.config import Config
 from pipelines.hybrid.choice import hybrid_choice
+from pipelines.infra.logs import Progress
 from pipelines.ranking.history import UserHistory, item_categories
 from pipelines.ranking.merge import merge_many
 from pipelines.ranking.reasons import Source, SourceVocabulary
@@ -297,13 +297,10 @@ def user_recommendation_tables(cfg: Config, ds: str, run_id: str, f: Features, s
     lists = PersonalLists(cfg, ds, run_id, f, selected, experiments)
     users = np.arange(f.full.shape[0]) if users is None else np.asarray(users, dtype=np.int64)
     step = max(1, cfg.scale.score_chunk_users)
-    t0 = time.perf_counter()
+    progress = Progress(log, f"score ds={ds}: personal lists", len(users))
     for start in range(0, max(len(users), 1), step):
         yield lists.table(users[start:start + step])
-        if len(users) > step:
-            done = min(start + step, len(users))
-            log.info("score ds=%s: %d of %d users (%.0f users/s)", ds, done, len(users),
-                     done / max(time.perf_counter() - t0, 1e-9))
+        progress.advance(len(users[start:start + step]))
 
 
 def user_recommendations(cfg: Config, ds: str, run_id: str, f: Features, selected: dict,

@@ -29,6 +29,7 @@ from pipelines.hybrid.ranker import (
     top_n,
     truth_matrix,
 )
+from pipelines.infra.logs import Progress
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def evaluate_task(cfg: Config, run: HybridRun, task: str, t2: int, t3: int, inac
     if not len(users):
         return [], "no user with history bought in the evaluation window"
     users = sample_users(users, cfg.evaluation.eval_max_users, cfg.seed)
-    uu, ii, x = candidate_frame(cfg, c2, gens2, users, new_only, inactive)
+    uu, ii, x = candidate_frame(cfg, c2, gens2, users, new_only, inactive, f"rank task {task}: evaluation candidates")
     ids, _ = top_n(uu, ii, ranker.score(x), run.shape[0], k)
     lists = {"hybrid": ids[users]}
     baselines = {b: make_model(b, cfg).fit(c2.x, c2.items) for b in ("popularity", "trending")}
@@ -75,7 +76,8 @@ def publish_task(cfg: Config, ds: str, run: HybridRun, task: str, t3: int, inact
     c3, gens3 = run.at(t3)
     users = publish_users(c3, cfg.hybrid.hybrid_max_users)
     t_pub, recs = time.perf_counter(), []
-    for uu, ii, x in candidate_blocks(cfg, c3, gens3, users, new_only, inactive):
+    progress = Progress(log, f"rank ds={ds} task {task}: scoring candidates", len(users))
+    for uu, ii, x in candidate_blocks(cfg, c3, gens3, users, new_only, inactive, progress):
         block = np.unique(uu)
         ids, vals = top_n(np.searchsorted(block, uu), ii, ranker.score(x), len(block), n)
         ok = (ids >= 0).ravel()
