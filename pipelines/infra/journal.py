@@ -18,13 +18,11 @@ import fcntl
 import json
 import os
 import shutil
-import socket
-import time
 import uuid
-from contextlib import contextmanager
-from datetime import datetime, timezone
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from pipelines.infra import locks
 from pipelines.infra.faults import fault_point
 
 STAGED = ".staged-"
@@ -68,34 +66,17 @@ def _fsync_dirs(paths) -> None:
 @contextmanager
 def write_lock(base: Path, what: str, timeout_s: float = LOCK_TIMEOUT_S):
     """The inter-process write lock of the warehouse at ``base``: waits up to ``timeout_s`` for the
-    holder, then raises WarehouseBusy naming it (pid, host, what it does, since when)."""
+    holder, then raises WarehouseBusy naming it (pid, host, what it does, since when). ``what`` is a
+    writer's name and ds, never a user id (it is written in the holder's note)."""
     path = lock_path(base)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
-                    raise WarehouseBusy(f"the warehouse {base} is being written by another process ({holder}); "
-                                        f"waited {timeout_s:.0f} s for it to finish") from None
-                time.sleep(0.2)
-        # Who holds it, for the message above (never a user id: `what` is a writer's name and ds).
-        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": what,
-                           "since": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, info.encode(), 0)
+    held = ExitStack()
+    try:  # only the acquisition: a RunLocked from inside the block is not about this lock
+        held.enter_context(locks.hold(path, f"the warehouse {base}", command=what, wait_s=timeout_s))
+    except locks.RunLocked:
+        raise WarehouseBusy(f"the warehouse {base} is being written by another process "
+                            f"({locks.holders_text(path)}); waited {timeout_s:.0f} s for it to finish") from None
+    with held:
         yield
-    finally:
-        try:
-            os.ftruncate(fd, 0)
-        except OSError:
-            pass
-        os.close(fd)  # releases the flock
 
 
 def try_lock(base: Path) -> int | None:

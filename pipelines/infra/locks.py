@@ -6,6 +6,9 @@ of one night run side by side, plus an exclusive lock on their own (ds, step, sh
 ``recsys run`` while Airflow works (or the other way round), or the same task of the same ds twice,
 is refused at once with who holds the lock.
 
+``hold`` is also the warehouse's write lock (pipelines/infra/journal.py), which waits for the
+holder instead of refusing at once.
+
 The locks are ``fcntl.flock`` locks on files under ``<data root>/locks``: the kernel releases them
 when the holding process exits, even on SIGKILL, so a crash never leaves a stale lock. Each holder
 writes a small JSON note (pid, host, command, since) beside the lock; the error message reads it.
@@ -18,6 +21,7 @@ import json
 import os
 import socket
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,25 +56,34 @@ def _command_line() -> str:
 
 
 def _describe(lock: Path, what: str) -> str:
-    held = _holders(lock)
-    if not held:
-        who = "another process (it left no note)"
-    else:
-        who = "; ".join(f"pid {h['pid']} on {h['host']}, `{h['command']}` since {h['since']}" for h in held)
-    return (f"{what} is busy: held by {who}. Wait for it to finish, or stop it (the lock goes with the "
+    return (f"{what} is busy: held by {holders_text(lock)}. Wait for it to finish, or stop it (the lock goes with the "
             f"process; lock file {lock})")
 
 
+def holders_text(lock: Path) -> str:
+    """Who holds ``lock``, from the live holders' notes (for an error message)."""
+    held = _holders(lock)
+    if not held:
+        return "another process (it left no note)"
+    return "; ".join(f"pid {h['pid']} on {h['host']}, `{h['command']}` since {h['since']}" for h in held)
+
+
 @contextlib.contextmanager
-def hold(lock: Path, what: str, shared: bool = False, command: str | None = None):
-    """Hold ``lock`` (exclusive, or shared) for the block; raise ``RunLocked`` at once if taken."""
+def hold(lock: Path, what: str, shared: bool = False, command: str | None = None, wait_s: float = 0.0):
+    """Hold ``lock`` (exclusive, or shared) for the block; raise ``RunLocked`` if it is still taken
+    after ``wait_s`` seconds (0: at once)."""
     lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLocked(_describe(lock, what)) from None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RunLocked(_describe(lock, what)) from None
+                time.sleep(0.2)
         _holders(lock, clean=True)
         note = lock.with_name(f"{lock.name}.holder-{os.getpid()}")
         note.write_text(json.dumps({

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from pipelines.artifacts import layout
 from pipelines.config import Config
-from pipelines.infra import journal, warehouse
+from pipelines.infra import journal, storage, warehouse
 from pipelines.infra.consent import consent_dir, is_forgotten, user_hash
 from pipelines.infra.faults import fault_point
 from pipelines.infra.postgres import forget_postgres
@@ -41,11 +41,7 @@ def record_consent(cfg: Config, user_id: str, personalization: bool | None, emai
     row = {"user_id": [str(user_id)], "consent_personalization": [personalization], "consent_email": [email],
            "recorded_at": [now]}
     path = consent_dir(cfg) / f"consent-{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(pa.Table.from_pandas(pd.DataFrame(row), preserve_index=False), tmp)
-    tmp.rename(path)
-    return path
+    return storage.atomic_write_parquet(pa.Table.from_pandas(pd.DataFrame(row), preserve_index=False), path)
 
 
 # ------------------------------------------------------------------ the right to be forgotten
