@@ -90,3 +90,16 @@ def postgres_url():
         yield server.url
     finally:
         server.stop()
+
+
+# Modules that take minutes go first, so that with two workers (make test) the short ones fill the
+# other worker instead of waiting behind them at the end.
+_LONG_FIRST = ("test_online_retail.py", "test_dag_run.py", "test_ab.py", "test_surfaces.py", "test_cold_start.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        name = Path(str(item.fspath)).name
+        return _LONG_FIRST.index(name) if name in _LONG_FIRST else len(_LONG_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside each module is kept
