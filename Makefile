@@ -8,7 +8,7 @@ DS     ?= $(shell date -u -d yesterday +%F)
 PORT   ?= 8080
 MLFLOW_PORT ?= 5000
 
-.PHONY: install postgres-server run test airflow mlflow bench-validate bench-quality bench-serving bench-scale bench-load chaos clean
+.PHONY: install postgres-server chromium run test airflow mlflow bench-validate bench-quality bench-serving bench-scale bench-load chaos clean
 
 # The stamp is rebuilt whenever the pinned requirements or the package metadata change.
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -25,8 +25,11 @@ run: install
 	$(BIN)/recsys airflow-test --ds $(DS)
 	$(BIN)/recsys show
 
-test: install postgres-server
-	$(BIN)/python -m pytest -q tests
+# Two pytest workers (pytest-xdist), one test module per worker at a time (module fixtures built once);
+# the longest modules are scheduled first (tests/conftest.py). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+test: install postgres-server chromium
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder) tests
 
 # The tests start a real PostgreSQL server (the serving copy) from Debian's package; install it
 # when the machine has none (needs root, as on CI).
@@ -35,6 +38,14 @@ postgres-server:
 	  echo "installing Debian's postgresql package for the serving-copy tests"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "error: PostgreSQL server missing; run: sudo apt-get install -y postgresql" >&2; exit 1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql > /dev/null; }
+
+# The report screenshot tests (tests/test_reports_browser.py) load the reports and the Data Docs in
+# headless Chromium from Debian's package; install it when the machine has none (needs root, as on CI).
+chromium:
+	@command -v chromium > /dev/null 2>&1 || { \
+	  echo "installing Debian's chromium package for the report screenshot tests"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: chromium missing; run: sudo apt-get install -y chromium" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium > /dev/null; }
 
 airflow: install
 	$(BIN)/recsys airflow db migrate > /dev/null
