@@ -2,7 +2,10 @@
 
 Logged as "models from code" (``models/pyfunc_entry.py``), so nothing is pickled: the model's own
 files travel as artifacts and the list length comes from ``model_config["n"]``.
-``predict`` takes a DataFrame with a ``user_id`` column and returns one row per (user, rank).
+``predict`` takes a DataFrame with a ``user_id`` column (string) and returns one row per (user, rank):
+``user_id`` (string), ``rank`` (int64, from 1), ``item_id`` (string), ``score`` (float32); users
+unknown to the model get no rows. The registered version's signature says the same
+(pipelines/evaluation/night_log.py: ``signature``).
 """
 from __future__ import annotations
 
@@ -45,6 +48,6 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
             "user_id": np.repeat(model_input["user_id"].astype(str).to_numpy()[known], self.n),
             "rank": np.tile(np.arange(1, self.n + 1), int(known.sum())),
             "item_id": self.items["item_id"].to_numpy()[ids.ravel().clip(0)],
-            "score": scores.ravel(),
+            "score": np.asarray(scores, dtype=np.float32).ravel(),
         })
         return out[ids.ravel() >= 0].reset_index(drop=True)

@@ -2,13 +2,16 @@
 
 Tracking store: sqlite under the data root; artifacts under ``mlflow/artifacts``. Run names carry
 ``ds`` and the run id; tags carry ``ds``, ``run_id`` and the Airflow run id. Registry aliases only,
-never the deprecated stages.
+never the deprecated stages. The experiment, the registered model and each version carry a
+description (pipelines/evaluation/night_log.py writes the texts); nightly metrics are logged at
+step ``ds_step(ds)`` so MLflow's charts line the nights up.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+from datetime import date
 from pathlib import Path
 
 from pipelines.artifacts import layout, mlflow_uri
@@ -16,6 +19,12 @@ from pipelines.config import Config
 from pipelines.infra import logs
 
 log = logging.getLogger(__name__)
+
+
+def ds_step(ds: str) -> int:
+    """The step of every nightly metric: days from 1970-01-01 to ds, so that a chart over runs with
+    "Step" on its x axis puts each night at its date (a rerun of a ds lands on the same step)."""
+    return (date.fromisoformat(ds) - date(1970, 1, 1)).days
 
 
 def setup(cfg: Config):
@@ -37,6 +46,14 @@ def setup(cfg: Config):
     return mlflow
 
 
+def describe_experiment(mlflow, cfg: Config, description: str) -> None:
+    """The experiment's description (MLflow's ``mlflow.note.content`` tag, shown on the experiment
+    page), set where it differs."""
+    exp = mlflow.get_experiment_by_name(cfg.gate.mlflow_experiment)
+    if exp.tags.get("mlflow.note.content") != description:
+        mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, "mlflow.note.content", description)
+
+
 def quiet_mlflow() -> None:
     """MLflow's loggers through ours: importing mlflow gives them their own stderr handler (which
     Airflow shows as ERROR, whatever the level, and which colours some lines); here they propagate to
@@ -49,23 +66,28 @@ def quiet_mlflow() -> None:
     logs.install()
 
 
-def register_version(mlflow, name: str, info) -> str:
+def register_version(mlflow, name: str, info, description: str | None = None,
+                     model_description: str | None = None) -> str:
     """A new version of the registered model ``name`` from a logged model (``info``: the ModelInfo of
     ``log_model``); returns the version. What ``log_model(registered_model_name=...)`` does, minus
     its stderr lines ("Registered model ... already exists", "Created version ..."), which Airflow
-    shows as ERROR on every night but the first."""
+    shows as ERROR on every night but the first. ``description``: the version's;
+    ``model_description``: the registered model's, set where it differs."""
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
     try:
-        client.get_registered_model(name)
+        model = client.get_registered_model(name)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-        client.create_registered_model(name)
+        client.create_registered_model(name, description=model_description)
         log.info("MLflow: registered model %r created", name)
+    else:
+        if model_description is not None and (model.description or "") != model_description:
+            client.update_registered_model(name, description=model_description)
     mv = client.create_model_version(name, source=info.model_uri, run_id=info.run_id, model_id=info.model_id,
-                                     await_creation_for=60)
+                                     description=description, await_creation_for=60)
     # The logged model's link to its versions, as MLflow's own registration writes it (the UI uses it).
     client.set_logged_model_tags(info.model_id, {"mlflow.modelVersions": json.dumps(
         [{"name": mv.name, "version": mv.version}])})

@@ -33,6 +33,8 @@ def test_a_backfill_never_moves_an_alias_onto_older_data(home):
     assert mv.tags["ds"] == OLDER and mv.tags["backfill"] == "true"
     note = f"backfill of {OLDER}: aliases stay on ds {BASE_DS}"
     assert note in mv.tags["backfill_reason"] and out["reason"].startswith(note)
+    assert mv.description.startswith(f"ds {OLDER}, candidate {out['challenger']} (NDCG@10 ")
+    assert mv.description.endswith(f"; gate: backfill, no alias moved: {out['reason']}")
     assert "newer data" not in out["reason"]  # older data is never called newer
     run = client.get_run(out["mlflow_run_id"])
     assert run.data.tags["ds"] == OLDER and run.data.tags["backfill"] == "true"

@@ -118,8 +118,10 @@ def test_mlflow_run_and_champion_alias(demo_run):
     assert mv.tags["ds"] == DS and mv.tags["model"] == first["select"]["champion"]
     run = client.get_run(first["select"]["mlflow_run_id"])
     assert run.data.tags["ds"] == DS and run.data.tags["run_id"] == "run-1"
-    champ = first["select"]["champion"]
-    assert run.data.metrics[f"{champ}.ndcg_at_10"] == pytest.approx(first["evaluate"]["best_ndcg"])
+    # The serving model's headline metrics sit on the parent run under stable names (the first night's
+    # champion is tonight's best); each candidate's own metrics are on its nested run.
+    assert first["select"]["champion"] == first["evaluate"]["best_model"]
+    assert run.data.metrics["serving.ndcg_at_10"] == pytest.approx(first["evaluate"]["best_ndcg"])
     assert run.data.metrics["published.user_recommendations"] == first["publish"]["rows"]["user_recommendations"]
     assert run.data.metrics["validation.rows_in"] == first["validate"]["rows_in"]
     # The night's Data Docs are attached to the run and linked from a tag.
@@ -170,6 +172,8 @@ def test_gate_keeps_the_alias_when_the_challenger_is_not_better_enough(demo_run)
     assert out["champion"] == "popularity"  # tonight's lists come from the champion's model type
     run = client.get_run(out["mlflow_run_id"])
     assert run.data.tags["gate_decision"] == "keep"
+    description = client.get_model_version(cfg.gate.registered_model, out["model_version"]).description
+    assert description.endswith(f"; gate: kept champion popularity: {out['reason']}")
 
 
 def test_three_user_shards_publish_exactly_the_single_shard_lists(demo_run):
