@@ -34,6 +34,7 @@ INDEXES: dict[str, list[tuple[str, ...]]] = {
     "best_sellers": [("country", "rank")],
     "user_category_affinity": [("user_id", "rank")],
     "model_runs": [("model", "metric")],
+    "items": [("item_id",)],
 }
 
 

@@ -28,19 +28,21 @@ import pyarrow.parquet as pq
 from pipelines.artifacts import layout, table_file
 from pipelines.config import Config
 from pipelines.infra import journal
+from pipelines.infra import warehouse_ddl as ddl
 from pipelines.infra.faults import fault_point
 from pipelines.infra.journal import WarehouseBusy
+from pipelines.infra.warehouse_ddl import latest_published_ds
 
 log = logging.getLogger(__name__)
 
 __all__ = ["WarehouseBusy", "WarehouseDamaged", "connect_readonly", "transaction", "recover", "publish_tables",
-           "record_validation", "rebuild", "LOG_TABLES"]
+           "record_validation", "rebuild", "LOG_TABLES", "latest_published_ds"]
 
 # DuckDB's own memory for warehouse work (the publish step's sort of the personal lists, reports):
 # above it, sorts and joins spill to a temporary directory beside the database instead of growing.
 WAREHOUSE_MEMORY_LIMIT = "2GB"
-# Tables that are logs (no latest_ view); their Parquet copies are per ds like every other table.
-LOG_TABLES = ("validation_runs", "quarantined_events", "privacy_requests")
+# Log tables: their Parquet copies (per ds like every other table) are under parquet-logs/.
+LOG_TABLES = ("validation_runs", "validation_runs_history", "quarantined_events", "privacy_requests")
 
 
 class WarehouseDamaged(RuntimeError):
@@ -243,20 +245,16 @@ def copy_partition(tx: WarehouseTx, table: str, ds: str, column: str = "ds") -> 
                             "(FORMAT parquet, COMPRESSION zstd)")
 
 
-def latest_view_sql(name: str) -> str:
-    """``latest_<name>``: the newest published ds that is not in the future (UTC), so a date
-    published ahead of time does not take the view over."""
-    return (f'CREATE OR REPLACE VIEW "latest_{name}" AS SELECT * FROM "{name}" WHERE ds = '
-            f'(SELECT max(ds) FROM "{name}" WHERE TRY_CAST(ds AS DATE) <= CAST(timezone(\'UTC\', now()) AS DATE))')
-
-
 def _prepared(t):
-    # A column that is all null on this ds (no experiment running, say) still gets a real type.
-    return t.cast(pa.schema([pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in t.schema]))
+    # A column that is all null on this ds (no experiment running, say) still gets a real type: ds a
+    # date, anything else text.
+    return t.cast(pa.schema([pa.field(f.name, pa.date32() if f.name == "ds" else pa.string())
+                             if pa.types.is_null(f.type) else f for f in t.schema]))
 
 
 def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[str, object],
-                   order_by: Mapping[str, str] | None = None) -> dict[str, int]:
+                   order_by: Mapping[str, str] | None = None, run: Mapping[str, object] | None = None
+                   ) -> dict[str, int]:
     """Publish several tables for one ds: all of them become visible together, or none, in DuckDB
     and in the Parquet copies (one transaction, crash-safe).
 
@@ -264,6 +262,11 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
     DuckDB, never loaded whole). ``order_by``: per table, the row order to write in (SQL). The rows
     of `ds` are replaced in every table, so a rerun replaces that ds only; the Parquet copy is
     ``<root>/<table>/ds=<ds>/part-0.parquet``.
+
+    ``run`` (the nightly's publish: run_id, mlflow_run_id, model_version, champion, champion_version):
+    one ``published_runs`` row per table for ds, in the same transaction; the nightly's latest_
+    views all show the newest ds of published_runs. Without it (the A/B report's ab_results), the
+    table's latest_ view shows its own newest ds.
     """
     order_by = order_by or {}
     tables = {name: _prepared(t) if isinstance(t, pa.Table) else [str(p) for p in t] for name, t in tables.items()}
@@ -302,7 +305,6 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
                 con.execute(f'DELETE FROM "{name}" WHERE ds = ?::DATE', [ds])
                 con.unregister("_incoming")
                 counts[name] = 0
-                con.execute(latest_view_sql(name))
                 continue
             # A column added by a newer release: added to the table (older ds rows read NULL).
             have = {r[0] for r in con.execute(f'DESCRIBE "{name}"').fetchall()}
@@ -313,7 +315,11 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
             counts[name] = con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM {rel}').fetchall()[0][0]
             if isinstance(table, pa.Table):
                 con.unregister("_incoming")
-            con.execute(latest_view_sql(name))
+        if run is not None:
+            ddl.record_published(con, ds, counts, run, lambda day: copy_partition(tx, ddl.PUBLISHED_RUNS, day))
+        # Older warehouses brought up to date (the validation tables by the next validation: their
+        # Parquet copies are rewritten with them), the views, the comments.
+        ddl.finish(con, validation=False)
         con.execute("COMMIT")
     return counts
 
@@ -325,28 +331,22 @@ def _has_no_rows(con, name: str) -> bool:
     return not con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]
 
 
-VALIDATION_RUNS_DDL = """CREATE TABLE IF NOT EXISTS validation_runs (
-    ds DATE, run_id VARCHAR, dataset VARCHAR, rows_in BIGINT, rows_valid BIGINT, rows_quarantined BIGINT,
-    success BOOLEAN, partitions INTEGER, rule_counts VARCHAR, warnings VARCHAR, message VARCHAR, data_docs VARCHAR)"""
-
-
 def record_validation(db_path: Path, ds: str, run_id: str, rows: list[dict], quarantined: pa.Table,
                       event_dates: list[str]) -> None:
     """Record a validation run (failed ones too) and its quarantined rows, in one transaction with
-    their Parquet copies (the ds partitions of both tables it changed).
+    their Parquet copies (the ds partitions of the tables it changed).
 
-    ``validation_runs``: one row per (ds, run_id, dataset); a retry of the same run replaces its rows.
-    ``quarantined_events``: the quarantined rows of the partitions validated by this run; a partition
-    validated again replaces its rows. Values travel as parameters and Arrow data, never as SQL text.
+    ``validation_runs_history``: every run, one row per (ds, run_id, dataset), append-only (a retry
+    of the same run replaces its own rows). ``validation_runs``: the newest run of each ds (its rows
+    replace the ds's rows: one row per (ds, dataset), one per withdrawn batch). ``rule_counts`` is a
+    MAP(VARCHAR, BIGINT). ``quarantined_events``: the quarantined rows of the partitions validated by
+    this run; a partition validated again replaces its rows. Values travel as parameters and Arrow
+    data, never as SQL text.
     """
     with transaction(db_path, db_path.parent / "parquet", "validation", what=f"validation ds={ds}") as tx:
         con = tx.connection()
-        con.execute(VALIDATION_RUNS_DDL)
-        con.execute("DELETE FROM validation_runs WHERE ds = ?::DATE AND run_id = ?", [ds, run_id])
-        cols = ["ds", "run_id", "dataset", "rows_in", "rows_valid", "rows_quarantined", "success", "partitions",
-                "rule_counts", "warnings", "message", "data_docs"]
-        con.executemany(f"INSERT INTO validation_runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                        [[r[c] for c in cols] for r in rows])
+        migrated = [m for m in ddl.migrate(con) if m.startswith("validation")]
+        ddl.insert_validation(con, ds, run_id, rows)
         con.register("_quarantined", quarantined)
         con.execute("CREATE TABLE IF NOT EXISTS quarantined_events AS SELECT * FROM _quarantined LIMIT 0")
         days = {date.fromisoformat(ds)}
@@ -357,7 +357,13 @@ def record_validation(db_path: Path, ds: str, run_id: str, rows: list[dict], qua
             con.execute("DELETE FROM quarantined_events WHERE event_date IN (SELECT unnest(?::VARCHAR[]))", [event_dates])
         con.execute("INSERT INTO quarantined_events BY NAME SELECT * FROM _quarantined")
         con.unregister("_quarantined")
-        copy_partition(tx, "validation_runs", ds)
+        ddl.finish(con)
+        # Every ds of the validation tables when an older release's were just converted, else this ds.
+        runs_days = {r[0] for r in con.execute("SELECT DISTINCT ds FROM validation_runs_history").fetchall()
+                     } if migrated else {date.fromisoformat(ds)}
+        for day in sorted(d for d in runs_days if d is not None):
+            copy_partition(tx, "validation_runs", day.isoformat())
+            copy_partition(tx, "validation_runs_history", day.isoformat())
         for day in sorted(d for d in days if d is not None):
             copy_partition(tx, "quarantined_events", day.isoformat())
 
@@ -382,11 +388,13 @@ def rebuild(db_path: Path, parquet_root: Path) -> dict:
             if not files:
                 continue
             name = table_dir.name.replace('"', '""')
-            con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM read_parquet([{", ".join(map(_sql_path, files))}], '
-                        "union_by_name = true, hive_partitioning = false)")
+            if table_dir.name in ("validation_runs", "validation_runs_history"):
+                ddl.rebuild_validation(con, name, files)
+            else:
+                con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM read_parquet([{", ".join(map(_sql_path, files))}], '
+                            "union_by_name = true, hive_partitioning = false)")
             counts[table_dir.name] = con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]
-            if table_dir.name not in LOG_TABLES:
-                con.execute(latest_view_sql(name))
+        ddl.finish(con)  # types of older releases' copies fixed, the views, the comments
     log.warning("rebuild-warehouse: %s rebuilt from %s: %s; the old file is kept as %s", db_path, parquet_root,
                 counts, kept)
     return {"tables": counts, "kept": str(kept) if kept else None}

@@ -1,6 +1,7 @@
 """The publish step's tables besides the personal lists: product-page neighbours (similar_items),
-the surfaces step's tables re-checked against the catalog, and model_runs (every candidate's
-holdout metrics and the hybrid against its generators)."""
+the surfaces step's tables re-checked against the catalog, model_runs (every candidate's
+holdout metrics and the hybrid against its generators, with the night's MLflow run and model
+version) and items (the catalog as the night saw it, for titles in SQL)."""
 from __future__ import annotations
 
 from datetime import date
@@ -98,6 +99,8 @@ def surface_tables(cfg: Config, ds: str, run_id: str, f: Features, available: np
         if "rank" in df and name in item_cols:
             key = "country" if name in ("trending", "best_sellers") else "item_id"
             df = df.assign(rank=(df.groupby(key).cumcount() + 1).astype(np.int32))
+        elif "rank" in df:
+            df = df.assign(rank=df["rank"].astype(np.int32))  # ranks are INTEGER in every table
         df.insert(0, "run_id", run_id)
         df.insert(0, "ds", date.fromisoformat(ds))
         t = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
@@ -107,7 +110,34 @@ def surface_tables(cfg: Config, ds: str, run_id: str, f: Features, available: np
     return out
 
 
-def model_runs(cfg: Config, ds: str, run_id: str) -> pa.Table:
+ITEMS_SCHEMA = pa.schema([("ds", pa.date32()), ("run_id", pa.string()), ("item_id", pa.string()),
+                          ("title", pa.string()), ("category", pa.string()), ("brand", pa.string()),
+                          ("price", pa.float64()), ("in_stock", pa.bool_()), ("active", pa.bool_()),
+                          ("first_seen", pa.date32()), ("url", pa.string()), ("image_url", pa.string())])
+
+
+def items_table(ds: str, run_id: str, items: pd.DataFrame) -> pa.Table:
+    """The ``items`` rows of ds: every item of the night's features with its catalog columns; a
+    column the catalog lacks (``url`` and ``image_url`` before catalogs had them) is NULL."""
+    n = len(items)
+    cols = {"ds": [date.fromisoformat(ds)] * n, "run_id": [run_id] * n}
+    for f in ITEMS_SCHEMA:
+        if f.name in cols:
+            continue
+        if f.name not in items:
+            cols[f.name] = pa.nulls(n, f.type)
+        elif f.name == "first_seen":
+            cols[f.name] = pd.to_datetime(items[f.name], errors="coerce").dt.date.astype(object) \
+                .where(items[f.name].notna(), None).tolist()
+        else:
+            cols[f.name] = items[f.name].astype(object).where(items[f.name].notna(), None).tolist()
+    return pa.table({f.name: pa.array(cols[f.name], f.type) if not isinstance(cols[f.name], pa.Array)
+                     else cols[f.name] for f in ITEMS_SCHEMA}, schema=ITEMS_SCHEMA)
+
+
+def model_runs(cfg: Config, ds: str, run_id: str, selection: dict | None = None) -> pa.Table:
+    """Every candidate's metrics; ``selection`` (the select step's) links each row to the night's
+    MLflow run and registered model version."""
     m = read_eval_metrics(cfg, ds)
     m.insert(0, "run_id", run_id)
     m.insert(0, "ds", date.fromisoformat(ds))
@@ -119,5 +149,10 @@ def model_runs(cfg: Config, ds: str, run_id: str) -> pa.Table:
         # The rank step's own protocol (window of ranker_window_days): hybrid vs its generators.
         h = h.assign(ds=date.fromisoformat(ds), run_id=run_id, segment="returning", protocol="ranker_window")
         m = pd.concat([m, h], ignore_index=True)
-    cols = ["ds", "run_id", "protocol", "model", "segment", "task", "metric", "value"]
-    return pa.Table.from_pandas(m[cols], preserve_index=False)
+    selection = selection or {}
+    m["mlflow_run_id"] = selection.get("mlflow_run_id")
+    m["model_version"] = None if selection.get("model_version") is None else str(selection["model_version"])
+    cols = ["ds", "run_id", "protocol", "model", "segment", "task", "metric", "value", "mlflow_run_id", "model_version"]
+    t = pa.Table.from_pandas(m[cols], preserve_index=False)
+    return t.cast(pa.schema([pa.field(f.name, pa.string()) if f.name in ("mlflow_run_id", "model_version") else f
+                             for f in t.schema]))

@@ -15,7 +15,12 @@ from pipelines.evaluation.report import build_report
 from pipelines.infra import tracking, warehouse
 from pipelines.infra.postgres import publish_postgres
 from pipelines.ranking.personal import user_recommendations
-from pipelines.ranking.publish_tables import model_runs, similar_items, surface_tables
+from pipelines.ranking.publish_tables import (
+    items_table,
+    model_runs,
+    similar_items,
+    surface_tables,
+)
 from pipelines.ranking.rules import item_flags, load_rules
 from pipelines.ranking.user_table import USER_RECS_ORDER
 from pipelines.services.ab import active_assignments, assignments_table
@@ -45,8 +50,8 @@ def publish_serving_copy(cfg: Config, ds: str, run_id: str, tables: dict[str, pa
         return "off"
     con = warehouse.connect_readonly(cfg)
     try:
-        # The newest ds that is not in the future: the date the latest_ views serve.
-        newest = str(con.execute(f'SELECT max(ds) FROM "latest_{C.T_USER_RECS}"').fetchall()[0][0])
+        # The newest published ds that is not in the future: the date the latest_ views serve.
+        newest = warehouse.latest_published_ds(con)
     finally:
         con.close()
     if newest != ds:
@@ -68,12 +73,16 @@ def run(cfg: Config, ds: str, run_id: str) -> dict:
     tables = {
         C.T_USER_RECS: recs,
         C.T_SIMILAR: similar_items(cfg, ds, run_id, f, available),
-        C.T_MODEL_RUNS: model_runs(cfg, ds, run_id),
+        C.T_MODEL_RUNS: model_runs(cfg, ds, run_id, selected),
         **surface_tables(cfg, ds, run_id, f, available),
         "ab_assignments": assignments_table(ds, run_id, experiments),
+        "items": items_table(ds, run_id, f.items),
     }
+    # published_runs: one row per table, the link from every row set of ds to the night's model.
+    run = {"run_id": run_id, **{k: selected.get(k) for k in ("mlflow_run_id", "model_version", "champion",
+                                                              "champion_version")}}
     counts = warehouse.publish_tables(layout(cfg).duckdb_path, layout(cfg).parquet_root, ds, tables,
-                                    order_by={C.T_USER_RECS: USER_RECS_ORDER})
+                                      order_by={C.T_USER_RECS: USER_RECS_ORDER}, run=run)
     log.info("publish ds=%s: %s -> %s", ds, counts, layout(cfg).duckdb_path)
     con = warehouse.connect_readonly(cfg)
     try:
@@ -91,7 +100,7 @@ def run(cfg: Config, ds: str, run_id: str) -> dict:
     try:
         mlflow = tracking.setup(cfg)
         with mlflow.start_run(run_id=selected["mlflow_run_id"]) as run:
-            mlflow.log_metrics({f"published.{k}": v for k, v in counts.items()})
+            mlflow.log_metrics({f"published.{k}": v for k, v in counts.items()}, step=tracking.ds_step(ds))
             mlflow.log_artifact(str(report), "report")
             mlflow.set_tag("report", f"{run.info.artifact_uri}/report/{report.name}")
             mlflow.set_tag("published", "true")

@@ -183,7 +183,7 @@ def withdrawn_records(cfg: Config, ds: str, run_id: str, report: Path) -> list[d
     why, in ``message``; rows_in = rows_valid = rows_quarantined = 0, as nothing of it was read."""
     ledger = read_ledger(cfg)["batches"]
     return [{"ds": ds, "run_id": run_id, "dataset": "withdrawn_batch", "rows_in": 0, "rows_valid": 0,
-             "rows_quarantined": 0, "success": True, "partitions": len(e.get("partitions", {})), "rule_counts": "{}",
+             "rows_quarantined": 0, "success": True, "partitions": len(e.get("partitions", {})), "rule_counts": {},
              "warnings": "", "message": f"batch {b} withdrawn by {e['withdrawn']['by']} at {e['withdrawn']['at']}: "
              f"{e['withdrawn']['reason']}; excluded from this run", "data_docs": report.as_uri()}
             for b, e in sorted(ledger.items()) if e.get("withdrawn")]

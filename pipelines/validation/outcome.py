@@ -7,7 +7,6 @@ of a run come the rows of the DuckDB table ``validation_runs`` (``run_records``)
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,10 +33,11 @@ def events_outcome(outcomes: list[Outcome]) -> Outcome:
 
 
 def run_records(outcomes: list[Outcome], ds: str, run_id: str, failure: str | None, report: Path) -> list[dict]:
-    """One ``validation_runs`` row per dataset; a failed run marks every dataset failed."""
+    """One ``validation_runs`` row per dataset; a failed run marks every dataset failed. ``rule_counts``:
+    the rules that fired, {rule: rows} (a MAP(VARCHAR, BIGINT) in DuckDB)."""
     return [{"ds": ds, "run_id": run_id, "dataset": o.dataset, "rows_in": o.rows_in, "rows_valid": o.rows_valid,
              "rows_quarantined": o.rows_quarantined, "success": o.success and failure is None,
-             "partitions": o.partitions, "rule_counts": json.dumps({k: v for k, v in o.rule_counts.items() if v}),
+             "partitions": o.partitions, "rule_counts": {k: int(v) for k, v in o.rule_counts.items() if v},
              "warnings": "\n".join(o.warnings), "message": "\n".join(o.errors) or (failure or ""),
              "data_docs": report.as_uri()} for o in outcomes]
 

@@ -196,9 +196,10 @@ def test_a_killed_validation_record_leaves_both_stores_on_one_run(tmp_path):
 
     def stores() -> tuple[set, set]:
         con = warehouse.connect_readonly(db)  # recovers first
-        duck = {r[0] for r in con.execute("SELECT run_id FROM validation_runs").fetchall()}
+        # Every run is in the history (validation_runs keeps the newest run of the ds only).
+        duck = {r[0] for r in con.execute("SELECT run_id FROM validation_runs_history").fetchall()}
         con.close()
-        copy = warehouse.log_root(db) / "validation_runs" / "ds=2024-01-02" / "part-0.parquet"
+        copy = warehouse.log_root(db) / "validation_runs_history" / "ds=2024-01-02" / "part-0.parquet"
         return duck, set(pq.read_table(copy).column("run_id").to_pylist())
 
     assert record("first", None) == 0

@@ -37,7 +37,7 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
         if df[c].map(lambda v: isinstance(v, (list, np.ndarray))).any():
             df[c] = df[c].map(lambda v: tuple(np.round(np.asarray(v, dtype=float), 6)) if len(v) and not
                               isinstance(list(v)[0], str) else tuple(v))
-        elif c == "ds":
+        elif c in ("ds", "first_seen"):  # DATE columns: datetime64 from DuckDB, date from PostgreSQL
             df[c] = pd.to_datetime(df[c]).dt.date
     keys = [c for c in df.columns if not pd.api.types.is_float_dtype(df[c])]
     return df.sort_values(keys).reset_index(drop=True)
