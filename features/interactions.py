@@ -5,7 +5,7 @@ directory and swapped in whole):
 
 * ``users.parquet``  user_idx, user_id, country, interests, personalized (every user with a valid event in the window,
   and registered users with stated interests)
-* ``items.parquet``  item_idx, item_id, catalog columns, text, active, pop_train, pop_full,
+* ``items.parquet``  item_idx, item_id, catalog columns (always with ``url``, ``image_url``: nullable strings), text, active, pop_train, pop_full,
   trend_train, trend_full (time-decayed purchases), first_seen (date of the first event, or null),
   repeat_rate_train, repeat_rate_full, category_key (catalog category or a derived one:
   features.text.item_categories)
@@ -270,6 +270,8 @@ def _item_table(con: duckdb.DuckDBPyConnection, cfg: Config, end: date, hs: str)
                            FROM items i LEFT JOIN catalog c USING (item_id) ORDER BY i.item_idx""").df()
     if "active" not in items:
         items["active"] = True
+    for col in ("url", "image_url"):  # links for the email export and the items table; null when not given
+        items[col] = items[col].astype("string") if col in items else pd.Series(pd.NA, index=items.index, dtype="string")
     items["active"] = items["active"].astype("boolean").fillna(True).astype(bool)
     items["text"] = item_text(items)
     items["category_key"] = item_categories(items, cfg.seed)

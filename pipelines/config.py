@@ -180,6 +180,11 @@ class ServingSettings:
     # PostgreSQL serving copy of the latest tables (RECSYS_SERVING_URL), e.g.
     # postgresql://recsys@db.internal:5432/recsys; empty = off (docs/tables.md, "Serving copy").
     serving_url: str = ""
+    # Drop folder of the nightly post-purchase email file (RECSYS_EXPORT_DIR): any path the deployment
+    # mounts; the export step writes <export_dir>/email/ds=<ds>/ there; empty = the step does nothing.
+    export_dir: str = ""
+    # Format of that file: csv, klaviyo, braze or json (docs/privacy.md, "The email export").
+    export_format: str = "csv"
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,10 @@ ADJECTIVES = np.array(["vintage", "red", "blue", "green", "retro", "classic", "f
                        "wooden", "ceramic", "organic", "mini", "deluxe", "rustic", "pastel", "gold"])
 COUNTRIES = np.array(["GB", "FR", "DE", "NL", "ES", "IE", "BE", "US"])
 COUNTRY_P = np.array([0.55, 0.1, 0.1, 0.06, 0.06, 0.05, 0.04, 0.04])
+LOCALE_OF_COUNTRY = {"GB": "en-GB", "FR": "fr-FR", "DE": "de-DE", "NL": "nl-NL", "ES": "es-ES", "IE": "en-IE",
+                     "BE": "nl-BE", "US": "en-US"}
+FIRST_NAMES = np.array(["Alex", "Sam", "Charlie", "Jamie", "Robin", "Morgan", "Kim", "Noor", "Lea", "Jonas"])
+SHOP_URL = "https://shop.example.com"  # RFC 2606 example domain: never a real shop or mailbox
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class DemoData:
     events: pd.DataFrame
     items: pd.DataFrame
     users: pd.DataFrame
+    contacts: pd.DataFrame  # user_id, email, first_name, locale (the private contact store)
 
 
 @dataclass(frozen=True)
@@ -266,6 +271,9 @@ def _items_frame(rng: np.random.Generator, cat: _Catalog, start: date) -> pd.Dat
         "repeatable": pd.array([True if c in CONSUMABLE else (False if c in DURABLE else None) for c in cat.cat_names],
                                dtype="boolean"),
         "release_date": [start + timedelta(days=int(d)) for d in cat.release],
+        # Links for the email export, derived from the id (no random draw, so every other column keeps its draws).
+        "url": [f"{SHOP_URL}/products/{i}" for i in cat.ids],
+        "image_url": [f"{SHOP_URL}/images/{i}.jpg" for i in cat.ids],
     })
 
 
@@ -276,6 +284,18 @@ def _users_frame(rng: np.random.Generator, people: _People, start: date) -> pd.D
         "signup_date": [start + timedelta(days=int(d)) for d in people.signup],
         "consent_personalization": True,
         "consent_email": rng.random(len(people.ids)) > 0.1,
+    })
+
+
+def _contacts_frame(people: _People) -> pd.DataFrame:
+    """Contact fields derived from the user index (no random draw): every fifth user (guest checkouts) has no email
+    address (the export counts them as skipped_no_address); addresses are at example.com."""
+    k = np.arange(len(people.ids))
+    return pd.DataFrame({
+        "user_id": people.ids,
+        "email": pd.array([None if j % 5 == 0 else f"shopper{j}@example.com" for j in k], dtype="string"),
+        "first_name": FIRST_NAMES[k % len(FIRST_NAMES)],
+        "locale": [LOCALE_OF_COUNTRY[c] for c in people.country],
     })
 
 
@@ -294,7 +314,7 @@ def generate(seed: int = 42, users: int = 2000, items: int = 400, days: int = 60
     items_df = _items_frame(rng, catalog, start)
     users_df = _users_frame(rng, people, start)
     log.info("demo data: %d events, %d items, %d users, %s..%s", len(events), items, users, start, end)
-    return DemoData(events=events, items=items_df, users=users_df)
+    return DemoData(events=events, items=items_df, users=users_df, contacts=_contacts_frame(people))
 
 
 def import_demo(cfg: Config, seed: int, users: int, items: int, days: int, end_date: str) -> ImportResult:
@@ -304,4 +324,4 @@ def import_demo(cfg: Config, seed: int, users: int, items: int, days: int, end_d
     if storage.landing_batch_exists(layout(cfg).landing, "events", batch_id):
         return ImportResult(batch_id, 0, 0, 0, 0, skipped=True)
     data = generate(seed=seed, users=users, items=items, days=days, end_date=end_date)
-    return land_frames(cfg, batch_id, data.events, data.items, data.users)
+    return land_frames(cfg, batch_id, data.events, data.items, data.users, data.contacts)

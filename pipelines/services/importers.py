@@ -19,7 +19,7 @@ import pyarrow as pa
 from pipelines import constants as C
 from pipelines.artifacts import layout
 from pipelines.config import Config
-from pipelines.infra import storage
+from pipelines.infra import contacts, storage
 from pipelines.infra.consent import drop_forgotten
 from pipelines.infra.events import UNPARSEABLE, events_to_arrow
 from pipelines.infra.parsing import (
@@ -54,23 +54,29 @@ class ImportResult:
     items: int
     users: int
     skipped: bool = False
+    contacts: int = 0  # users whose contact fields went to the private contact store
 
     def summary(self) -> str:
         if self.skipped:
             return f"batch {self.batch_id} was imported before; nothing written"
         return (f"batch {self.batch_id}: {self.events} events in {self.partitions} daily partitions, "
-                f"{self.items} catalog rows, {self.users} user rows")
+                f"{self.items} catalog rows, {self.users} user rows"
+                + (f" (contact fields of {self.contacts} users kept apart, in the private contact store)"
+                   if self.contacts else ""))
 
 
 def land_frames(cfg: Config, batch_id: str, events: pd.DataFrame, items: pd.DataFrame | None,
-                users: pd.DataFrame | None) -> ImportResult:
+                users: pd.DataFrame | None, user_contacts: pd.DataFrame | None = None) -> ImportResult:
     """Land canonical events (and optional catalog and users rows) as one batch; a no-op when the
-    batch was landed before. Forgotten users are dropped first."""
+    batch was landed before. Forgotten users are dropped first. ``user_contacts`` (user_id, email,
+    first_name, locale) go to the private contact store, never to the landing zone."""
     if storage.landing_batch_exists(layout(cfg).landing, "events", batch_id):
         return ImportResult(batch_id, 0, 0, 0, 0, skipped=True)
 
     events = drop_forgotten(cfg, events)
     users = drop_forgotten(cfg, users) if users is not None else None
+    if user_contacts is not None:
+        contacts.write_batch(cfg, drop_forgotten(cfg, user_contacts), batch_id)
     table = events_to_arrow(events)
     parts = storage.write_landing_events(layout(cfg).landing, table, batch_id)
     if items is not None and len(items):
@@ -78,7 +84,7 @@ def land_frames(cfg: Config, batch_id: str, events: pd.DataFrame, items: pd.Data
     if users is not None and len(users):
         storage.write_landing_table(layout(cfg).landing, "users", pa.Table.from_pandas(users, preserve_index=False), batch_id)
     res = ImportResult(batch_id, table.num_rows, len(parts), 0 if items is None else len(items),
-                       0 if users is None else len(users))
+                       0 if users is None else len(users), contacts=0 if user_contacts is None else len(user_contacts))
     log.info("landed %s", res.summary())
     return res
 
@@ -225,7 +231,8 @@ def _read_reference(path: str | Path, key: str, known: Sequence[str], encoding: 
 
 CATALOG_UPDATE_COLUMNS = {"in_stock": "bool", "active": "bool", "promotion": "bool", "repeatable": "bool",
                           "margin": "float", "price": "float", "title": "str", "description": "str",
-                          "category": "str", "brand": "str"}
+                          "category": "str", "brand": "str", "url": "url", "image_url": "url"}
+URL_RE = r"^https?://[^\s/?#]+\.[^\s/?#]+(?:[/?#]\S*)?$"
 
 
 def import_catalog(cfg: Config, path: str | Path, encoding: str = "utf-8") -> ImportResult:
@@ -244,9 +251,15 @@ def import_catalog(cfg: Config, path: str | Path, encoding: str = "utf-8") -> Im
             bad = (raw.notna() & val.isna()) | (val.notna() & ~np.isfinite(val.astype("float64")))
             if col == "margin":
                 bad |= val.notna() & ~val.between(0, 1)
+        elif kind == "url":
+            # Links go into customers' emails: absolute http(s) only, no spaces (empty = not stated).
+            val = raw.astype("string").str.strip()
+            val = val.where(val.ne("").fillna(False), None)
+            bad = val.notna() & ~val.str.match(URL_RE).fillna(False)
         else:
             val, bad = raw.astype("string"), pd.Series(False, index=raw.index)
-        refuse_bad(path, col, f"invalid_{kind}" + (" (0..1)" if col == "margin" else ""), raw, bad)
+        refuse_bad(path, col, f"invalid_{kind}" + (" (0..1)" if col == "margin" else "")
+                   + (" (absolute http:// or https:// link)" if kind == "url" else ""), raw, bad)
         out[col] = val
     if out["item_id"].isna().any():
         raise ImportError_(f"{path}: column 'item_id': rule null_item_id: {int(out['item_id'].isna().sum())} empty id(s)")
@@ -259,10 +272,13 @@ def import_catalog(cfg: Config, path: str | Path, encoding: str = "utf-8") -> Im
 
 def import_users(cfg: Config, path: str | Path, encoding: str = "utf-8") -> ImportResult:
     """Land a users file (CSV or Parquet): ``user_id`` plus any of country, signup_date,
-    consent_personalization, consent_email (true/false), interests. Later files win per user and
-    column; consent flags take effect at the next run (docs/privacy.md). A signup_date that is not
-    a real date (``2026-13-45``) refuses the file."""
-    path, df = _read_reference(path, "user_id", C.USER_COLUMNS, encoding, "import-users")
+    consent_personalization, consent_email (true/false), interests, and the contact fields email,
+    first_name, locale. Later files win per user and column; consent flags take effect at the next
+    run (docs/privacy.md). A signup_date that is not a real date (``2026-13-45``), an email that is
+    not an address or a locale that is not a language tag (``en-GB``) refuses the file, naming
+    column, rule and lines. Contact fields go to the private contact store
+    (pipelines/infra/contacts.py), never to the landing zone."""
+    path, df = _read_reference(path, "user_id", C.USER_COLUMNS + contacts.CONTACT_COLUMNS, encoding, "import-users")
     out = df.copy()
     for col in ("consent_personalization", "consent_email"):
         if col in out:
@@ -276,10 +292,19 @@ def import_users(cfg: Config, path: str | Path, encoding: str = "utf-8") -> Impo
     for col in ("country", "interests"):
         if col in out:
             out[col] = out[col].astype("string")
+    if "email" in out:
+        refuse_bad(path, "email", "invalid_email (name@domain.tld)", out["email"], contacts.bad_emails(out["email"]))
+    if "locale" in out:
+        refuse_bad(path, "locale", "invalid_locale (a language tag such as en or en-GB)", out["locale"],
+                   contacts.bad_locales(out["locale"]))
 
     out = drop_forgotten(cfg, out)
     batch_id = "users-" + storage.file_digest(path)
     if storage.landing_batch_exists(layout(cfg).landing, "users", batch_id):
         return ImportResult(batch_id, 0, 0, 0, 0, skipped=True)
-    storage.write_landing_table(layout(cfg).landing, "users", pa.Table.from_pandas(out, preserve_index=False), batch_id)
-    return ImportResult(batch_id, 0, 0, 0, len(out))
+    # The contact store first: the landing file is what marks the import done (a rerun after a crash
+    # in between stores nothing twice: write_batch skips a stored batch).
+    n_contacts = len(out) if contacts.write_batch(cfg, out, batch_id) else 0
+    users = out.drop(columns=[c for c in contacts.CONTACT_COLUMNS if c in out])
+    storage.write_landing_table(layout(cfg).landing, "users", pa.Table.from_pandas(users, preserve_index=False), batch_id)
+    return ImportResult(batch_id, 0, 0, 0, len(out), contacts=n_contacts)

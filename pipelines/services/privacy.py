@@ -7,6 +7,7 @@ written under the data root, and from the PostgreSQL serving copy.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import re
@@ -223,14 +224,72 @@ def _scrub_parquet_files(cfg: Config, user_id: str, stage) -> tuple[int, int, in
 
 
 def _export_paths(cfg: Config) -> list[Path]:
+    """Every export file: those listed in exports/manifest.jsonl (``recsys export``, the export step),
+    then every day's file in the drop folder (``export_dir``), listed or not."""
     manifest = layout(cfg).exports_manifest
+    paths = [Path(json.loads(line)["path"]) for line in manifest.read_text().splitlines()
+             if line.strip()] if manifest.exists() else []
+    if cfg.serving.export_dir:
+        paths += sorted(Path(cfg.serving.export_dir).expanduser().glob("email/ds=*/post_purchase_email.*"))
+    return list(dict.fromkeys(p.resolve() for p in paths))
+
+
+def _scrub_json_export(path: Path, user_id: str, stage) -> int:
+    """A JSON export: a Braze body (``{"attributes": [...]}`` keyed by external_id) or JSON Lines
+    (one recipient per line: ``user_id``, or a Klaviyo profile's ``attributes.external_id``)."""
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("{") and "\n{" not in text.strip():
+        doc = json.loads(text)
+        if isinstance(doc, dict) and isinstance(doc.get("attributes"), list):
+            kept = [a for a in doc["attributes"] if str(a.get("external_id")) != user_id]
+            removed = len(doc["attributes"]) - len(kept)
+            if removed:
+                stage(path).write_text(json.dumps({**doc, "attributes": kept}, ensure_ascii=False, indent=1),
+                                       encoding="utf-8")
+            return removed
+    lines = [line for line in text.splitlines() if line.strip()]
+
+    def owner(line: str) -> str:
+        obj = json.loads(line)
+        return str(obj.get("user_id", (obj.get("attributes") or {}).get("external_id")))
+
+    kept = [line for line in lines if owner(line) != user_id]
+    if len(kept) != len(lines):
+        stage(path).write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    return len(lines) - len(kept)
+
+
+def _restate_drop_manifest(path: Path, removed: int, stage) -> None:
+    """A drop folder's manifest.json after its file lost rows: rows and sha256 of the staged file."""
+    manifest = path.parent / "manifest.json"
     if not manifest.exists():
-        return []
-    return [Path(json.loads(line)["path"]) for line in manifest.read_text().splitlines() if line.strip()]
+        return
+    m = json.loads(manifest.read_text(encoding="utf-8"))
+    if m.get("file") != path.name:
+        return
+    digest = hashlib.sha256(stage(path).read_bytes()).hexdigest()
+    m.update(rows=max(int(m.get("rows", 0)) - removed, 0), sha256=digest)
+    stage(manifest).write_text(json.dumps(m, indent=2, sort_keys=True, default=str), encoding="utf-8")
 
 
 def _scrub_exports(cfg: Config, user_id: str, stage) -> int:
-    return sum(bool(_scrub_csv_export(p, user_id, stage)) for p in dict.fromkeys(_export_paths(cfg)) if p.exists())
+    staged: dict[Path, Path] = {}
+
+    def stage_once(final: Path) -> Path:  # the manifest rewrite reads the file's staged copy
+        if final not in staged:
+            staged[final] = stage(final)
+        return staged[final]
+
+    n = 0
+    for p in _export_paths(cfg):
+        if not p.exists():
+            continue
+        scrub = _scrub_json_export if p.suffix in (".json", ".jsonl") else _scrub_csv_export
+        removed = scrub(p, user_id, stage_once)
+        if removed and p.parent.name.startswith("ds="):
+            _restate_drop_manifest(p, removed, stage_once)
+        n += bool(removed)
+    return n
 
 
 def _scrub_text_files(cfg: Config, user_id: str, tx) -> int:

@@ -6,17 +6,13 @@ are imported here, to keep the command line quick to start.
 """
 from __future__ import annotations
 
-import json
 import logging
-from datetime import datetime, timezone
-from pathlib import Path
 
 import pandas as pd
 
 from pipelines.artifacts import latest_items, layout
 from pipelines.config import Config
 from pipelines.infra import warehouse
-from pipelines.infra.consent import opted_out
 
 log = logging.getLogger(__name__)
 
@@ -147,42 +143,3 @@ def _item_categories(cfg: Config) -> pd.DataFrame:
     if df is None:
         return pd.DataFrame({"item_id": pd.Series(dtype=str), "category": pd.Series(dtype=str)})
     return df.rename(columns={"category_key": "category"})
-
-
-def export_email(cfg: Config, ds: str, out: Path) -> int:
-    """The post-purchase email list of ``ds`` as CSV: user_id, purchased_items (``|``-separated),
-    then item_1..item_N, reason_1..reason_N and recommendation_id_1..recommendation_id_N (for
-    attributing clicks and purchases: docs/ab-testing.md). Users who opted out of email since the run are left
-    out too. The file's path is recorded in ``exports/manifest.jsonl`` (``recsys forget`` scrubs
-    every export listed there). Written atomically."""
-    con = _connect(cfg)
-    try:
-        _require(con, "post_purchase_email")
-        con.register("no_email", pd.DataFrame({"user_id": pd.Series(sorted(opted_out(cfg, "consent_email")),
-                                                                     dtype=object)}))
-        where = "ds = ?::DATE AND user_id NOT IN (SELECT user_id FROM no_email)"
-        n = con.execute(f"SELECT coalesce(max(len(recommended_items)), 0) FROM post_purchase_email WHERE {where}",
-                        [ds]).fetchall()[0][0]
-        # One column per list position, straight from DuckDB (no loop over customers).
-        wide = [f"recommended_items[{k}] AS item_{k}" for k in range(1, n + 1)] \
-            + [f"reasons[{k}] AS reason_{k}" for k in range(1, n + 1)] \
-            + [f"recommendation_ids[{k}] AS recommendation_id_{k}" for k in range(1, n + 1)]
-        df = con.execute(f"""SELECT CAST(ds AS VARCHAR) AS ds, user_id,
-                                    array_to_string(purchased_items, '|') AS purchased_items{''.join(', ' + c for c in wide)}
-                             FROM post_purchase_email WHERE {where} ORDER BY user_id""", [ds]).df()
-    finally:
-        con.close()
-    if df.empty:
-        log.warning("export email: no rows for ds=%s (no customer bought that day, the run is missing, or "
-                    "every buyer opted out of email)", ds)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    df.to_csv(tmp, index=False, na_rep="")
-    tmp.replace(out)
-    manifest = layout(cfg).exports_manifest
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    with open(manifest, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"kind": "email", "ds": ds, "path": str(out.resolve()), "rows": int(len(df)),
-                             "written_at": datetime.now(timezone.utc).isoformat()}) + "\n")
-    return int(len(df))

@@ -49,6 +49,8 @@ NIGHTLY = (
          "models/ds=<ds>/shards/", options=("shard",)),
     Step("publish", "every table of docs/tables.md for ds, all shards together, atomically; the run report",
          "warehouse/, reports/ds=<ds>/"),
+    Step("export", "the post-purchase email file (csv, klaviyo, braze or json) and its manifest, dropped in "
+         "export_dir for marketing; nothing when export_dir is unset", "<export_dir>/email/ds=<ds>/ (outside the data root)"),
 )
 STEPS: MappingProxyType[str, Step] = MappingProxyType({s.name: s for s in NIGHTLY})
 
