@@ -4,10 +4,26 @@
 Turns the raw retail events landed up to the end of the logical date (`ds`, UTC) into fresh
 recommendation tables.
 
-Tasks (`pipelines.steps.STEPS`, one function each under `pipelines/steps/`): `validate`, `features`, `train`, `evaluate`, `rank`, `select`, `surfaces`, `score`, `publish`; each task's own docs say what it does and writes.
+Tasks (`pipelines.steps.STEPS`, one function each under `pipelines/steps/`): `validate`, `features`, `train`, `evaluate`, `rank`, `select`, `surfaces`, `score`, `publish`, `export`; each task's own docs say what it does and writes.
 
-Everything lives under `$RECSYS_HOME`. Trigger with the `ds` param to (re)build a past date; a rerun
-replaces that date only. Owner: data engineering. Docs: `README.md`, `docs/`.
+Which day a run builds (`ds`, UTC; `pipelines.airflow_tasks.resolve_ds`):
+
+- the `ds` param, whenever it is set (`{"ds": "YYYY-MM-DD"}`): rebuild that date;
+- a scheduled or backfill run: its logical date, the start of its data interval (the 02:00 run on
+  D+1 covers D 02:00 -> D+1 02:00 and builds D);
+- a manual run (UI, REST API): a logical date at exactly 00:00 UTC names the day; any other logical date,
+  or none, is the trigger time, and the run builds the latest complete day, the UTC day before it
+  (triggered 2026-11-30T16:05: builds 2026-11-29);
+- `recsys airflow-test --ds D`: D (run id `manual__ds_D__<start time>`, data interval D 00:00 -> D+1 00:00,
+  note `ds=D`).
+
+Every task logs the ds and returns it in its XCom. `publish` emits one Airflow Asset per published table
+family (`personal_lists`, `item_surfaces`, `email`, `model_runs`) with `{"ds": ...}` in the event extra;
+`recsys_ab_report` is scheduled on `personal_lists`.
+
+Everything lives under `$RECSYS_HOME`, except the email file `export` drops in `export_dir`. A rerun
+replaces that date only. Owner: data engineering.
+Docs: `README.md`, `docs/`.
 """
 from __future__ import annotations
 
@@ -18,7 +34,7 @@ from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 
 # All three are light (standard library only): heavy imports (pandas, implicit, mlflow,
 # great_expectations) happen inside the tasks only, as the scheduler parses this file every few seconds.
-from pipelines.airflow_tasks import on_failure
+from pipelines.airflow_tasks import on_failure, published_assets
 from pipelines.config import load_config
 from pipelines.steps import STEPS, Step
 
@@ -26,11 +42,14 @@ CFG = load_config()
 
 
 def _doc(step: Step) -> str:
-    return f"**{step.name}**: {step.summary}.\n\nWrites `{step.writes}` under `$RECSYS_HOME`."
+    where = "" if "outside the data root" in step.writes else " under `$RECSYS_HOME`"
+    return f"**{step.name}**: {step.summary}.\n\nWrites `{step.writes}`{where}."
 
 
 def _step_task(step: Step):
-    @task(task_id=step.name, doc_md=_doc(step))
+    # publish updates the published tables' Assets (the ds in each event's extra); asset-scheduled
+    # DAGs (recsys_ab_report) run after it, for its ds.
+    @task(task_id=step.name, doc_md=_doc(step), outlets=published_assets() if step.name == "publish" else [])
     def run_step(**context) -> dict:
         from pipelines.airflow_tasks import run_task
 
@@ -72,7 +91,7 @@ def _mapped_task(step: Step):
     tags=["recsys", "nightly"],
     doc_md=__doc__,
     params={"ds": Param(None, type=["null", "string"], format="date",
-                        description="Build this date instead of the run's logical date (YYYY-MM-DD)")},
+                        description="Build this date (YYYY-MM-DD). Empty: a manual run builds the UTC day before its trigger time (or the day of a logical date at 00:00 UTC)")},
 )
 def recsys_nightly():
     # Each task calls one step function and returns its small summary (counts, paths, run ids) as

@@ -3,28 +3,121 @@ the scheduler's parse stays cheap and the glue is unit-testable)."""
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Mapping
 
 log = logging.getLogger(__name__)
 
 
+# The Airflow Assets `publish` updates, one per family of published tables (its asset event carries the
+# ds in `extra`). recsys_ab_report is scheduled on the personal lists: it runs once a nightly (or a
+# rebuild of a past ds) has published them, for that ds, and never on the previous night's lists.
+ASSET_TABLES: dict[str, tuple[str, ...]] = {
+    "personal_lists": ("user_recommendations", "ab_assignments", "user_category_affinity"),
+    "item_surfaces": ("similar_items", "frequently_bought_together", "complete_the_look", "cart_cross_sell",
+                      "trending", "best_sellers"),
+    "email": ("post_purchase_email",),
+    "model_runs": ("model_runs",),
+}
+AB_REPORT_ASSETS = ("personal_lists",)
+
+
+def asset_uri(family: str) -> str:
+    """URI of a published table family's Asset (an ``x-`` scheme: Airflow leaves it as written)."""
+    if family not in ASSET_TABLES:
+        raise KeyError(f"unknown published table family {family!r}; known: {sorted(ASSET_TABLES)}")
+    return f"x-recsys://warehouse/{family}"
+
+
+def published_assets(families=None) -> list:
+    """``airflow.sdk.Asset`` objects of the published table families (all, or those named)."""
+    from airflow.sdk import Asset
+
+    return [Asset(name=f"recsys_{f}", uri=asset_uri(f), group="recsys",
+                  extra={"tables": ",".join(ASSET_TABLES[f])}) for f in (families or ASSET_TABLES)]
+
+
+# Run types whose logical date, if any, is a trigger instant rather than a data interval of the
+# schedule: manual (UI, REST, CLI), TriggerDagRunOperator, asset materialisation.
+_TRIGGERED_RUN_TYPES = {"manual", "operator_triggered", "asset_materialization"}
+
+
+def _utc(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(str(value))
+    return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _run_type(context: Mapping[str, Any]) -> str:
+    value = getattr(context.get("dag_run"), "run_type", None) or context.get("run_type") or ""
+    return str(getattr(value, "value", value))
+
+
+def ds_from_asset_events(events: Any) -> str | None:
+    """The ds of an asset-triggered run: the ``ds`` in the ``extra`` of the newest triggering asset
+    event that carries one (``publish`` writes it), else None."""
+    if not events:
+        return None
+    found = []
+    for asset in events:
+        for event in events[asset]:
+            extra = getattr(event, "extra", None) or {}
+            if extra.get("ds"):
+                found.append((_utc(getattr(event, "timestamp", None)) or datetime.min.replace(tzinfo=timezone.utc),
+                              date.fromisoformat(str(extra["ds"])).isoformat()))
+    return max(found)[1] if found else None
+
+
 def resolve_ds(context: Mapping[str, Any]) -> str:
-    """The logical date of the run: ``params.ds`` if the user set one when triggering, else the date of
-    the run's logical date (the start of its data interval), else of ``run_after`` for runs triggered
-    without a logical date. Never the wall clock."""
+    """The day a run builds (UTC), by run type (``dag_run.run_type``); never the wall clock.
+
+    1. ``params.ds`` (trigger conf) always wins.
+    2. Asset-triggered runs (recsys_ab_report): the ``ds`` of the newest triggering asset event
+       (``publish`` puts it in the event's extra); without one, as a manual run.
+    3. Manual runs (UI, REST, ``airflow dags test``, TriggerDagRunOperator): a logical date at exactly
+       00:00 UTC names that day; any other logical date is a trigger instant and the run builds the
+       day before it (the latest complete UTC day), as does a run triggered without a logical date
+       (from ``run_after``). A trigger at 2026-11-30T16:05 builds 2026-11-29.
+    4. Scheduled and backfill runs (and contexts without a run type): the day of the logical date,
+       the start of the data interval (the 02:00 run of D+1 has interval D 02:00 -> D+1 02:00: ds D);
+       else the day of ``run_after``.
+    """
     params = context.get("params") or {}
     if params.get("ds"):
         return date.fromisoformat(str(params["ds"])).isoformat()
-    for key in ("logical_date", "data_interval_start"):
-        value = context.get(key)
-        if value is not None:
-            return value.date().isoformat() if isinstance(value, datetime) else str(value)[:10]
-    dag_run = context.get("dag_run")
-    run_after = getattr(dag_run, "run_after", None)
+    run_type = _run_type(context)
+    run_after = _utc(getattr(context.get("dag_run"), "run_after", None))
+    logical = _utc(context.get("logical_date") or context.get("data_interval_start"))
+    if run_type == "asset_triggered":
+        ds = ds_from_asset_events(context.get("triggering_asset_events"))
+        if ds:
+            return ds
+        run_type = "manual"
+    if run_type in _TRIGGERED_RUN_TYPES:
+        logical = _utc(context.get("logical_date"))
+        if logical is not None and logical.time() == time(0):
+            return logical.date().isoformat()
+        when = logical or run_after
+        if when is None:
+            raise ValueError("cannot tell the ds of this manual run: no params.ds, logical_date or run_after")
+        return (when.date() - timedelta(days=1)).isoformat()
+    if logical is not None:
+        return logical.date().isoformat()
     if run_after is not None:
         return run_after.date().isoformat()
     raise ValueError("cannot tell the ds of this run: no params.ds, logical_date or run_after in the context")
+
+
+def publish_asset_events(context: Mapping[str, Any], ds: str) -> None:
+    """Attach the ds to the asset events of the task's outlets (``publish``): asset-scheduled DAGs read it."""
+    outlet_events = context.get("outlet_events")
+    task = context.get("task")
+    if outlet_events is None or task is None:
+        return
+    for outlet in getattr(task, "outlets", None) or []:
+        outlet_events[outlet].extra = {"ds": ds}
 
 
 def run_task(step: str, context: Mapping[str, Any], shard: int | None = None) -> dict:
@@ -44,12 +137,15 @@ def run_task(step: str, context: Mapping[str, Any], shard: int | None = None) ->
         # The data root shared with the night's other tasks (a `recsys run` beside it is refused), this
         # task of this ds exclusively (a second copy of it is refused, naming the first).
         with task_lock(cfg.home, ds, step, shard, command=f"airflow task {step} of run {run_id}"):
-            return run_step(step, cfg, ds, run_id, airflow_run_id=run_id, shard=shard)
+            result = run_step(step, cfg, ds, run_id, airflow_run_id=run_id, shard=shard)
     except (ValidationError, FeatureError, ArtifactMissing, FutureDs) as exc:
         # Bad data (or a missing input) does not get better by waiting: fail at once, no retries.
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException(str(exc)) from exc
+    publish_asset_events(context, ds)
+    # The ds in every task's XCom: the built day is visible in the UI whatever the run id says.
+    return {"ds": ds, **result} if isinstance(result, dict) else {"ds": ds, "result": result}
 
 
 def _first_line(error: Any) -> str:

@@ -199,7 +199,7 @@ class Layout:
         return self.airflow_dir / "secrets.json"
 
     def airflow_test_log(self, ds: str) -> Path:
-        """The log of ``recsys airflow-test --ds <ds>`` (``airflow dags test``)."""
+        """The log of ``recsys airflow-test --ds <ds>`` (one DAG run through ``dag.test()``)."""
         return self.airflow_dir / f"dags-test-{ds}.log"
 
 

@@ -1,7 +1,5 @@
 """recsys_nightly through Airflow: dag.test() in-process, and the real scheduler via the REST API."""
 import subprocess
-import sys
-import textwrap
 import time
 
 import duckdb
@@ -10,7 +8,6 @@ import pytest
 import requests
 
 from pipelines.artifacts import layout
-from tests.conftest import REPO
 from tests.dags.airflow_helpers import BIN, DS, demo_home, free_port, stop
 
 
@@ -31,21 +28,44 @@ def demo_users(cfg) -> int:
     return pd.concat([pq.read_table(f).to_pandas() for f in files])["user_id"].nunique()
 
 
-def test_dag_test_runs_every_task(tmp_path):
+def test_airflow_test_runs_every_task_and_names_the_run_after_its_ds(tmp_path):
+    """`recsys airflow-test --ds DS` (dag.test()): every task runs, and the run shows the ds it built: run
+    id, logical date and data interval DS's UTC day, its real start (not DS 00:00), a note, the ds in
+    the XCom, and publish's asset events carry it."""
+    import json
+    import sqlite3
+    from datetime import datetime, timezone
+
     cfg, env = demo_home(tmp_path / "var")
-    script = textwrap.dedent(f"""
-        from datetime import datetime, timezone
-        from airflow.dag_processing.dagbag import DagBag
-        dag = DagBag(dag_folder={str(REPO / 'dags')!r}).dags["recsys_nightly"]
-        dr = dag.test(logical_date=datetime.fromisoformat("{DS}T00:00:00+00:00"))
-        print("DAGRUN_STATE", dr.state)
-        states = {{ti.task_id: str(ti.state) for ti in dr.get_task_instances()}}
-        print("TASK_STATES", sorted(states.items()))
-    """)
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
-    assert "DAGRUN_STATE success" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    out = subprocess.run([str(BIN / "recsys"), "airflow-test", "--ds", DS], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0 and "state: success" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "  task validate ...\n" in out.stdout and "  task publish ...\n" in out.stdout  # progress lines
     rows = published(cfg)
     assert len(rows) == demo_users(cfg) and (rows["n"] == 20).all()
+    db = sqlite3.connect(layout(cfg).airflow_dir / "airflow.db")
+    runs = db.execute("SELECT r.run_id, r.run_type, r.state, r.logical_date, r.data_interval_start, "
+                      "r.data_interval_end, r.start_date, r.end_date, n.content FROM dag_run r LEFT JOIN dag_run_note n "
+                      "ON n.dag_run_id = r.id WHERE r.dag_id = 'recsys_nightly'").fetchall()
+    assert len(runs) == 1, runs
+    run_id, run_type, state, logical, start, end, started, ended, note = runs[0]
+    t = lambda v: pd.Timestamp(v).tz_localize("UTC") if pd.Timestamp(v).tzinfo is None else pd.Timestamp(v)
+    day = pd.Timestamp(f"{DS}T00:00:00", tz="UTC")
+    assert (run_type, state, note) == ("manual", "success", f"ds={DS} (recsys airflow-test)")
+    assert run_id.startswith(f"manual__ds_{DS}__") and t(run_id.split("__")[2]) >= pd.Timestamp(before)
+    assert (t(logical), t(start), t(end)) == (day, day, day + pd.Timedelta(days=1))
+    # The run's start is when it started, so its duration is the run's own (was DS 00:00: "1d 08:36").
+    assert pd.Timestamp(before) <= t(started) <= t(ended) <= pd.Timestamp(datetime.now(timezone.utc))
+    # The nightly's publish emitted one asset event per published table family, each carrying DS.
+    events = db.execute("SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                        "WHERE e.source_run_id = ?", [run_id]).fetchall()
+    assert sorted((u, json.loads(x)) for u, x in events) == [
+        (f"x-recsys://warehouse/{f}", {"ds": DS}) for f in ("email", "item_surfaces", "model_runs", "personal_lists")]
+    xcom = db.execute("SELECT value FROM xcom WHERE run_id = ? AND task_id = 'validate' AND key = 'return_value'",
+                      [run_id]).fetchone()
+    assert json.loads(xcom[0])["ds"] == DS
+    db.close()
 
 
 EXPERIMENT = """
@@ -110,30 +130,52 @@ def test_scheduler_runs_dag_triggered_through_rest_api(tmp_path):
                                                                     headers=h, timeout=10)).ok and r.json(), 180)
         assert "recsys_nightly" in details["doc_md"] and set(details["tags"][i]["name"] for i in range(2)) == \
             {"recsys", "nightly"}
-        def run_dag(dag_id: str, run_id: str, timeout: int) -> str:
-            """Unpause, trigger for DS through the REST API, wait for the run's final state."""
+        def unpause(dag_id: str) -> None:
             assert requests.patch(f"{base}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=h,
                                   timeout=10).ok
-            r = requests.post(f"{base}/api/v2/dags/{dag_id}/dagRuns", headers=h, timeout=10,
-                              json={"dag_run_id": run_id, "logical_date": f"{DS}T00:00:00Z"})
-            assert r.ok, r.text
 
-            def finished():
-                state = requests.get(f"{base}/api/v2/dags/{dag_id}/dagRuns/{run_id}", headers=h,
-                                     timeout=10).json()["state"]
-                return state if state in ("success", "failed") else None
+        def run_state(dag_id: str, run_id: str) -> str | None:
+            state = requests.get(f"{base}/api/v2/dags/{dag_id}/dagRuns/{run_id}", headers=h, timeout=10).json()["state"]
+            return state if state in ("success", "failed") else None
 
-            return wait_for(f"the {dag_id} run", finished, timeout)
-
-        assert run_dag("recsys_nightly", "e2e_test", 900) == "success"
+        # The report DAG is scheduled on publish's personal-lists Asset: unpaused first, it runs by itself
+        # once the nightly has published, for the ds in the asset event (no trigger, no 05:00 cron).
+        unpause("recsys_ab_report")
+        unpause("recsys_nightly")
+        # A manual REST trigger whose logical date is DS 00:00 UTC names DS (the resolve_ds rule).
+        r = requests.post(f"{base}/api/v2/dags/recsys_nightly/dagRuns", headers=h, timeout=10,
+                          json={"dag_run_id": "e2e_test", "logical_date": f"{DS}T00:00:00Z"})
+        assert r.ok, r.text
+        assert wait_for("the recsys_nightly run", lambda: run_state("recsys_nightly", "e2e_test"), 900) == "success"
         tis = requests.get(f"{base}/api/v2/dags/recsys_nightly/dagRuns/e2e_test/taskInstances", headers=h,
                            timeout=10).json()["task_instances"]
         states = sorted((t["task_id"], t["map_index"], t["state"]) for t in tis)
-        steps = ("validate", "features", "train", "evaluate", "rank", "select", "surfaces", "publish")
+        steps = ("validate", "features", "train", "evaluate", "rank", "select", "surfaces", "publish", "export")
         # The score step ran as three mapped tasks (one per user shard) under the LocalExecutor.
         assert states == sorted([(t, -1, "success") for t in steps] + [("score", k, "success") for k in range(3)])
-        # The A/B report DAG, for the same date, after the nightly.
-        assert run_dag("recsys_ab_report", "e2e_ab", 300) == "success"
+        # The built ds is in the tasks' XCom (shown in the UI), and publish's asset event carries it.
+        xcom = requests.get(f"{base}/api/v2/dags/recsys_nightly/dagRuns/e2e_test/taskInstances/validate/xcomEntries/"
+                            "return_value", headers=h, timeout=10).json()["value"]
+        assert (xcom if isinstance(xcom, dict) else __import__("json").loads(xcom))["ds"] == DS
+        events = requests.get(f"{base}/api/v2/assets/events", params={"source_run_id": "e2e_test"}, headers=h,
+                              timeout=10).json()["asset_events"]
+        assert sorted((e["uri"], e["extra"]) for e in events) == [
+            (f"x-recsys://warehouse/{f}", {"ds": DS}) for f in ("email", "item_surfaces", "model_runs", "personal_lists")]
+
+        # The report run that e2e_test's personal-lists event started (unpausing the nightly also started
+        # a scheduled run, for the day before today, whose publish starts a report run of its own).
+        def report_run():
+            evs = requests.get(f"{base}/api/v2/assets/events", params={"source_run_id": "e2e_test"}, headers=h,
+                               timeout=10).json()["asset_events"]
+            runs = [r for e in evs if e["uri"].endswith("/personal_lists") for r in e["created_dagruns"]]
+            return runs or None
+
+        ab_runs = wait_for("the asset-triggered recsys_ab_report run", report_run, 300)
+        assert [r["dag_id"] for r in ab_runs] == ["recsys_ab_report"], ab_runs
+        ab_run_id = ab_runs[0]["run_id"]
+        assert wait_for("the recsys_ab_report run", lambda: run_state("recsys_ab_report", ab_run_id), 300) == "success"
+        ab_run = requests.get(f"{base}/api/v2/dags/recsys_ab_report/dagRuns/{ab_run_id}", headers=h, timeout=10).json()
+        assert ab_run["run_type"] == "asset_triggered" and ab_run["logical_date"] is None
         ui = requests.get(f"{base}/", timeout=10)
         assert ui.ok and "<html" in ui.text.lower()
     finally:
@@ -161,6 +203,8 @@ def test_scheduler_runs_dag_triggered_through_rest_api(tmp_path):
         if t == "ab_results":
             continue  # written by the report DAG, not by publish
         again = con.execute(f'SELECT * FROM "{t}" WHERE ds = ?::DATE', [DS]).df()
+        # published_runs stamps each publication's wall-clock time: the redo is a later publication.
+        df, again = df.drop(columns=["published_at"], errors="ignore"), again.drop(columns=["published_at"], errors="ignore")
         keys = list(again.columns)
         norm = lambda d: d.astype(str).sort_values(keys).reset_index(drop=True)
         pd.testing.assert_frame_equal(norm(df), norm(again), obj=t)
@@ -170,6 +214,6 @@ def test_scheduler_runs_dag_triggered_through_rest_api(tmp_path):
     assert set(arms) == {"control", "treatment"}
     ab = con.execute("SELECT * FROM ab_results WHERE ds = ?::DATE AND as_of = ?::DATE", [DS, DS]).df()
     con.close()
-    assert set(ab["metric"]) >= {"conversion", "revenue_per_visitor", "ctr"} and (ab["run_id"] == "e2e_ab").all()
+    assert set(ab["metric"]) >= {"conversion", "revenue_per_visitor", "ctr"} and (ab["run_id"] == ab_run_id).all()
     assert ab["visitors_control"].iloc[0] + ab["visitors_variant"].iloc[0] == 3000
     assert (cfg.home / "reports" / "ab" / f"ds={DS}" / "report.html").exists()
