@@ -129,13 +129,15 @@ def cmd_rerank(args, cfg):
 
 
 def cmd_export(args, cfg):
-    from pipelines.services.serving import export_email
+    from pipelines.services.email_export import FORMATS, export_email
 
     out = Path(args.out)
     if out.is_dir():
-        raise ValueError(f"--out {out} is a directory; give the path of the CSV file to write, e.g. {out / 'email.csv'}")
-    n = export_email(cfg, args.ds, out)
-    print(f"wrote {n} customers to {args.out}")
+        raise ValueError(f"--out {out} is a directory; give the path of the CSV file to write, e.g. "
+                         f"{out / ('email.' + FORMATS[args.format])}")
+    lst = export_email(cfg, args.ds, out, fmt=args.format, allow_empty=args.allow_empty)
+    print(f"wrote {len(lst.recipients)} customers to {args.out} ({args.format}; left out: {lst.skipped_opted_out} "
+          f"opted out of email since the run, {lst.skipped_no_address} without an email address)")
 
 
 # ------------------------------------------------------------------ privacy
@@ -268,6 +270,36 @@ def cmd_run(args, cfg):
     pub = results["publish"]
     print(f"run {run_id} for ds={args.ds}: champion {results['select']['champion']}, "
           f"published {pub['rows']} to {pub['duckdb']}")
+
+
+def cmd_sql(args, cfg):
+    """One query on a read-only connection: never blocks or is blocked by a publish (docs/tables.md)."""
+    import csv
+
+    import duckdb
+
+    from pipelines.infra import warehouse
+
+    con = warehouse.connect_readonly(cfg)
+    try:
+        try:
+            if args.csv:  # streamed: every row, in batches
+                cur = con.execute(args.query)
+                if cur.description is None:
+                    raise SystemExit("the query returned no result set (use a SELECT)")
+                out = csv.writer(sys.stdout, lineterminator="\n")
+                out.writerow([d[0] for d in cur.description])
+                while batch := cur.fetchmany(10_000):
+                    out.writerows(batch)
+                return
+            rel = con.sql(args.query)
+            if rel is None:
+                raise SystemExit("the query returned no result set (use a SELECT)")
+            rel.show(max_rows=args.max_rows, max_width=200)
+        except duckdb.Error as exc:
+            raise SystemExit(f"SQL error: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
 
 
 def cmd_show(args, cfg):

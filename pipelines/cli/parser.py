@@ -90,7 +90,8 @@ def _data_commands(sub) -> None:
     c.set_defaults(func=cmd.cmd_import_catalog)
 
     u = sub.add_parser("import-users", help="land a users file: user_id plus country, consent_personalization, "
-                       "consent_email, interests, signup_date (CSV or Parquet)")
+                       "consent_email, interests, signup_date; contact fields email, first_name, locale for the email export "
+                       "(CSV or Parquet)")
     u.add_argument("path", metavar="PATH", help="path of the users file (.csv or .parquet), one row per user_id")
     u.add_argument("--encoding", default="utf-8", help="text encoding of a CSV file (default utf-8)")
     u.set_defaults(func=cmd.cmd_import_users)
@@ -129,9 +130,15 @@ def _serving_commands(sub) -> None:
     rr.set_defaults(func=cmd.cmd_rerank)
 
     ex = sub.add_parser("export", help="write a list marketing pulls: `export email --ds D --out FILE.csv`")
-    ex.add_argument("what", choices=["email"], help="which list: email (the post-purchase email list)")
+    ex.add_argument("what", choices=["email"], help="which list: email (the post-purchase email list: one record per "
+                    "customer with email consent and an address; docs/privacy.md)")
     ex.add_argument("--ds", type=ds_arg, required=True, help="logical date of the published night, YYYY-MM-DD (required)")
-    ex.add_argument("--out", required=True, help="path of the CSV file to write (required; replaced if it exists)")
+    ex.add_argument("--out", required=True, help="path of the file to write (required; replaced if it exists)")
+    ex.add_argument("--format", choices=["csv", "klaviyo", "braze", "json"], default="csv",
+                    help="csv (flat, default), klaviyo (JSON Lines of Klaviyo profiles), braze (a /users/track body), "
+                         "json (JSON Lines, one object per recipient)")
+    ex.add_argument("--allow-empty", action="store_true", help="write an empty file for a ds with no published run "
+                    "or no recipient (default: refuse with exit code 2)")
     ex.set_defaults(func=cmd.cmd_export)
 
 
@@ -205,6 +212,15 @@ def _pipeline_commands(sub) -> None:
     s.add_argument("--rows", type=positive_int, default=5, help="sample rows per table (default 5)")
     s.set_defaults(func=cmd.cmd_show)
 
+    q = sub.add_parser("sql", help="run one SQL query on the warehouse (read-only) and print the result, e.g. "
+                       "`recsys sql \"SELECT * FROM v_user_recommendations WHERE user_id = '12347'\"`")
+    q.add_argument("query", metavar="QUERY", help="a SELECT (or DESCRIBE, SHOW TABLES, ...); the tables and views "
+                   "are in docs/tables.md")
+    q.add_argument("--csv", action="store_true", help="print CSV (a header and every row) instead of a table")
+    q.add_argument("--max-rows", type=positive_int, default=40,
+                   help="rows shown in table form (default 40; --csv prints every row)")
+    q.set_defaults(func=cmd.cmd_sql)
+
 
 def _tool_commands(sub) -> None:
     a = sub.add_parser("airflow", help="run an airflow command with this project's configuration")
@@ -212,7 +228,7 @@ def _tool_commands(sub) -> None:
                    help="the airflow command and its arguments, passed as they are, e.g. dags list")
     a.set_defaults(func=cmd_airflow)
 
-    t = sub.add_parser("airflow-test", help="run recsys_nightly once through Airflow (airflow dags test)")
+    t = sub.add_parser("airflow-test", help="run recsys_nightly once through Airflow (dag.test(), no scheduler)")
     t.add_argument("--ds", type=ds_arg, required=True, help="logical date of the DAG run, YYYY-MM-DD (required)")
     t.set_defaults(func=cmd_airflow_test)
 
