@@ -8,7 +8,7 @@ DS     ?= $(shell date -u -d yesterday +%F)
 PORT   ?= 8080
 MLFLOW_PORT ?= 5000
 
-.PHONY: install postgres-server chromium run test airflow mlflow bench-validate bench-quality bench-serving bench-scale bench-load chaos clean
+.PHONY: install postgres-server chromium run test airflow mlflow bench-validate bench-quality bench-sessions bench-serving bench-scale bench-load chaos clean
 
 # The stamp is rebuilt whenever the pinned requirements or the package metadata change.
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -67,6 +67,11 @@ bench-quality: install
 # floor's 64-factor ALS as champion; FLOOR_ONLY=1: generation, the floor and block scoring only.
 bench-scale: install
 	$(BIN)/python benchmarks/bench_scale.py $(if $(FLOOR_ONLY),,--pipeline)
+
+# Next item in a session (issue 16): session-kNN and item co-occurrence, leave-last-out HR@20 / MRR@20 on
+# Online Retail's invoices taken as sessions (benchmarks/bench_sessions.py says why).
+bench-sessions: install
+	$(BIN)/python benchmarks/bench_sessions.py $(DATA)
 
 bench-serving: install
 	$(BIN)/python benchmarks/bench_serving.py $(DATA)

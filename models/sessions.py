@@ -1,0 +1,179 @@
+"""Next-item models for anonymous sessions (issue 16): what a visitor is likely to want next, from the
+items of the session so far (most recent last). Sessions come as ``(indptr, items)`` (features.sessions).
+
+Two baselines, vectorised over batches of sessions with sparse matrices (memory bounded by the batch):
+
+* ``SessionKNN`` (V-SKNN, Ludewig & Jannach 2018): the ``k`` past sessions most similar to the current
+  one (cosine over item sets, the current session's items weighted linearly by position, so the
+  latest counts most), each voting for its items with its similarity.
+* ``ItemCooccurrence``: item-kNN on co-occurrence within sessions (cosine of the items' session
+  vectors) from the session's last item: the classic "others also viewed" baseline.
+
+Both keep their state as sparse arrays and save to npz + JSON (no pickle). The session ``rank`` of a
+model is judged by leave-last-out HR@K and MRR@K (``hit_rate_mrr``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from models.kernels import NO_ITEM, sparse_topk
+
+
+def session_matrix(indptr: np.ndarray, items: np.ndarray, n_items: int, weights: np.ndarray | None = None
+                   ) -> sp.csr_matrix:
+    """Sessions x items (CSR); repeated items of a session keep their largest weight (1 by default)."""
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    vals = np.ones(len(items), np.float32) if weights is None else weights.astype(np.float32)
+    m = sp.coo_matrix((vals, (rows, items)), shape=(len(indptr) - 1, n_items)).tocsr()
+    if weights is None:
+        m.data[:] = 1.0  # duplicates were summed
+    else:
+        m.sum_duplicates()
+    return m
+
+
+def position_weights(indptr: np.ndarray) -> np.ndarray:
+    """Per item of each session: its position 1..L divided by L (the latest item weighs 1)."""
+    lengths = np.diff(indptr)
+    pos = np.arange(indptr[-1]) - np.repeat(indptr[:-1], lengths) + 1
+    return (pos / np.repeat(np.maximum(lengths, 1), lengths)).astype(np.float32)
+
+
+def _unit_rows(m: sp.csr_matrix) -> sp.csr_matrix:
+    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+    inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    return (sp.diags(inv.astype(np.float32)) @ m).tocsr()
+
+
+def _row_topk(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """Keep the ``k`` largest entries of each row (ties: lower column first)."""
+    ids, vals = sparse_topk(m, None, k, m.shape[1], fill=False)
+    keep = ids != NO_ITEM
+    rows = np.repeat(np.arange(ids.shape[0]), keep.sum(axis=1))
+    return sp.csr_matrix((vals[keep], (rows, ids[keep])), shape=m.shape)
+
+
+class SessionModel:
+    """``fit(indptr, items, n_items)``, ``recommend(q_indptr, q_items, n)`` -> ``(ids, scores)`` of shape
+    ``(sessions, n)`` (``NO_ITEM`` / -inf where nothing is left), items already in the session excluded;
+    ``save`` / ``load``."""
+
+    name: ClassVar[str] = "session"
+    block_sessions: int = 1024
+
+    def fit(self, indptr: np.ndarray, items: np.ndarray, n_items: int) -> SessionModel:
+        raise NotImplementedError
+
+    def _scores(self, q: sp.csr_matrix, last: np.ndarray) -> sp.csr_matrix:
+        raise NotImplementedError
+
+    def recommend(self, q_indptr: np.ndarray, q_items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        n_items = self.n_items_
+        q_all = session_matrix(q_indptr, q_items, n_items, position_weights(q_indptr))
+        lengths = np.diff(q_indptr)
+        last = np.where(lengths > 0, q_items[np.maximum(q_indptr[1:] - 1, 0)] if len(q_items) else -1, -1)
+        out_ids, out_scores = [], []
+        for lo in range(0, q_all.shape[0], self.block_sessions):
+            hi = min(lo + self.block_sessions, q_all.shape[0])
+            q = q_all[lo:hi]
+            ids, vals = sparse_topk(self._scores(q, last[lo:hi]).tocsr(), None, n, n_items, exclude=q, fill=False)
+            out_ids.append(ids)
+            out_scores.append(vals)
+        if not out_ids:
+            return np.empty((0, n), np.int64), np.empty((0, n), np.float32)
+        return np.vstack(out_ids), np.vstack(out_scores)
+
+    # -- persistence: params.json + model.npz (sparse parts as CSR arrays), no pickle
+    def params(self) -> dict:
+        return {}
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "params.json").write_text(json.dumps({"name": self.name, "params": self.params(),
+                                                       "n_items": int(self.n_items_)}))
+        m = self.state_
+        np.savez(path / "model.npz", data=m.data, indices=m.indices, indptr=m.indptr, shape=np.array(m.shape))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SessionModel:
+        path = Path(path)
+        meta = json.loads((path / "params.json").read_text())
+        model = SESSION_MODELS[meta["name"]](**meta["params"])
+        with np.load(path / "model.npz", allow_pickle=False) as z:
+            model.state_ = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+        model.n_items_ = meta["n_items"]
+        return model
+
+
+class SessionKNN(SessionModel):
+    name = "session_knn"
+
+    def __init__(self, k: int = 100, max_sessions: int = 200_000):
+        self.k = k
+        self.max_sessions = max_sessions
+
+    def params(self) -> dict:
+        return {"k": self.k, "max_sessions": self.max_sessions}
+
+    def fit(self, indptr, items, n_items):
+        # The newest ``max_sessions`` sessions (they come in time order): older habits age out, and the
+        # neighbour search stays bounded on a large shop.
+        start = max(len(indptr) - 1 - self.max_sessions, 0)
+        ip = indptr[start:] - indptr[start]
+        self.state_ = session_matrix(ip, items[indptr[start]:], n_items)
+        self._unit = _unit_rows(self.state_)
+        self.n_items_ = n_items
+        return self
+
+    def _scores(self, q, last):
+        unit = getattr(self, "_unit", None)
+        if unit is None:
+            unit = self._unit = _unit_rows(self.state_)
+        sim = _row_topk((_unit_rows(q) @ unit.T).tocsr(), self.k)
+        return sim @ self.state_
+
+
+class ItemCooccurrence(SessionModel):
+    name = "item_cooccurrence"
+
+    def __init__(self, neighbours: int = 200):
+        self.neighbours = neighbours
+
+    def params(self) -> dict:
+        return {"neighbours": self.neighbours}
+
+    def fit(self, indptr, items, n_items):
+        s = session_matrix(indptr, items, n_items)
+        item_unit = _unit_rows(s.T.tocsr())
+        sim = (item_unit @ item_unit.T).tocsr()
+        sim.setdiag(0)
+        sim.eliminate_zeros()
+        self.state_ = _row_topk(sim, self.neighbours)
+        self.n_items_ = n_items
+        return self
+
+    def _scores(self, q, last):
+        rows = np.flatnonzero(last >= 0)
+        pick = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, last[rows])), shape=(len(last), self.n_items_))
+        return pick @ self.state_
+
+
+SESSION_MODELS: dict[str, type[SessionModel]] = {m.name: m for m in (SessionKNN, ItemCooccurrence)}
+
+
+def hit_rate_mrr(ids: np.ndarray, targets: np.ndarray, k: int) -> tuple[float, float]:
+    """Leave-last-out HR@k (share of sessions whose held-out next item is in the top k) and MRR@k
+    (mean of 1 / its rank, 0 when outside the top k)."""
+    if not len(targets):
+        return 0.0, 0.0
+    top = ids[:, :k] == targets[:, None]
+    hit = top.any(axis=1)
+    rank = np.argmax(top, axis=1) + 1
+    return float(hit.mean()), float(np.where(hit, 1.0 / rank, 0.0).mean())
