@@ -69,6 +69,21 @@ class ModelSettings:
     content_min_df: int = 1
     content_ngram_max: int = 2
     content_max_features: int = 50_000
+    # LightGCN (models/lightgcn.py, PyTorch; not a default candidate: add "lightgcn" to candidates).
+    # Training stops at lightgcn_epochs, after lightgcn_budget_seconds, or after lightgcn_patience
+    # epochs without a better validation score; above lightgcn_max_interactions it trains on a
+    # random sample of whole users. Device: "auto" (CUDA when available), "cpu" or "cuda".
+    lightgcn_factors: int = 64
+    lightgcn_layers: int = 3
+    lightgcn_learning_rate: float = 0.01
+    lightgcn_regularization: float = 1e-4
+    lightgcn_epochs: int = 50
+    lightgcn_batch_size: int = 4096
+    lightgcn_budget_seconds: float = 600.0
+    lightgcn_patience: int = 5
+    lightgcn_validation_fraction: float = 0.1
+    lightgcn_max_interactions: int = 2_000_000
+    lightgcn_device: str = "auto"
 
 
 @dataclass(frozen=True)

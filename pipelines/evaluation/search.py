@@ -19,6 +19,7 @@ SEARCH_SPACE: dict[str, list[dict]] = {
     "ease": [{"regularization": 50.0}, {"regularization": 500.0}, {"regularization": 2000.0}],
     "als": [{"factors": 32, "regularization": 0.01}, {"factors": 128, "regularization": 0.1},
             {"factors": 64, "regularization": 1.0}],
+    "lightgcn": [{"layers": 2}, {"factors": 128}, {"regularization": 1e-3}],
 }
 
 
@@ -41,7 +42,10 @@ def search(cfg: Config, ds: str, f: Features, users, truth, inactive, n_catalog:
                 log.info("evaluate ds=%s: search budget of %ss used up", ds, cfg.evaluation.search_budget_seconds)
                 return trials, overrides
             t0 = time.perf_counter()
-            model = make_model(name, cfg, alt).fit(f.train, items)
+            model = make_model(name, cfg, alt)
+            if "budget_seconds" in model.get_params():  # a deep model's trial ends with the search's budget
+                model.budget_seconds = min(model.budget_seconds, deadline - t0)
+            model = model.fit(f.train, items)
             recs, _ = model.recommend(users, f.train, cfg.evaluation.eval_k, filter_items=inactive)
             m = {**ranking_metrics(recs, truth, cfg.evaluation.eval_k, n_catalog), **extra(recs, truth)}
             won = m[key] > summary[name][key]

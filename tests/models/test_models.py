@@ -22,7 +22,8 @@ from tests.models.contract import checkerboard
 
 def test_registry_names_match_classes():
     # The models of the package (a test file may register more: out of REGISTRY after collection).
-    assert sorted(REGISTRY) == ["als", "bpr", "buy_again", "content", "ease", "itemknn", "popularity", "trending"]
+    assert sorted(REGISTRY) == ["als", "bpr", "buy_again", "content", "ease", "itemknn", "lightgcn", "popularity",
+                              "trending"]
     assert all(cls.name == name for name, cls in REGISTRY.items())
 
 

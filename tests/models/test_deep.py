@@ -1,0 +1,171 @@
+"""The deep models' helpers (models/deep.py) and LightGCN (models/lightgcn.py), on planted data whose
+answers are known by hand. LightGCN also runs the shared contract (test_contract.py) as a
+registered model. Kept cheap: tiny graphs, few epochs, one torch thread."""
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from models import REGISTRY, load_model
+from models.deep import fit_loop, holdout_split, pick_device, sample_users, validation_auc
+from tests.conftest import REPO
+
+LOG = logging.getLogger("test_deep")
+
+
+def communities() -> sp.csr_matrix:
+    """40 users x 30 items in two disconnected communities: users 0-19 buy only items 0-14, users
+    20-39 only items 15-29; user u buys the 8 items (u + k) mod 15, k < 8, of its community, so
+    7 items of its own community are left for it."""
+    rows, cols = [], []
+    for u in range(40):
+        base = 0 if u < 20 else 15
+        for k in range(8):
+            rows.append(u)
+            cols.append(base + (u + k) % 15)
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(40, 30))
+
+
+def lightgcn(**params):
+    # Batches of 64: several steps per epoch on 320 interactions.
+    model = REGISTRY["lightgcn"](**{"factors": 16, "epochs": 30, "batch_size": 64, "validation_fraction": 0.2,
+                                    **params})
+    model.num_threads = 1
+    return model
+
+
+@pytest.mark.parametrize("max_interactions", [0, 160])
+def test_lightgcn_recommends_within_the_users_community(max_interactions):
+    ui = communities()
+    # 0: all data, early stopping on a validation share. 160 of 320: trained (all epochs, no
+    # validation: 20 users are too few to stop on) on a sample of 20 whole users; the others still
+    # get embeddings through the graph.
+    params = {"max_interactions": 160, "validation_fraction": 0.0} if max_interactions else {}
+    model = lightgcn(**params).fit(ui)
+    ids, _ = model.recommend(np.arange(40), ui, n=5, exclude=ui)
+    own_community = (ids >= 15) == (np.arange(40) >= 20)[:, None]
+    assert (ids >= 0).all() and own_community.all()
+    assert model.fit_summary_["stopped_by"] in ("epochs", "patience")
+    # 8 interactions per user: a sample of 160 holds 20 whole users.
+    assert model.fit_summary_["users_trained"] == (20 if max_interactions else 40)
+
+
+def test_lightgcn_is_deterministic_on_cpu_for_a_seed():
+    ui = communities()
+    a, b, c = lightgcn(random_state=7).fit(ui), lightgcn(random_state=7).fit(ui), lightgcn(random_state=8).fit(ui)
+    assert np.array_equal(a.user_factors_, b.user_factors_) and np.array_equal(a.item_factors_, b.item_factors_)
+    assert not np.array_equal(a.item_factors_, c.item_factors_)  # the seed is what fixes them
+
+
+def test_lightgcn_save_load_same_recommendations_and_no_pickle(tmp_path):
+    ui = communities()
+    model = lightgcn(epochs=5).fit(ui)
+    path = model.save(tmp_path / "lightgcn")
+    assert {f.suffix for f in path.iterdir()} <= {".npz", ".json"}
+    with np.load(path / "model.npz", allow_pickle=False) as z:
+        assert all(z[k].dtype != object for k in z.files)
+    loaded = load_model(path)
+    users = np.arange(40)
+    for got, want in zip(loaded.recommend(users, ui, 5, exclude=ui), model.recommend(users, ui, 5, exclude=ui)):
+        assert np.array_equal(got, want)
+    assert loaded.get_params() == model.get_params()
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_fit_loop_stops_by_budget():
+    clock = FakeClock()
+
+    def epoch(e):  # each epoch takes 1 s
+        clock.now += 1.0
+
+    # After epoch 3, 3 s are used and the next epoch would end at 4 s > 3.5 s: 3 epochs.
+    out = fit_loop("m", epoch, lambda: clock.now, 100, 3.5, 0, LOG, clock=clock)
+    assert (out["epochs"], out["stopped_by"], out["best_epoch"], out["seconds"]) == (3, "budget", 3, 3.0)
+
+
+def test_fit_loop_stops_by_patience_and_restores_the_best_epoch():
+    scores = iter([0.1, 0.3, 0.2, 0.25, 0.29, 0.5])
+    state = {"epoch": 0}
+    restored = []
+    out = fit_loop("m", lambda e: state.update(epoch=e), lambda: next(scores), 100, None, 3, LOG,
+                   snapshot=lambda: state["epoch"], restore=restored.append, clock=FakeClock())
+    # Best 0.3 at epoch 2; epochs 3, 4, 5 are no better: stop after epoch 5, back to epoch 2.
+    assert (out["epochs"], out["best_epoch"], out["best_score"], out["stopped_by"]) == (5, 2, 0.3, "patience")
+    assert restored == [2]
+    no_validation = fit_loop("m", lambda e: None, None, 4, 0, 3, LOG, clock=FakeClock())
+    assert (no_validation["epochs"], no_validation["stopped_by"], no_validation["best_score"]) == (4, "epochs", None)
+
+
+def test_holdout_split_holds_out_a_random_share_per_user():
+    # User u has 4 * u items (0, 4, 8, 12); a quarter of each user's items is held out: 0, 1, 2, 3.
+    x = sp.csr_matrix(np.arange(16)[None, :] < 4 * np.arange(4)[:, None], dtype=np.float32)
+    train, valid = holdout_split(x, 0.25, seed=3)
+    assert np.diff(valid.indptr).tolist() == [0, 1, 2, 3]
+    assert (train + valid != x).nnz == 0 and train.multiply(valid).nnz == 0
+    # A user with 3 items keeps them all at 0.25; the draw depends on the seed.
+    other = holdout_split(x, 0.25, seed=4)[1]
+    assert np.diff(other.indptr).tolist() == [0, 1, 2, 3] and (other != valid).nnz
+
+
+def test_sample_users_keeps_whole_users_within_the_limit():
+    x = sp.random(50, 20, density=0.3, format="csr", random_state=0)
+    whole, everyone = sample_users(x, x.nnz, seed=0)  # within the limit: all of it
+    assert (whole != x).nnz == 0 and everyone.tolist() == list(range(50))
+    s, kept = sample_users(x, 100, seed=0)
+    assert s.shape == x.shape and 0 < s.nnz <= 100
+    assert (s[kept] != x[kept]).nnz == 0  # kept users whole
+    others = np.setdiff1d(np.arange(50), kept)
+    assert s[others].nnz == 0
+
+
+def test_validation_auc_by_hand():
+    # Scores of the one user for items 0-3: 4, 3, 2, 1. Item 1 is in train, item 2 held out: of the
+    # other items not in train (0 and 3), one scores below item 2: 0.5.
+    u, v = np.array([[1.0]]), np.array([[4.0], [3.0], [2.0], [1.0]])
+    train = sp.csr_matrix(([1.0], ([0], [1])), shape=(1, 4))
+    valid = sp.csr_matrix(([1.0], ([0], [2])), shape=(1, 4))
+    assert validation_auc(u, v, train, valid) == 0.5
+    valid_best = sp.csr_matrix(([1.0], ([0], [0])), shape=(1, 4))
+    assert validation_auc(u, v, train, valid_best) == 1.0
+
+
+def test_pick_device(monkeypatch):
+    import torch
+
+    assert pick_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == pick_device("cuda") == "cpu"  # CUDA is never required
+    with pytest.raises(ValueError):
+        pick_device("tpu")
+
+
+def test_importing_the_models_does_not_import_torch():
+    code = "import sys, models; assert 'lightgcn' in models.REGISTRY; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_state_dict_round_trip_through_npz_without_pickle(tmp_path):
+    import torch
+
+    from models.deep import arrays_to_state, state_to_arrays
+
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    np.savez(tmp_path / "w.npz", **state_to_arrays(a, prefix="net."))
+    with np.load(tmp_path / "w.npz", allow_pickle=False) as z:
+        assert sorted(z.files) == ["net.bias", "net.weight"]
+        arrays_to_state(b, dict(z), prefix="net.")
+    x = torch.ones(1, 3)
+    assert torch.equal(a(x), b(x)) and torch.equal(b.weight, a.weight)
