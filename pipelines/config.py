@@ -84,6 +84,23 @@ class ModelSettings:
     lightgcn_validation_fraction: float = 0.1
     lightgcn_max_interactions: int = 2_000_000
     lightgcn_device: str = "auto"
+    # Two-tower retrieval (models/two_tower.py, PyTorch; not a default candidate: add "two_tower" to
+    # candidates). Same stopping rules, sample and device as LightGCN; items without interactions
+    # are embedded from their content (TF-IDF settings as content_*).
+    two_tower_factors: int = 64
+    two_tower_learning_rate: float = 0.005
+    two_tower_epochs: int = 30
+    two_tower_batch_size: int = 1024
+    two_tower_temperature: float = 0.1
+    two_tower_id_dropout: float = 0.5
+    two_tower_budget_seconds: float = 600.0
+    two_tower_patience: int = 3
+    two_tower_validation_fraction: float = 0.1
+    two_tower_max_interactions: int = 2_000_000
+    two_tower_min_df: int = 1
+    two_tower_ngram_max: int = 1
+    two_tower_max_features: int = 20_000
+    two_tower_device: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ SEARCH_SPACE: dict[str, list[dict]] = {
     "als": [{"factors": 32, "regularization": 0.01}, {"factors": 128, "regularization": 0.1},
             {"factors": 64, "regularization": 1.0}],
     "lightgcn": [{"layers": 2}, {"factors": 128}, {"regularization": 1e-3}],
+    "two_tower": [{"temperature": 0.05}, {"factors": 128}, {"id_dropout": 0.2}],
 }
 
 

@@ -1,0 +1,274 @@
+"""Two-tower retrieval (PyTorch, models/deep.py): an item tower over the item id and its content, a
+user tower over the user's items, trained with an in-batch sampled softmax.
+
+* Content: the item text of features.text.item_text (title, description, ``cat_`` category and
+  ``bra_`` brand tokens, price band), as ``items['text']`` (computed from the catalog columns when
+  only those are given), vectorised as the content model does (models.content: TF-IDF, sublinear
+  tf, the same token pattern; ``min_df``, ``ngram_max``, ``max_features``).
+* Item tower: ``h = id embedding + sum_t tfidf_t * term embedding_t``, then
+  ``normalize(h + MLP(h))``. Id embeddings start at zero and, in training, each item's is dropped
+  with probability ``id_dropout`` per batch, so the content alone places an item: an item nobody
+  has bought (no id signal) is embedded from its content, for the new-item slots and its
+  ``similar_items``. Without any item text the tower is the id embedding alone.
+* User tower: ``normalize(m + MLP(m))``, ``m`` the mean of the item-tower embeddings of the user's
+  items weighted by the ``user_items`` weights (the summed event-type weights of the features step;
+  they carry no recency). Country and stated interests are not inputs of the model contract's
+  ``fit(user_items, items)``: not used (future work).
+* Training: (user, item) pairs of the user's items, the item left out of the user's own history;
+  the softmax over the batch's items (``temperature``; other pairs of the same item masked), Adam.
+  Early stopping on the validation AUC of a random per-user share (``validation_fraction``), with
+  ``patience``, at most ``epochs`` epochs and ``budget_seconds`` (models.deep.fit_loop); above
+  ``max_interactions`` interactions it trains on a random sample of whole users (sample_users);
+  every user's final embedding is then the user tower over all of the user's items.
+* Serving: ``user_factors_`` and ``item_factors_`` (every item of the matrix, those without
+  interactions from their content) as numpy arrays, scored as every factor model
+  (models.factors), no torch needed; ``content_vectors(texts)`` embeds items described by text
+  only (after the fit) in numpy. Saved as npz (the tower weights through state_to_arrays).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from features.text import item_text
+from models.content import ContentRecommender
+from models.deep import (arrays_to_state, fit_loop, holdout_split, import_torch, pick_device, sample_users,
+                         seed_everything, state_to_arrays, validation_auc)
+from models.factors import FactorRecommender
+from models.registry import register
+
+log = logging.getLogger(__name__)
+
+TOWER = "tower."  # prefix of the tower weights among the saved arrays
+CHUNK = 65_536  # items or users per no-grad forward pass
+
+
+def content_text(items) -> np.ndarray | None:
+    """The items' text (``items['text']``, else features.text.item_text of the catalog columns), or
+    None when there is none."""
+    if items is None:
+        return None
+    if "text" in items:
+        return items["text"].fillna("").astype(str).to_numpy()
+    if any(c in items for c in ("title", "description", "category", "brand", "price")):
+        return item_text(pd.DataFrame(items)).to_numpy()
+    return None
+
+
+def _build(torch, n_items: int, n_terms: int, factors: int):
+    """The towers' weights: item ids (zero), term embeddings (when there is text), two residual MLPs."""
+    nn = torch.nn
+    mods = {"item_id": nn.Embedding(n_items, factors),
+            "item_mlp": nn.Sequential(nn.Linear(factors, factors), nn.ReLU(), nn.Linear(factors, factors)),
+            "user_mlp": nn.Sequential(nn.Linear(factors, factors), nn.ReLU(), nn.Linear(factors, factors))}
+    if n_terms:
+        mods["terms"] = nn.EmbeddingBag(n_terms, factors, mode="sum")
+        nn.init.normal_(mods["terms"].weight, std=1.0 / np.sqrt(factors))
+    net = nn.ModuleDict(mods)
+    nn.init.zeros_(net["item_id"].weight)
+    return net
+
+
+def _residual(torch, mlp, h):
+    return torch.nn.functional.normalize(h + mlp(h), dim=1)
+
+
+@register
+class TwoTower(FactorRecommender):
+    name = "two_tower"
+
+    def __init__(self, factors: int = 64, learning_rate: float = 0.005, epochs: int = 30, batch_size: int = 1024,
+                 temperature: float = 0.1, id_dropout: float = 0.5, budget_seconds: float = 600.0,
+                 patience: int = 3, validation_fraction: float = 0.1, max_interactions: int = 2_000_000,
+                 min_df: int = 1, ngram_max: int = 1, max_features: int = 20_000, device: str = "auto",
+                 random_state: int = 42) -> None:
+        self.factors = factors
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.temperature = temperature
+        self.id_dropout = id_dropout
+        self.budget_seconds = budget_seconds
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.max_interactions = max_interactions
+        self.min_df = min_df
+        self.ngram_max = ngram_max
+        self.max_features = max_features
+        self.device = device
+        self.random_state = random_state
+
+    # -- content
+    def _vectorizer(self) -> ContentRecommender:
+        return ContentRecommender(min_df=self.min_df, ngram_max=self.ngram_max, max_features=self.max_features)
+
+    def _content(self, items, n_items: int) -> sp.csr_matrix:
+        """TF-IDF rows (items x terms) as the content model computes them; sets ``terms_``, ``idf_``."""
+        text = content_text(items)
+        self.terms_, self.idf_ = np.array([], dtype=str), np.array([], dtype=np.float32)
+        if text is None:
+            return sp.csr_matrix((n_items, 0), dtype=np.float32)
+        if len(text) != n_items:
+            raise ValueError(f"two_tower: items has {len(text)} rows, user_items {n_items} columns")
+        content = self._vectorizer().fit(None, pd.DataFrame({"text": text}))
+        if getattr(content, "terms_", None) is None:  # no token in any text
+            return sp.csr_matrix((n_items, 0), dtype=np.float32)
+        self.terms_, self.idf_ = content.terms_, content.idf_
+        return content.item_vectors_.astype(np.float32).tocsr()
+
+    def content_vectors(self, texts) -> np.ndarray:
+        """Item-tower embeddings (unit rows) of items known by their text only (no interactions),
+        computed in numpy from the saved weights: what ``fit`` gives an item without interactions
+        whose ``items['text']`` is the text."""
+        w = self.tower_
+        if len(self.terms_):
+            vec = self._vectorizer()
+            vec.item_vectors_ = sp.csr_matrix((0, len(self.terms_)), dtype=np.float32)
+            vec.terms_, vec.idf_ = self.terms_, self.idf_
+            h = np.asarray(vec.text_vectors(texts) @ w["terms.weight"], dtype=np.float32)
+        else:
+            h = np.zeros((len(list(texts)), self.factors), np.float32)
+        hid = np.maximum(h @ w["item_mlp.0.weight"].T + w["item_mlp.0.bias"], 0)
+        out = h + hid @ w["item_mlp.2.weight"].T + w["item_mlp.2.bias"]
+        return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    # -- fit
+    def fit(self, user_items: sp.csr_matrix, items=None) -> TwoTower:
+        torch = import_torch()
+        device = pick_device(self.device)
+        rng = seed_everything(self.random_state, self.num_threads, device)
+        x = user_items.tocsr().astype(np.float32)
+        x.eliminate_zeros()
+        n_users, n_items = x.shape
+        content = self._content(items, n_items)
+        sample, kept = sample_users(x, self.max_interactions, self.random_state)
+        if len(kept) < n_users:
+            log.info("two_tower: %d interactions > max_interactions %d: trained on %d of %d users (a random "
+                     "sample of whole users)", x.nnz, self.max_interactions, len(kept), n_users)
+        train, valid = holdout_split(sample, self.validation_fraction, self.random_state)
+        net = _build(torch, n_items, content.shape[1], int(self.factors)).to(device)
+        ctx = _Batches(torch, net, content, train, device)
+        self.fit_summary_ = {**self._train(torch, net, ctx, valid, rng), "users_trained": int(len(kept))}
+        net.eval()
+        with torch.no_grad():
+            seen = np.diff(x.tocsc().indptr) > 0  # items with interactions keep their id embedding
+            self.item_factors_ = ctx.all_items(seen)
+            self.user_factors_ = ctx.users(x, self.item_factors_)
+        self.tower_ = state_to_arrays(net)
+        return self
+
+    def _train(self, torch, net, ctx: _Batches, valid: sp.csr_matrix, rng: np.random.Generator) -> dict:
+        """In-batch softmax epochs under models.deep.fit_loop; ``net`` ends at its best epoch."""
+        train = ctx.train
+        n_u = np.diff(train.indptr)
+        rows = np.repeat(np.arange(train.shape[0], dtype=np.int64), n_u)
+        ok = n_u[rows] >= 2  # a pair needs the user's other items as history
+        pos_u, pos_i = rows[ok], train.indices[ok].astype(np.int64)
+        seen = np.diff(train.tocsc().indptr) > 0
+        opt = torch.optim.Adam(net.parameters(), lr=self.learning_rate)
+        batch = max(2, int(self.batch_size))
+        temp = float(self.temperature)
+        # Without content an item is its id alone: nothing to drop it for.
+        id_dropout = float(self.id_dropout) if ctx.content.shape[1] else 0.0
+
+        def epoch_fn(epoch: int) -> float | None:
+            if not len(pos_u):
+                return None
+            net.train()
+            order = rng.permutation(len(pos_u))
+            total = 0.0
+            for s in range(0, len(order), batch):
+                b = order[s:s + batch]
+                users, targets = ctx.batch(pos_u[b], pos_i[b], rng, id_dropout)
+                logits = users @ targets.T / temp
+                same = torch.from_numpy(pos_i[b][:, None] == pos_i[b][None, :]).to(ctx.device)
+                logits = logits.masked_fill(same & ~torch.eye(len(b), dtype=torch.bool, device=ctx.device),
+                                            float("-inf"))
+                loss = torch.nn.functional.cross_entropy(logits, torch.arange(len(b), device=ctx.device))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(b)
+            return total / len(order)
+
+        def validate() -> float:
+            net.eval()
+            with torch.no_grad():
+                item_vecs = ctx.all_items(seen)
+                return validation_auc(ctx.users(train, item_vecs), item_vecs, train, valid)
+
+        def snapshot():
+            return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+        return fit_loop(self.name, epoch_fn, validate if valid.nnz else None, int(self.epochs),
+                        float(self.budget_seconds), int(self.patience), log, snapshot=snapshot,
+                        restore=net.load_state_dict)
+
+    # -- persistence
+    def _arrays(self):
+        return {**super()._arrays(), "terms_": np.asarray(self.terms_, dtype=str),
+                "idf_": np.asarray(self.idf_, dtype=np.float32),
+                **{TOWER + k: v for k, v in self.tower_.items()}}
+
+    def _set_arrays(self, arrays):
+        super()._set_arrays(arrays)
+        self.terms_, self.idf_ = arrays["terms_"], arrays["idf_"]
+        self.tower_ = {k[len(TOWER):]: v for k, v in arrays.items() if k.startswith(TOWER)}
+
+
+class _Batches:
+    """The towers' forward passes over numpy indices: a training batch, every item, every user."""
+
+    def __init__(self, torch, net, content: sp.csr_matrix, train: sp.csr_matrix, device: str) -> None:
+        self.torch, self.net, self.content, self.train, self.device = torch, net, content, train, device
+
+    def items(self, idx: np.ndarray, keep_id: np.ndarray):
+        """Item-tower embeddings of items ``idx``; ``keep_id``: 1 where the id embedding counts."""
+        t = self.torch
+        h = self.net["item_id"](t.from_numpy(idx).to(self.device))
+        h = h * t.from_numpy(keep_id.astype(np.float32)).to(self.device)[:, None]
+        if "terms" in self.net:
+            c = self.content[idx]
+            h = h + self.net["terms"](t.from_numpy(c.indices.astype(np.int64)).to(self.device),
+                                      t.from_numpy(c.indptr[:-1].astype(np.int64)).to(self.device),
+                                      per_sample_weights=t.from_numpy(c.data.astype(np.float32)).to(self.device))
+        return _residual(t, self.net["item_mlp"], h)
+
+    def user_tower(self, means):
+        return _residual(self.torch, self.net["user_mlp"], means)
+
+    def batch(self, users: np.ndarray, targets: np.ndarray, rng: np.random.Generator, id_dropout: float):
+        """(user embeddings, target item embeddings) of a batch of pairs: each user over the user's
+        training items but the target, each item's id dropped with probability ``id_dropout``."""
+        t = self.torch
+        hist = self.train[users].tocsr()
+        rows = np.repeat(np.arange(len(users)), np.diff(hist.indptr))
+        w = np.where(hist.indices == targets[rows], 0.0, hist.data).astype(np.float32)
+        uniq, inv = np.unique(np.concatenate([hist.indices.astype(np.int64), targets]), return_inverse=True)
+        emb = self.items(uniq, rng.random(len(uniq)) >= id_dropout)
+        norm = np.bincount(rows, weights=w, minlength=len(users))
+        w = w / np.maximum(norm[rows], 1e-12)
+        mean = t.sparse_coo_tensor(t.from_numpy(np.vstack([rows, inv[:len(rows)]]).astype(np.int64)),
+                                   t.from_numpy(w.astype(np.float32)), (len(users), len(uniq)),
+                                   device=self.device, check_invariants=False).coalesce()
+        return self.user_tower(t.sparse.mm(mean, emb)), emb[t.from_numpy(inv[len(rows):]).to(self.device)]
+
+    def all_items(self, seen: np.ndarray) -> np.ndarray:
+        """Every item's embedding (no dropout; ids of the ``seen`` items only), float32."""
+        n = self.content.shape[0]
+        out = [self.items(np.arange(s, min(s + CHUNK, n), dtype=np.int64), seen[s:s + CHUNK]).cpu().numpy()
+               for s in range(0, n, CHUNK)]
+        return np.ascontiguousarray(np.vstack(out) if out else np.zeros((0, 1)), dtype=np.float32)
+
+    def users(self, user_items: sp.csr_matrix, item_vecs: np.ndarray) -> np.ndarray:
+        """Every user's embedding: the user tower over the weighted mean of the user's item vectors."""
+        x = user_items.tocsr()
+        norm = np.asarray(x.sum(axis=1)).ravel()
+        means = sp.diags(np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)) @ x @ item_vecs
+        means = np.asarray(means, dtype=np.float32)
+        out = [self.user_tower(self.torch.from_numpy(means[s:s + CHUNK]).to(self.device)).cpu().numpy()
+               for s in range(0, len(means), CHUNK)]
+        return np.ascontiguousarray(np.vstack(out) if out else np.zeros((0, item_vecs.shape[1])), dtype=np.float32)
