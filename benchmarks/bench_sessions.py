@@ -9,13 +9,15 @@ session of two or more items is asked for its next item from all but its last it
 
 Printed: sessions, items, then per model HR@20, MRR@20 and fit / recommend seconds. Models:
 popularity (the most frequent items in training sessions, a floor), item co-occurrence from the last
-item (models.sessions.ItemCooccurrence), session-kNN (models.sessions.SessionKNN).
+item (models.sessions.ItemCooccurrence), session-kNN (models.sessions.SessionKNN), the GRU4Rec-style
+model (models.session_gru.SessionGRU, PyTorch on the CPU; ``--gru-budget`` seconds of training at most).
 
     python benchmarks/bench_sessions.py [../shared/data/online_retail.parquet] [--test-days 30]
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -29,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from features.sessions import leave_last_out, sessions_from_orders  # noqa: E402
 from models.kernels import sparse_topk  # noqa: E402
+from models.session_gru import SessionGRU  # noqa: E402
 from models.sessions import ItemCooccurrence, SessionKNN, hit_rate_mrr, session_matrix  # noqa: E402
 
 DEFAULT = REPO.parent / "shared" / "data" / "online_retail.parquet"
@@ -46,7 +49,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("path", nargs="?", default=str(DEFAULT))
     ap.add_argument("--test-days", type=int, default=30, help="the last N days' invoices are the test sessions")
+    ap.add_argument("--gru-budget", type=float, default=240.0, help="SessionGRU's training budget in seconds")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     df = load(Path(args.path))
     cutoff = df["InvoiceDate"].max().normalize() - pd.Timedelta(days=args.test_days - 1)
     codes, uniques = pd.factorize(df["StockCode"])
@@ -66,7 +71,7 @@ def main() -> None:
     pop_ranked, _ = sparse_topk(sp.csr_matrix(q.shape, dtype=np.float32), counts, K, n_items, exclude=q)
     hr, mrr = hit_rate_mrr(pop_ranked, targets, K)
     print(f"{'popularity':<20}{hr:>8.4f}{mrr:>9.4f}{0:>8.2f}{0:>8.2f}")
-    for model in (ItemCooccurrence(), SessionKNN()):
+    for model in (ItemCooccurrence(), SessionKNN(), SessionGRU(budget_seconds=args.gru_budget, device="cpu")):
         t0 = time.perf_counter()
         model.fit(tr_ip, tr_items, n_items)
         t1 = time.perf_counter()

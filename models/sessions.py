@@ -14,6 +14,7 @@ model is judged by leave-last-out HR@K and MRR@K (``hit_rate_mrr``).
 """
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import ClassVar
@@ -97,18 +98,27 @@ class SessionModel:
         path.mkdir(parents=True, exist_ok=True)
         (path / "params.json").write_text(json.dumps({"name": self.name, "params": self.params(),
                                                        "n_items": int(self.n_items_)}))
-        m = self.state_
-        np.savez(path / "model.npz", data=m.data, indices=m.indices, indptr=m.indptr, shape=np.array(m.shape))
+        np.savez(path / "model.npz", **self._arrays())
         return path
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """The fitted state as named arrays for model.npz (here: ``state_`` as CSR parts)."""
+        m = self.state_
+        return {"data": m.data, "indices": m.indices, "indptr": m.indptr, "shape": np.array(m.shape)}
+
+    def _set_arrays(self, z: dict[str, np.ndarray]) -> None:
+        self.state_ = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
 
     @classmethod
     def load(cls, path: str | Path) -> SessionModel:
         path = Path(path)
         meta = json.loads((path / "params.json").read_text())
+        if meta["name"] not in SESSION_MODELS:  # a model of its own module registers on import
+            importlib.import_module(f"models.{meta['name']}")
         model = SESSION_MODELS[meta["name"]](**meta["params"])
-        with np.load(path / "model.npz", allow_pickle=False) as z:
-            model.state_ = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
         model.n_items_ = meta["n_items"]
+        with np.load(path / "model.npz", allow_pickle=False) as z:
+            model._set_arrays({k: z[k] for k in z.files})
         return model
 
 
@@ -165,6 +175,8 @@ class ItemCooccurrence(SessionModel):
         return pick @ self.state_
 
 
+# Models in modules of their own (models.session_gru: torch) add themselves on import; ``load`` imports
+# ``models.<name>`` for a name it does not know yet.
 SESSION_MODELS: dict[str, type[SessionModel]] = {m.name: m for m in (SessionKNN, ItemCooccurrence)}
 
 
