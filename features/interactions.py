@@ -13,6 +13,8 @@ directory and swapped in whole):
 * ``full.npz``       users x items weights from all events up to the end of ``ds``
 * ``holdout.parquet`` user_idx, item_idx: distinct purchases inside the holdout window (the truth)
 * ``daily.parquet``  user_idx, item_idx, day (days since 1970-01-01, UTC), w (summed weight), purchases
+* ``sessions_train.npz``, ``sessions_holdout.npz``  the window's sessions before / inside the holdout window
+  (indptr, items as item_idx; pipelines.session_artifacts)
 * ``meta.json``      counts and window bounds
 
 Weights: the sum of per-event-type weights (config ``event_weights``); a return cancels a purchase.
@@ -29,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
+from features.sessions import sessionize
 from features.text import item_categories, item_text
 from models.buy_again import smoothed_repeat_rate
 from pipelines import constants as C
@@ -36,6 +39,7 @@ from pipelines.artifacts import Features, Layout, layout, write_features
 from pipelines.config import Config
 from pipelines.infra import storage
 from pipelines.infra.consent import drop_forgotten, opted_out
+from pipelines.session_artifacts import write_sessions
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +117,12 @@ def _load_events(con: duckdb.DuckDBPyConnection, cfg: Config, ds: str, end: date
     if files:
         con.execute(f"""
             CREATE TEMP TABLE ev AS
-            SELECT user_id, item_id, event_type, event_time, {weight_sql} AS w
+            SELECT user_id, item_id, event_type, event_time, {weight_sql} AS w, {_session_col(con, files)}
             FROM read_parquet(?, union_by_name=true)
             WHERE event_time < {_ts(end)} {lo}""", [[str(f) for f in files]])
     else:
         con.execute("""CREATE TEMP TABLE ev (user_id VARCHAR, item_id VARCHAR, event_type VARCHAR,
-                                            event_time TIMESTAMPTZ, w DOUBLE)""")
+                                            event_time TIMESTAMPTZ, w DOUBLE, session_id VARCHAR)""")
     n_events = con.execute("SELECT count(*) FROM ev").fetchall()[0][0]
     if n_events == 0 and start is not None and any(f.parent.name.split("=", 1)[1] < start.isoformat() for f in files):
         # Events exist, only older than history_days: an empty night would blank every list.
@@ -130,6 +134,13 @@ def _load_events(con: duckdb.DuckDBPyConnection, cfg: Config, ds: str, end: date
         log.warning("features ds=%s: no validated events in the window ending %s under %s: empty features",
                     ds, end, events_root)
     return n_events
+
+
+def _session_col(con: duckdb.DuckDBPyConnection, files: list) -> str:
+    """The session_id column of the validated events, or NULL where no file has one (older releases)."""
+    cols = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?, union_by_name=true)",
+                                      [[str(f) for f in files]]).fetchall()}
+    return C.SESSION_ID if C.SESSION_ID in cols else f"NULL::VARCHAR AS {C.SESSION_ID}"
 
 
 def _index_users(con: duckdb.DuckDBPyConnection, cfg: Config) -> tuple[pd.DataFrame, list[str]]:
@@ -253,6 +264,18 @@ def _matrix(cells: dict, values, shape: tuple[int, int]) -> sp.csr_matrix:
     return m
 
 
+def _sessions(con: duckdb.DuckDBPyConnection, cfg: Config, hs: str, items: pd.DataFrame) -> dict:
+    """The window's sessions (features.sessions.sessionize: by session_id, else by an inactivity gap of
+    ``session_gap_minutes``) of views, cart additions and purchases (a return is not browsing), as
+    item_idx: ``train`` from the events before the holdout start, ``holdout`` from those inside it (a
+    session crossing the cut-off is cut there, so no holdout event reaches the train part)."""
+    ev = con.execute(f"""SELECT user_id, item_id, event_time, session_id, event_time < {hs} AS train FROM ev
+                         WHERE event_type IN ('{C.VIEW}', '{C.ADD_TO_CART}', '{C.PURCHASE}')""").df()
+    index = pd.Series(items["item_idx"].to_numpy(), index=items["item_id"].astype(str).to_numpy())
+    gap = cfg.features.session_gap_minutes
+    return {"train": sessionize(ev[ev["train"]], index, gap), "holdout": sessionize(ev[~ev["train"]], index, gap)}
+
+
 # ------------------------------------------------------------------ the user and item tables
 def _user_table(con: duckdb.DuckDBPyConnection, attrs: pd.DataFrame, no_personal: list[str]) -> pd.DataFrame:
     users = con.execute("SELECT * FROM users ORDER BY user_idx").df()
@@ -309,13 +332,16 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
     items = _item_table(con, cfg, end, hs)
     cells, truth, daily = _interactions(con, hs)
     users = _user_table(con, attrs, no_personal)
+    sessions = _sessions(con, cfg, hs, items)
     con.close()
 
     shape = (len(users), len(items))
     train, full = _matrix(cells, cells["w_train"], shape), _matrix(cells, cells["w_full"], shape)
     meta = _meta(ds, run_id, window, n_events, users, items, train, full, truth)
+    meta.update({f"sessions_{part}": len(indptr) - 1 for part, (indptr, _) in sessions.items()})
     final = write_features(cfg, ds, Features(users=users, items=items, train=train, full=full, holdout=truth, meta=meta),
                            daily)
+    write_sessions(cfg, ds, sessions)
     log.info("features ds=%s: %d events -> %d users x %d items, train nnz %d, full nnz %d, holdout %d pairs",
              ds, n_events, len(users), len(items), train.nnz, full.nnz, len(truth))
     return {"path": str(final), **meta}

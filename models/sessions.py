@@ -113,9 +113,7 @@ class SessionModel:
     def load(cls, path: str | Path) -> SessionModel:
         path = Path(path)
         meta = json.loads((path / "params.json").read_text())
-        if meta["name"] not in SESSION_MODELS:  # a model of its own module registers on import
-            importlib.import_module(f"models.{meta['name']}")
-        model = SESSION_MODELS[meta["name"]](**meta["params"])
+        model = session_model_class(meta["name"])(**meta["params"])
         model.n_items_ = meta["n_items"]
         with np.load(path / "model.npz", allow_pickle=False) as z:
             model._set_arrays({k: z[k] for k in z.files})
@@ -178,6 +176,19 @@ class ItemCooccurrence(SessionModel):
 # Models in modules of their own (models.session_gru: torch) add themselves on import; ``load`` imports
 # ``models.<name>`` for a name it does not know yet.
 SESSION_MODELS: dict[str, type[SessionModel]] = {m.name: m for m in (SessionKNN, ItemCooccurrence)}
+
+
+def session_model_class(name: str) -> type[SessionModel]:
+    """The session model class ``name``; a model in a module of its own (``models/<name>.py``, e.g. the
+    PyTorch ``session_gru``) registers when imported, so it is imported on first use."""
+    if name not in SESSION_MODELS:
+        try:
+            importlib.import_module(f"models.{name}")
+        except ModuleNotFoundError:
+            pass
+    if name not in SESSION_MODELS:
+        raise ValueError(f"unknown session model {name!r}; known: {sorted(SESSION_MODELS)} and session_gru")
+    return SESSION_MODELS[name]
 
 
 def hit_rate_mrr(ids: np.ndarray, targets: np.ndarray, k: int) -> tuple[float, float]:

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 ASSET_TABLES: dict[str, tuple[str, ...]] = {
     "personal_lists": ("user_recommendations", "ab_assignments", "user_category_affinity"),
     "item_surfaces": ("similar_items", "frequently_bought_together", "complete_the_look", "cart_cross_sell",
-                      "trending", "best_sellers"),
+                      "trending", "best_sellers", "session_next_items"),
     "email": ("post_purchase_email",),
     "model_runs": ("model_runs",),
 }

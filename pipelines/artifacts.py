@@ -21,6 +21,7 @@ file                           written by            read by
 ``models/ds=/selected.json``     select                score, publish, report
 ``surfaces/ds=/<table>.parquet`` surfaces              score, publish
 ``models/ds=/shards/``           score                 publish
+sessions: pipelines/session_artifacts.py (features/ds=/sessions_*.npz, models/ds=/session/ ...)
 ``warehouse/``                   publish, validate     users (SQL), serving commands, privacy
 =============================  ====================  ===============================================
 """

@@ -41,6 +41,8 @@ class FeatureSettings:
     popularity_days: int = 30
     # Trending: purchases decayed with this half-life (days) before the cut-off.
     trending_half_life_days: float = 7.0
+    # Anonymous sessions: events without a session_id start a new session after this much inactivity.
+    session_gap_minutes: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,11 @@ class SurfaceSettings:
     # Length of the best-seller and trending lists per country, and of each user's category affinity.
     fallback_n: int = 50
     affinity_n: int = 10
+    # session_next_items: next items per item, from the session model chosen on held-out sessions.
+    session_next_n: int = 10
+    # The session models compared each night (models/sessions.py; "session_gru", a neural model that
+    # trains for minutes, is opt-in). Order breaks ties: the simpler first.
+    session_models: tuple[str, ...] = ("session_knn", "item_cooccurrence")
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,15 @@ def cmd_cart_recs(args, cfg):
     _print(cart_recs(cfg, args.items, n=args.n))
 
 
+def cmd_session_recs(args, cfg):
+    from pipelines.services.session_recs import session_recs
+
+    recs, unknown = session_recs(cfg, args.items, n=args.n, ds=args.ds)
+    if unknown:
+        print(f"recsys: note: unknown items (not in the session model): {', '.join(unknown)}", file=sys.stderr)
+    _print(recs)
+
+
 def cmd_rerank(args, cfg):
     from pipelines.services.serving import rerank, unknown_items, user_standing
 

@@ -121,6 +121,16 @@ def _serving_commands(sub) -> None:
     cr.add_argument("-n", type=positive_int, default=10, help="how many items (default 10)")
     cr.set_defaults(func=cmd.cmd_cart_recs)
 
+    sr = sub.add_parser("session-recs", help="the next items for an anonymous visitor's session so far, from the "
+                                             "night's session model")
+    sr.add_argument("items", nargs="+", metavar="ITEM",
+                    help="item ids of the session, most recent last; ids the model does not know are named on "
+                         "stderr, and if none is known the command fails (exit code 2)")
+    sr.add_argument("-n", "--n", type=positive_int, default=10, help="how many items (default 10)")
+    sr.add_argument("--ds", type=ds_arg, help="the published night whose model answers, YYYY-MM-DD (default: the "
+                                              "newest published)")
+    sr.set_defaults(func=cmd.cmd_session_recs)
+
     rr = sub.add_parser("rerank", help="order search results (item ids) for a user")
     rr.add_argument("user", metavar="USER", help="user id; a user without a published list on the latest ds gets "
                     "the best-seller order (said on stderr)")

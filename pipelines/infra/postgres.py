@@ -29,6 +29,7 @@ INDEXES: dict[str, list[tuple[str, ...]]] = {
     "frequently_bought_together": [("item_id", "rank")],
     "complete_the_look": [("item_id", "rank")],
     "cart_cross_sell": [("item_id", "rank")],
+    "session_next_items": [("item_id", "rank")],
     "post_purchase_email": [("user_id",)],
     "trending": [("country", "rank")],
     "best_sellers": [("country", "rank")],

@@ -15,7 +15,7 @@ from pathlib import Path
 # The nightly's tables: written together by the publish step, one published_runs row each per ds.
 NIGHTLY_TABLES = ("user_recommendations", "similar_items", "model_runs", "frequently_bought_together",
                   "complete_the_look", "cart_cross_sell", "trending", "best_sellers", "post_purchase_email",
-                  "user_category_affinity", "ab_assignments", "items")
+                  "user_category_affinity", "ab_assignments", "items", "session_next_items")
 # Tables written by other writers, with a latest_ view over their own newest ds (not in the future).
 OWN_LATEST_TABLES = ("ab_results",)
 PUBLISHED_RUNS = "published_runs"
@@ -139,6 +139,18 @@ TABLES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         ("affinity", "FLOAT", "share of the user's weight in this category (sums to 1 over all their categories)"),
         ("weight", "FLOAT", "the summed interaction weight"),
     ]),
+    "session_next_items": ("What shoppers look at or buy next after an item within a visit (anonymous sessions): "
+                           "one row per (ds, item_id, rank).", [
+        *_RUN,
+        ("item_id", "VARCHAR", "an available item seen in a session of the window"),
+        ("rank", "INTEGER", "1 = best; up to `session_next_n` (10) rows per item"),
+        ("next_item_id", "VARCHAR", "an available item other than `item_id`"),
+        ("score", "FLOAT", "the session model's score for the one-item session [`item_id`] (comparable within "
+                           "an item and a night only)"),
+        ("model", "VARCHAR", "the session model chosen tonight on held-out sessions (best HR@20): `session_knn`, "
+                             "`item_cooccurrence`, ... (model_runs rows with protocol `session`)"),
+        ("reason", "VARCHAR", "\"shoppers viewed this next\""),
+    ]),
     "items": ("The catalog as the night saw it: one row per (ds, item_id).", [
         *_RUN,
         ("item_id", "VARCHAR", "the catalog's item id"),
@@ -154,12 +166,16 @@ TABLES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
     ]),
     "model_runs": ("Evaluation of every candidate: one row per (ds, protocol, model, segment, task, metric).", [
         *_RUN,
-        ("protocol", "VARCHAR", "`holdout` (the last `holdout_days`, evaluate step) or `ranker_window` (the rank "
-                                "step: the hybrid and its generators)"),
+        ("protocol", "VARCHAR", "`holdout` (the last `holdout_days`, evaluate step), `ranker_window` (the rank "
+                                "step: the hybrid and its generators) or `session` (next-item models of anonymous "
+                                "sessions, leave-last-out on the holdout window's sessions: surfaces step)"),
         ("model", "VARCHAR", "candidate name, `hybrid`, or `popular_in_country` (new users)"),
-        ("segment", "VARCHAR", "`returning` (history before the window) or `new` (first event inside the window)"),
-        ("task", "VARCHAR", "`all` (anything bought: `for_you`) or `new` (never-bought items: `new_for_you`)"),
-        ("metric", "VARCHAR", "`precision_at_10`, `recall_at_10`, `ndcg_at_10`, ... `users` (docs/metrics.md)"),
+        ("segment", "VARCHAR", "`returning` (history before the window), `new` (first event inside the window) "
+                               "or `sessions` (protocol `session`)"),
+        ("task", "VARCHAR", "`all` (anything bought: `for_you`), `new` (never-bought items: `new_for_you`) or "
+                            "`next_item` (protocol `session`)"),
+        ("metric", "VARCHAR", "`precision_at_10`, `recall_at_10`, `ndcg_at_10`, ... `users` (docs/metrics.md); "
+                              "protocol `session`: `hr_at_20`, `mrr_at_20`, `sessions` (held-out sessions scored)"),
         ("value", "DOUBLE", "the value"),
         ("mlflow_run_id", "VARCHAR", "the night's MLflow run (NULL for rows of older releases)"),
         ("model_version", "VARCHAR", "the registered model version the night created (NULL: older releases)"),
@@ -238,6 +254,10 @@ V_VIEWS: dict[str, tuple[str, str]] = {
         "latest_cart_cross_sell with both items' titles.",
         "SELECT s.*, a.title, b.title AS add_title, b.price AS add_price FROM latest_cart_cross_sell s "
         "LEFT JOIN latest_items a ON a.item_id = s.item_id LEFT JOIN latest_items b ON b.item_id = s.add_item_id"),
+    "v_session_next_items": (
+        "latest_session_next_items with both items' titles.",
+        "SELECT s.*, a.title, b.title AS next_title, b.price AS next_price FROM latest_session_next_items s "
+        "LEFT JOIN latest_items a ON a.item_id = s.item_id LEFT JOIN latest_items b ON b.item_id = s.next_item_id"),
     "v_trending": (
         "latest_trending with the item's title, category and price.",
         "SELECT s.*, i.title, i.category, i.price FROM latest_trending s LEFT JOIN latest_items i USING (item_id)"),
@@ -267,6 +287,8 @@ V_COLUMNS: dict[str, list[tuple[str, str, str]]] = {
                             ("other_title", "VARCHAR", "the other item's title"), ("other_price", "DOUBLE", "its price")],
     "v_cart_cross_sell": [("title", "VARCHAR", "the cart item's title"),
                           ("add_title", "VARCHAR", "the added item's title"), ("add_price", "DOUBLE", "its price")],
+    "v_session_next_items": [("title", "VARCHAR", "the item's title"),
+                             ("next_title", "VARCHAR", "the next item's title"), ("next_price", "DOUBLE", "its price")],
     "v_trending": [("title", "VARCHAR", "the item's title"), ("category", "VARCHAR", "its category"),
                    ("price", "DOUBLE", "its price")],
     "v_best_sellers": [("title", "VARCHAR", "the item's title"), ("category", "VARCHAR", "its category"),

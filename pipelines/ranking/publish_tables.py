@@ -1,7 +1,7 @@
 """The publish step's tables besides the personal lists: product-page neighbours (similar_items),
 the surfaces step's tables re-checked against the catalog, model_runs (every candidate's
-holdout metrics and the hybrid against its generators, with the night's MLflow run and model
-version) and items (the catalog as the night saw it, for titles in SQL)."""
+holdout metrics, the hybrid against its generators and the session models on held-out sessions,
+with the night's MLflow run and model version) and items (the catalog as the night saw it, for titles in SQL)."""
 from __future__ import annotations
 
 from datetime import date
@@ -20,6 +20,7 @@ from pipelines.artifacts import (
 )
 from pipelines.config import Config
 from pipelines.infra.hashing import recommendation_ids
+from pipelines.session_artifacts import read_session_metrics
 
 
 def similar_items(cfg: Config, ds: str, run_id: str, f: Features, available: np.ndarray) -> pa.Table:
@@ -87,10 +88,11 @@ def surface_tables(cfg: Config, ds: str, run_id: str, f: Features, available: np
     item_cols = {"frequently_bought_together": ("item_id", "other_item_id"),
                  "complete_the_look": ("item_id", "other_item_id"),
                  "cart_cross_sell": ("item_id", "add_item_id"),
-                 "trending": ("item_id",), "best_sellers": ("item_id",)}
+                 "trending": ("item_id",), "best_sellers": ("item_id",),
+                 "session_next_items": ("item_id", "next_item_id")}
     out = {}
     for name in ("frequently_bought_together", "complete_the_look", "cart_cross_sell", "trending", "best_sellers",
-                 "post_purchase_email", "user_category_affinity"):
+                 "post_purchase_email", "user_category_affinity", "session_next_items"):
         df = read_surface(cfg, ds, name)
         for col in item_cols.get(name, ()):
             df = df[df[col].isin(ok_items)]
@@ -149,6 +151,11 @@ def model_runs(cfg: Config, ds: str, run_id: str, selection: dict | None = None)
         # The rank step's own protocol (window of ranker_window_days): hybrid vs its generators.
         h = h.assign(ds=date.fromisoformat(ds), run_id=run_id, segment="returning", protocol="ranker_window")
         m = pd.concat([m, h], ignore_index=True)
+    s = read_session_metrics(cfg, ds)
+    if s is not None and len(s):
+        # Next-item models of anonymous sessions, leave-last-out on the holdout window's sessions.
+        m = pd.concat([m, s.assign(ds=date.fromisoformat(ds), run_id=run_id, segment="sessions", task="next_item",
+                                   protocol="session")], ignore_index=True)
     selection = selection or {}
     m["mlflow_run_id"] = selection.get("mlflow_run_id")
     m["model_version"] = None if selection.get("model_version") is None else str(selection["model_version"])

@@ -1,13 +1,20 @@
 """Surfaces step: the non-personal and pair tables of docs/tables.md (frequently bought together,
 complete the look, cart cross-sell, others bought next, post-purchase email, trending, best
-sellers, category affinity), staged for the publish step."""
+sellers, category affinity, session next items), staged for the publish step; the session model
+chosen on held-out sessions (pipelines/ranking/session_surface.py), its metrics logged to the
+night's MLflow run."""
 from __future__ import annotations
 
 import logging
 import time
 
-from pipelines.artifacts import read_features, write_surfaces
+import pandas as pd
+
+from pipelines.artifacts import Features, read_features, read_selection, write_surfaces
 from pipelines.config import Config
+from pipelines.infra import tracking
+from pipelines.ranking.rules import item_flags, load_rules
+from pipelines.ranking.session_surface import session_surface
 from pipelines.ranking.surface_tables import (
     category_affinity,
     others_bought_next,
@@ -15,6 +22,11 @@ from pipelines.ranking.surface_tables import (
     popularity_tables,
     post_purchase_email,
     purchases,
+)
+from pipelines.session_artifacts import (
+    read_sessions,
+    write_session_metrics,
+    write_session_model,
 )
 
 log = logging.getLogger(__name__)
@@ -32,7 +44,32 @@ def run(cfg: Config, ds: str, run_id: str) -> dict:
         cfg, con, ds, tables["frequently_bought_together"], tables["others_bought_next"], tables["best_sellers"])
     con.close()
     tables["user_category_affinity"] = category_affinity(cfg, f)
+    tables["session_next_items"] = _sessions(cfg, ds, f)
     write_surfaces(cfg, ds, tables)
     counts = {k: len(v) for k, v in tables.items()}
     log.info("surfaces ds=%s: %s in %.1fs", ds, counts, time.perf_counter() - t0)
     return {"ds": ds, "rows": counts}
+
+
+def _sessions(cfg: Config, ds: str, f: Features) -> pd.DataFrame:
+    """session_next_items; the chosen session model and the models' metrics saved, and logged to the
+    night's MLflow run (the select step's) when there is one."""
+    available = item_flags(f.items, load_rules(cfg))["available"].to_numpy()
+    item_ids = f.items["item_id"].astype(str).to_numpy()
+    table, metrics, summary, model = session_surface(
+        cfg, item_ids, read_sessions(cfg, ds, "train"), read_sessions(cfg, ds, "holdout"), available)
+    if model is not None:
+        write_session_model(cfg, ds, model, item_ids)
+    write_session_metrics(cfg, ds, metrics, summary)
+    try:
+        run_id = read_selection(cfg, ds).get("mlflow_run_id")
+        if run_id and summary["model"]:
+            mlflow = tracking.setup(cfg)
+            with mlflow.start_run(run_id=run_id):
+                mlflow.set_tag("session_model", summary["model"])
+                mlflow.log_metrics({f"session.{r.model}.{r.metric}": float(r.value) for r in metrics.itertuples()}
+                                   | {f"session.{k}": float(v) for k, v in summary.items() if k != "model"},
+                                   step=tracking.ds_step(ds))
+    except Exception as exc:  # the metrics are on disk (and in model_runs); tracking must not fail the night
+        log.warning("surfaces ds=%s: could not log the session metrics to MLflow: %s", ds, exc)
+    return table

@@ -1,0 +1,137 @@
+"""Anonymous sessions (issue 16): the next-item model chosen on held-out sessions, and the
+``session_next_items`` table built from it (surfaces step).
+
+1. Every model of the ``session_models`` setting (models/sessions.py) is fitted on the sessions before the holdout
+   window and scored leave-last-out on the sessions inside it (each session's items but the last
+   as the query, its last item as the truth): HR@20 and MRR@20 (``SESSION_K``).
+2. The best HR@20 wins (ties: MRR@20, then the earlier model in ``session_models``, the simpler
+   baselines first); it is refitted on all sessions of the window and saved with the item ids its
+   indexes stand for (pipelines.session_artifacts), for ``recsys session-recs``.
+3. ``session_next_items``: for each available item that appears in a session, the one-item session
+   ``[item]`` -> the top ``session_next_n`` next items, available ones only (the rules layer's
+   availability: inactive, and out of stock when the rules drop it; item-anchored tables take no
+   caps or boosts, docs/rules.md).
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+
+import numpy as np
+import pandas as pd
+
+from features.sessions import leave_last_out
+from models.kernels import NO_ITEM
+from models.sessions import SessionModel, hit_rate_mrr, session_model_class
+from pipelines.config import Config
+
+log = logging.getLogger(__name__)
+
+SESSION_K = 20  # HR@K and MRR@K of the session models
+REASON = "shoppers viewed this next"
+# Cells of one recommend block (sessions x width): bounds memory when many items are unavailable.
+BLOCK_CELLS = 20_000_000
+
+
+def make_session_model(name: str, seed: int) -> SessionModel:
+    """The session model ``name`` with its default hyperparameters (``random_state`` = the seed where
+    the model takes one)."""
+    cls = session_model_class(name)
+    return cls(random_state=seed) if "random_state" in inspect.signature(cls).parameters else cls()
+
+
+def evaluate_session_models(cfg: Config, train: tuple, holdout: tuple, n_items: int) -> pd.DataFrame:
+    """Long table model, metric, value: hr_at_20, mrr_at_20 and sessions (the held-out sessions
+    scored) per model of the ``session_models`` setting, fitted on ``train`` and queried on ``holdout``
+    leave-last-out."""
+    q_indptr, q_items, targets = leave_last_out(*holdout)
+    rows = []
+    for name in cfg.surfaces.session_models:
+        model = make_session_model(name, cfg.seed).fit(*train, n_items)
+        ids, _ = model.recommend(q_indptr, q_items, SESSION_K)
+        hr, mrr = hit_rate_mrr(ids, targets, SESSION_K)
+        rows += [(name, f"hr_at_{SESSION_K}", hr), (name, f"mrr_at_{SESSION_K}", mrr),
+                 (name, "sessions", float(len(targets)))]
+    return pd.DataFrame(rows, columns=["model", "metric", "value"])
+
+
+def choose(metrics: pd.DataFrame) -> str:
+    """The best HR@K; ties: the best MRR@K, then the model that comes first in ``metrics``."""
+    wide = metrics.pivot(index="model", columns="metric", values="value")
+    order = {name: i for i, name in enumerate(dict.fromkeys(metrics["model"]))}
+    wide = wide.assign(order=[order[m] for m in wide.index])
+    wide = wide.sort_values([f"hr_at_{SESSION_K}", f"mrr_at_{SESSION_K}", "order"], ascending=[False, False, True])
+    return str(wide.index[0])
+
+
+def concat_sessions(a: tuple, b: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Two ``(indptr, items)`` session sets as one, ``a``'s sessions first."""
+    return np.concatenate([a[0][:-1], b[0] + a[0][-1]]), np.concatenate([a[1], b[1]])
+
+
+def recommend_available(model: SessionModel, q_indptr: np.ndarray, q_items: np.ndarray, n: int,
+                        available: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The model's top ``n`` per query session among available items only: ``(ids, scores)``, NO_ITEM /
+    -inf where fewer are left. Asks for ``n`` + the unavailable count (all that could be dropped),
+    in blocks of sessions so that memory stays bounded."""
+    width = int(min(model.n_items_, n + int((~available).sum())))
+    n_q = len(q_indptr) - 1
+    out_ids = np.full((n_q, n), NO_ITEM, np.int64)
+    out_scores = np.full((n_q, n), -np.inf, np.float32)
+    block = max(1, BLOCK_CELLS // max(width, 1))
+    for lo in range(0, n_q, block):
+        hi = min(lo + block, n_q)
+        ip = q_indptr[lo:hi + 1]
+        ids, scores = model.recommend(ip - ip[0], q_items[ip[0]:ip[-1]], width)
+        ok = (ids != NO_ITEM) & np.isfinite(scores)
+        ok[ok] = available[ids[ok]]
+        col = np.cumsum(ok, axis=1) - 1  # the position of each kept cell, moved left
+        keep = ok & (col < n)
+        r, c = np.nonzero(keep)
+        out_ids[lo + r, col[r, c]] = ids[r, c]
+        out_scores[lo + r, col[r, c]] = scores[r, c]
+    return out_ids, out_scores
+
+
+def next_items_table(model: SessionModel, model_name: str, items: np.ndarray, sessions: tuple, available: np.ndarray,
+                     n: int) -> pd.DataFrame:
+    """item_id, rank, next_item_id, score, model, reason: for every available item of ``sessions``,
+    the one-item session [item] -> its top ``n`` available next items."""
+    seen = np.zeros(len(items), bool)
+    seen[sessions[1]] = True
+    anchors = np.flatnonzero(seen & available)
+    ids, scores = recommend_available(model, np.arange(len(anchors) + 1), anchors, n, available)
+    keep = ids != NO_ITEM
+    rank = np.cumsum(keep, axis=1)[keep]
+    return pd.DataFrame({
+        "item_id": items[np.repeat(anchors, keep.sum(axis=1))].astype(object),
+        "rank": rank.astype(np.int32),
+        "next_item_id": items[ids[keep]].astype(object),
+        "score": scores[keep].astype(np.float32),
+        "model": model_name, "reason": REASON})
+
+
+def session_surface(cfg: Config, items: np.ndarray, train: tuple, holdout: tuple, available: np.ndarray
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, dict, SessionModel | None]:
+    """(session_next_items, the models' metrics, a summary, the chosen model refitted on all sessions)
+    from the window's sessions; with no session at all, an empty table and no model."""
+    n_items = len(items)
+    every = concat_sessions(train, holdout)
+    counts = {"sessions_train": len(train[0]) - 1, "sessions_holdout": len(holdout[0]) - 1}
+    if not len(every[1]) or not n_items:
+        empty = pd.DataFrame({"item_id": pd.Series(dtype=object), "rank": pd.Series(dtype=np.int32),
+                              "next_item_id": pd.Series(dtype=object), "score": pd.Series(dtype=np.float32),
+                              "model": pd.Series(dtype=object), "reason": pd.Series(dtype=object)})
+        metrics = pd.DataFrame({"model": pd.Series(dtype=object), "metric": pd.Series(dtype=object),
+                                "value": pd.Series(dtype=float)})
+        return empty, metrics, {"model": None, **counts}, None
+    metrics = evaluate_session_models(cfg, train, holdout, n_items)
+    name = choose(metrics)
+    model = make_session_model(name, cfg.seed).fit(*every, n_items)
+    table = next_items_table(model, name, items, every, available, cfg.surfaces.session_next_n)
+    mine = metrics[metrics["model"] == name].set_index("metric")["value"]
+    summary = {"model": name, **{m: float(v) for m, v in mine.items()}, **counts}
+    log.info("sessions: %s chosen (HR@%d %.4f, MRR@%d %.4f on %d held-out sessions); %d rows for %d items",
+             name, SESSION_K, mine[f"hr_at_{SESSION_K}"], SESSION_K, mine[f"mrr_at_{SESSION_K}"],
+             int(mine["sessions"]), len(table), table["item_id"].nunique())
+    return table, metrics, summary, model
