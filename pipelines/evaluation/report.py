@@ -6,6 +6,7 @@ run (artifact ``report/report.html``). It shows:
 * the gate decision and where each surface's lists came from;
 * metrics per candidate on the holdout (returning users), the new-user segment, and the hybrid
   against its generators on the ranker's window;
+* the session models' HR@20 and MRR@20 (leave-last-out) and the one chosen for ``session_next_items``;
 * plots (PNG, embedded): NDCG per model tonight; NDCG per model over the nights in ``model_runs``
   (metric history); popularity bias: the share of recommendation slots vs the share of purchases
   per item popularity decile.
@@ -31,6 +32,7 @@ from pipelines.artifacts import (
 )
 from pipelines.config import Config
 from pipelines.infra import storage, warehouse
+from pipelines.session_artifacts import read_session_metrics, read_session_summary
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,13 @@ def build_report(cfg: Config, ds: str, run_id: str, f: Features, recs: pd.DataFr
         hw = h[h["metric"].isin(cols)].pivot_table(index=["task", "model"], columns="metric", values="value")
         parts += [f"<h2>Two-stage hybrid vs its generators (last {cfg.hybrid.ranker_window_days} days; task all = "
                   f"for_you, new = new_for_you)</h2>", _table(hw[[c for c in cols if c in hw]])]
+    sm = read_session_metrics(cfg, ds)
+    if sm is not None and len(sm):
+        chosen = (read_session_summary(cfg, ds) or {}).get("model", "")
+        sw = sm.pivot_table(index="model", columns="metric", values="value", sort=False)
+        parts += ["<h2>Anonymous sessions: next item, leave-last-out on the holdout window's sessions</h2>",
+                  f"<p>Published <code>session_next_items</code> from: <b>{html.escape(str(chosen))}</b> "
+                  "(the best HR@20).</p>", _table(sw)]
     # Metric history over nights, from the warehouse (this ds included: publish committed it).
     history = _history(cfg, key)
     if history is not None and len(history):

@@ -129,8 +129,16 @@ def test_the_chosen_model_and_its_metrics_match_a_second_computation(night):
         assert got.loc[name, "hr_at_20"] == pytest.approx(hr) and got.loc[name, "mrr_at_20"] == pytest.approx(mrr)
         assert got.loc[name, "sessions"] == len(targets)
     assert set(runs["segment"]) == {"sessions"} and set(runs["task"]) == {"next_item"}
-    # A tie on both metrics goes to the earlier model in SESSION_MODELS order.
-    assert set(q(cfg, "SELECT DISTINCT model FROM latest_session_next_items")["model"]) == {next(iter(SESSION_MODELS))}
+    # A tie on both metrics goes to the model listed first in the session_models setting.
+    assert set(q(cfg, "SELECT DISTINCT model FROM latest_session_next_items")["model"]) == {cfg.surfaces.session_models[0]}
+    # The run report shows the same figures and the chosen model.
+    page = layout(cfg).report(DS).read_text()
+    section = page[page.index("<h2>Anonymous sessions"):]
+    section = section[:section.index("<h2>", 4)]
+    assert f"<b>{cfg.surfaces.session_models[0]}</b>" in section
+    for name in expected:
+        assert name in section
+    assert section.count("1.0000") == 2 * len(expected)  # HR@20 and MRR@20 of each model, by hand above
 
 
 def test_session_recs_answers_for_a_session_and_names_unknown_items(night, capsys):
