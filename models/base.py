@@ -36,7 +36,7 @@ from models.kernels import NO_ITEM, mask_block, sparse_topk, topk
 __all__ = ["NO_ITEM", "Recommender", "topk"]
 
 
-def _unit_rows(vec):
+def unit_rows(vec):
     """The rows of ``vec`` (dense or sparse) scaled to unit L2 norm (zero rows stay zero)."""
     if sp.issparse(vec):
         norms = np.sqrt(np.asarray(vec.multiply(vec).sum(axis=1)).ravel())
@@ -232,7 +232,7 @@ class Recommender:
     def similar_items(self, items: np.ndarray, n: int, filter_items: np.ndarray | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
         """Top n most similar items (cosine over ``item_vectors``), the item itself excluded."""
-        unit = _unit_rows(self.item_vectors())
+        unit = unit_rows(self.item_vectors())
         items = np.asarray(items, dtype=np.int64)
         n_all = unit.shape[0]
         filt = np.zeros(n_all, bool)

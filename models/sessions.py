@@ -22,6 +22,7 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from models.base import unit_rows
 from models.kernels import NO_ITEM, sparse_topk
 
 
@@ -46,9 +47,8 @@ def position_weights(indptr: np.ndarray) -> np.ndarray:
 
 
 def _unit_rows(m: sp.csr_matrix) -> sp.csr_matrix:
-    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
-    inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-    return (sp.diags(inv.astype(np.float32)) @ m).tocsr()
+    """``models.base.unit_rows``, kept in float32 (session scores are float32)."""
+    return unit_rows(m).astype(np.float32)
 
 
 def _row_topk(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
