@@ -8,13 +8,19 @@ purchases from 2011-11-09 to 2011-12-08, for customers with history, items prese
 Top 10. Task "all": truth = every item bought in the window. Task "new": items bought before are
 removed from the truth (and from the lists), users left with no truth are dropped.
 
-Every candidate model is fitted here on the history alone; the published lists come from a real
-pipeline run (`recsys import-online-retail`, `recsys run --ds 2011-11-08`) in a temporary data root.
+Every candidate model is fitted here on the history alone (its fit time printed beside its
+figures); the published lists come from a real pipeline run (`recsys import-online-retail`,
+`recsys run --ds 2011-11-08`) in a temporary data root. The deep models (LightGCN, two-tower, the
+SASRec sequence transformer: each customer's purchase lines in time order, file order within an
+invoice) train with ``--deep-budget`` seconds at most each, on the CPU unless ``--device cuda``.
+Then the session models (benchmarks/bench_sessions.py: each invoice's lines in file order are a
+session, since Online Retail has no clickstream) against session-kNN and item co-occurrence.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +29,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from features.sequences import PURCHASE, build_sequences  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT = REPO.parent / "shared" / "data" / "online_retail.parquet"
 K = 10
+DEEP = ("lightgcn", "two_tower", "sasrec")
 
 
 def load(path: Path):
@@ -52,7 +63,10 @@ def load(path: Path):
     trending = (0.5 ** (age / 7.0)).groupby(hist["item"]).sum().reindex(items).fillna(0.0).to_numpy()
     text = (hist.groupby("item")["Description"].agg(lambda s: s.mode().iat[0] if s.notna().any() else "")
             .reindex(items).fillna("").str.lower())
-    return x, truth, users, items, text, trending
+    # Each customer's purchase lines in time order (file order within an invoice), for the sequence model.
+    seq = build_sequences(u, i, np.full(len(u), PURCHASE, np.int8),
+                          pd.to_datetime(hist["InvoiceDate"]).dt.as_unit("s").astype("int64").to_numpy(), len(users))
+    return x, truth, users, items, text, trending, seq
 
 
 def tasks(x, truth):
@@ -68,12 +82,17 @@ def main() -> None:
     ap.add_argument("path", nargs="?", default=str(DEFAULT))
     ap.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md")
     ap.add_argument("--skip-pipeline", action="store_true", help="candidates only, no pipeline run")
+    ap.add_argument("--skip-sessions", action="store_true", help="no session models")
+    ap.add_argument("--deep-budget", type=float, default=120.0, help="training seconds per deep model at most")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="where the deep models train")
+    ap.add_argument("--only", default="", help="comma-separated list names to fit (default: all)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from models import REGISTRY
+    from models.registry import fit_model
     from pipelines.evaluation.metrics import ranking_metrics
 
-    x, truth, users, items, text, trending = load(Path(args.path))
+    x, truth, users, items, text, trending, seq = load(Path(args.path))
     item_frame = pd.DataFrame({"item_idx": range(len(items)), "text": text.to_numpy(),
                                "popularity": np.asarray((x > 0).sum(axis=0)).ravel(), "trending": trending})
     specs = {
@@ -86,17 +105,25 @@ def main() -> None:
         "bpr": REGISTRY["bpr"](factors=64, iterations=100, random_state=42),
         "ease": REGISTRY["ease"](regularization=200.0),
         "content": REGISTRY["content"](),
+        # The deep models with their defaults (config), a time budget and a device.
+        **{name: REGISTRY[name](budget_seconds=args.deep_budget, device=args.device, random_state=42)
+           for name in DEEP},
     }
+    if args.only:
+        specs = {k: v for k, v in specs.items() if k in args.only.split(",")}
     t = tasks(x, truth)
     rows = []
     for name, model in specs.items():
         t0 = time.perf_counter()
-        model.fit(x, item_frame)
+        fit_model(model, x, item_frame, seq)
+        fit_s = time.perf_counter() - t0
         for task, (u, tr, excl) in t.items():
             recs, _ = model.recommend(u, x, K, exclude=excl)
             m = ranking_metrics(recs, tr, K, len(items))
-            rows.append({"list": name, "task": task, **m})
-        print(f"  {name:<16} fitted and scored in {time.perf_counter() - t0:5.1f}s", flush=True)
+            rows.append({"list": name, "task": task, "fit_s": fit_s, **m})
+        stop = getattr(model, "fit_summary_", None)
+        print(f"  {name:<16} fitted in {fit_s:6.1f}s, scored in {time.perf_counter() - t0 - fit_s:5.1f}s"
+              + (f" ({stop['epochs']} epochs, stopped by {stop['stopped_by']})" if stop else ""), flush=True)
     if not args.skip_pipeline:
         rows += published_lists(Path(args.path), users, items, t)
     table = pd.DataFrame(rows)
@@ -105,6 +132,7 @@ def main() -> None:
     wide.columns = [f"{m.replace('_at_10', '@10')} {task}" for m, task in wide.columns]
     cols = [c for m in ("ndcg", "recall", "precision", "coverage") for c in (f"{m}@10 all", f"{m}@10 new")]
     wide = wide[cols]
+    wide["fit s"] = table.groupby("list")["fit_s"].first().reindex(wide.index)
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.float_format", "{:.4f}".format):
         print(wide)
     pub = "published (for_you / new_for_you)"
@@ -118,8 +146,13 @@ def main() -> None:
                   f"single list ({ratios[task][2]}, {best:.4f})")
     users_all, users_new = len(t["all"][0]), len(t["new"][0])
     print(f"users evaluated: all {users_all}, new {users_new}; catalog {len(items)} items; K={K}")
+    sessions = None
+    if not args.skip_sessions:
+        from bench_sessions import session_rows
+        print("Next item in a session:")
+        sessions = session_rows(Path(args.path), gru_budget=max(args.deep_budget, 240.0))
     if args.write_docs:
-        write_docs(wide, users_all, users_new, len(items), ratios)
+        write_docs(wide, users_all, users_new, len(items), ratios, sessions, args.deep_budget)
 
 
 def published_lists(path: Path, users, items, t) -> list[dict]:
@@ -148,19 +181,21 @@ def published_lists(path: Path, users, items, t) -> list[dict]:
         mat = np.full((len(users), K), -1, dtype=np.int64)
         ok = (uid >= 0) & (r["rank"].to_numpy() <= K)
         mat[uid[ok], r["rank"].to_numpy()[ok] - 1] = iid[ok]
-        out.append({"list": "published (for_you / new_for_you)", "task": task,
+        out.append({"list": "published (for_you / new_for_you)", "task": task, "fit_s": np.nan,
                     **ranking_metrics(mat[u], tr, K, len(items))})
     return out
 
 
-def write_docs(wide: pd.DataFrame, users_all: int, users_new: int, n_items: int, ratios: dict) -> None:
+def write_docs(wide: pd.DataFrame, users_all: int, users_new: int, n_items: int, ratios: dict,
+               sessions: tuple[str, list[dict]] | None, deep_budget: float) -> None:
     lines = ["# Benchmarks", "", "## Recommendation quality on UCI Online Retail", "",
              "Produced by `make bench-quality` (`benchmarks/bench_quality.py`); protocol in its docstring.",
              f"Users evaluated: {users_all} (task all), {users_new} (task new); {n_items} items; top {K}.",
              "Data: UCI Online Retail (Chen, Sain and Guo, 2012), CC BY 4.0.", "",
              "| list | " + " | ".join(wide.columns) + " |", "|---|" + "---|" * len(wide.columns)]
     for name, row in wide.iterrows():
-        lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in row.to_numpy()) + " |")
+        cells = [f"{v:.4f}" for v in row.to_numpy()[:-1]] + ["" if np.isnan(row.iloc[-1]) else f"{row.iloc[-1]:.1f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     for task, (value, best, name) in ratios.items():
         surface = "for_you" if task == "all" else "new_for_you"
@@ -168,7 +203,13 @@ def write_docs(wide: pd.DataFrame, users_all: int, users_new: int, n_items: int,
                      f"({name}, {best:.4f}).")
     lines += ["", "Task all scores `for_you`, task new scores `new_for_you`; the single lists are fitted by the "
               "benchmark on the protocol's history, the published lists come from a real `recsys run` of the "
-              "pipeline for ds 2011-11-08 on the imported file."]
+              "pipeline for ds 2011-11-08 on the imported file. `fit s`: the list's fit time on this machine; the "
+              f"deep models ({', '.join(DEEP)}) train on the CPU with at most {deep_budget:.0f} s each."]
+    if sessions:
+        protocol, srows = sessions
+        lines += ["", "Next item in a session (the same run, benchmarks/bench_sessions.py): " + protocol + ".", "",
+                  "| model | HR@20 | MRR@20 | fit s |", "|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['hr_at_20']:.4f} | {r['mrr_at_20']:.4f} | {r['fit_s']:.1f} |" for r in srows]
     # Sections after the quality table (run times, validation) are kept as they are.
     path = REPO / "docs" / "benchmarks.md"
     tail = ""

@@ -52,8 +52,13 @@ def main() -> None:
     ap.add_argument("--gru-budget", type=float, default=240.0, help="SessionGRU's training budget in seconds")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    df = load(Path(args.path))
-    cutoff = df["InvoiceDate"].max().normalize() - pd.Timedelta(days=args.test_days - 1)
+    session_rows(Path(args.path), args.test_days, args.gru_budget)
+
+
+def session_rows(path: Path, test_days: int = 30, gru_budget: float = 240.0) -> tuple[str, list[dict]]:
+    """Prints and returns (the protocol's line, one row per model: model, hr_at_20, mrr_at_20, fit_s, rec_s)."""
+    df = load(path)
+    cutoff = df["InvoiceDate"].max().normalize() - pd.Timedelta(days=test_days - 1)
     codes, uniques = pd.factorize(df["StockCode"])
     order = pd.factorize(df["InvoiceNo"])[0]
     test_rows = (df["InvoiceDate"] >= cutoff).to_numpy()
@@ -61,24 +66,28 @@ def main() -> None:
     te_ip, te_items = sessions_from_orders(order[test_rows], codes[test_rows])
     q_ip, q_items, targets = leave_last_out(te_ip, te_items)
     n_items = len(uniques)
-    print(f"Online Retail, invoices as sessions (file order): {len(tr_ip) - 1:,} training sessions before "
-          f"{cutoff.date()}, {len(q_ip) - 1:,} test sessions of 2+ items after it, {n_items:,} items; "
-          f"leave-last-out, K={K}")
+    protocol = (f"Online Retail, invoices as sessions (file order): {len(tr_ip) - 1:,} training sessions before "
+                f"{cutoff.date()}, {len(q_ip) - 1:,} test sessions of 2+ items after it, {n_items:,} items; "
+                f"leave-last-out, K={K}")
+    print(protocol)
     print(f"{'model':<20}{'HR@20':>8}{'MRR@20':>9}{'fit s':>8}{'rec s':>8}")
     # Popularity without the session's own items, as the models exclude them too.
     counts = np.bincount(tr_items, minlength=n_items).astype(np.float32)
     q = session_matrix(q_ip, q_items, n_items)
     pop_ranked, _ = sparse_topk(sp.csr_matrix(q.shape, dtype=np.float32), counts, K, n_items, exclude=q)
     hr, mrr = hit_rate_mrr(pop_ranked, targets, K)
+    rows = [{"model": "popularity", "hr_at_20": hr, "mrr_at_20": mrr, "fit_s": 0.0, "rec_s": 0.0}]
     print(f"{'popularity':<20}{hr:>8.4f}{mrr:>9.4f}{0:>8.2f}{0:>8.2f}")
-    for model in (ItemCooccurrence(), SessionKNN(), SessionGRU(budget_seconds=args.gru_budget, device="cpu")):
+    for model in (ItemCooccurrence(), SessionKNN(), SessionGRU(budget_seconds=gru_budget, device="cpu")):
         t0 = time.perf_counter()
         model.fit(tr_ip, tr_items, n_items)
         t1 = time.perf_counter()
         ids, _ = model.recommend(q_ip, q_items, K)
         t2 = time.perf_counter()
         hr, mrr = hit_rate_mrr(ids, targets, K)
-        print(f"{model.name:<20}{hr:>8.4f}{mrr:>9.4f}{t1 - t0:>8.2f}{t2 - t1:>8.2f}")
+        rows.append({"model": model.name, "hr_at_20": hr, "mrr_at_20": mrr, "fit_s": t1 - t0, "rec_s": t2 - t1})
+        print(f"{model.name:<20}{hr:>8.4f}{mrr:>9.4f}{t1 - t0:>8.2f}{t2 - t1:>8.2f}", flush=True)
+    return protocol, rows
 
 
 if __name__ == "__main__":

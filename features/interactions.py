@@ -15,6 +15,8 @@ directory and swapped in whole):
 * ``daily.parquet``  user_idx, item_idx, day (days since 1970-01-01, UTC), w (summed weight), purchases
 * ``sessions_train.npz``, ``sessions_holdout.npz``  the window's sessions before / inside the holdout window
   (indptr, items as item_idx; pipelines.session_artifacts)
+* ``sequences_train.npz``, ``sequences_full.npz``  each user's newest ``sequence_max_events`` events
+  before the holdout window / up to the end of ds, in time order (features.sequences.UserSequences)
 * ``meta.json``      counts and window bounds
 
 Weights: the sum of per-event-type weights (config ``event_weights``); a return cancels a purchase.
@@ -31,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
+from features.sequences import KINDS, UserSequences, build_sequences
 from features.sessions import sessionize
 from features.text import item_categories, item_text
 from models.buy_again import smoothed_repeat_rate
@@ -39,7 +42,7 @@ from pipelines.artifacts import Features, Layout, layout, write_features
 from pipelines.config import Config
 from pipelines.infra import storage
 from pipelines.infra.consent import drop_forgotten, opted_out
-from pipelines.session_artifacts import write_sessions
+from pipelines.session_artifacts import write_sequences, write_sessions
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +279,22 @@ def _sessions(con: duckdb.DuckDBPyConnection, cfg: Config, hs: str, items: pd.Da
     return {"train": sessionize(ev[ev["train"]], index, gap), "holdout": sessionize(ev[~ev["train"]], index, gap)}
 
 
+def _sequences(con: duckdb.DuckDBPyConnection, cfg: Config, hs: str, n_users: int) -> dict[str, UserSequences]:
+    """Each user's newest ``sequence_max_events`` events in time order (features.sequences), before
+    the holdout start (``train``) and in the whole window (``full``); DuckDB keeps the newest per user."""
+    kind = "CASE event_type " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in KINDS.items()) + " END"
+    cap = int(cfg.features.sequence_max_events)
+    out = {}
+    for part, cond in (("train", f"event_time < {hs}"), ("full", "TRUE")):
+        a = con.execute(f"""SELECT u.user_idx, i.item_idx, {kind} AS kind, epoch(ev.event_time)::BIGINT AS t
+                            FROM ev JOIN users u USING (user_id) JOIN items i USING (item_id)
+                            WHERE {cond} AND event_type IN ({", ".join(f"'{k}'" for k in KINDS)})
+                            QUALIFY row_number() OVER (PARTITION BY u.user_idx ORDER BY ev.event_time DESC) <= {cap}
+                         """).fetchnumpy()
+        out[part] = build_sequences(a["user_idx"], a["item_idx"], a["kind"], a["t"], n_users, cap)
+    return out
+
+
 # ------------------------------------------------------------------ the user and item tables
 def _user_table(con: duckdb.DuckDBPyConnection, attrs: pd.DataFrame, no_personal: list[str]) -> pd.DataFrame:
     users = con.execute("SELECT * FROM users ORDER BY user_idx").df()
@@ -333,6 +352,7 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
     cells, truth, daily = _interactions(con, hs)
     users = _user_table(con, attrs, no_personal)
     sessions = _sessions(con, cfg, hs, items)
+    sequences = _sequences(con, cfg, hs, len(users))
     con.close()
 
     shape = (len(users), len(items))
@@ -342,6 +362,7 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
     final = write_features(cfg, ds, Features(users=users, items=items, train=train, full=full, holdout=truth, meta=meta),
                            daily)
     write_sessions(cfg, ds, sessions)
+    write_sequences(cfg, ds, sequences)
     log.info("features ds=%s: %d events -> %d users x %d items, train nnz %d, full nnz %d, holdout %d pairs",
              ds, n_events, len(users), len(items), train.nnz, full.nnz, len(truth))
     return {"path": str(final), **meta}

@@ -2,7 +2,9 @@
 
 * ``__init__`` stores hyperparameters only, each under its own name: ``get_params`` reads them back
   by the constructor's signature (as scikit-learn does), and they are what ``save`` writes.
-* ``fit(user_items, items=None)`` returns ``self``; fitted attributes end in ``_``.
+* ``fit(user_items, items=None)`` returns ``self``; fitted attributes end in ``_``. A sequence
+  model (``uses_sequences``) also takes ``sequences=``, each user's events in time order
+  (models.registry.fit_model passes them where the model needs them).
 * ``recommend(users, user_items, n, exclude=..., filter_items=...)``, ``recommend_with_own``,
   ``similar_items(items, n)``, ``score``, ``sparse_scores`` and ``score_pairs`` are vectorised
   over batches; the top-K methods return ``(ids, scores)`` arrays of shape ``(len(batch), n)``, a
@@ -76,6 +78,12 @@ class Recommender:
     # ``fit`` gives the same model for the same data and ``random_state`` (False: e.g. SGD whose
     # threads race, as implicit's BPR).
     deterministic: ClassVar[bool] = True
+    # ``fit`` also takes ``sequences=`` (features.sequences.UserSequences: each user's events in time
+    # order) and needs them; callers go through models.registry.fit_model, which passes them.
+    uses_sequences: ClassVar[bool] = False
+    # ``fit`` also takes ``users=`` (the features' users table: country, interests; rows = the
+    # matrix's users) and uses them when given (models/two_tower.py); passed by fit_model.
+    uses_users: ClassVar[bool] = False
 
     # Serving settings, not hyperparameters (make_model sets them from cfg.scale; never saved).
     block_users: int = 4096

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from models.kernels import mask_block, topk
+from models.kernels import mask_block
 
 STOPPED_BY = ("epochs", "budget", "patience")
 

@@ -54,6 +54,20 @@ def make_model(name: str, cfg: Any, overrides: dict | None = None) -> Recommende
     return configure(REGISTRY[name](**{**model_params(name, cfg), **(overrides or {})}), cfg)
 
 
+def fit_model(model: Recommender, user_items, items=None, sequences=None, users=None) -> Recommender:
+    """``model.fit`` with the inputs the model takes: ``sequences`` (features.sequences.UserSequences
+    over the rows of ``user_items``, or a function returning them, called only when needed) goes to
+    the models whose ``uses_sequences`` is true (models/sasrec.py), ``users`` (the users table:
+    country, interests) to those whose ``uses_users`` is (models/two_tower.py); the others get the
+    matrix and the item table alone."""
+    extra = {}
+    if model.uses_sequences:
+        extra["sequences"] = sequences() if callable(sequences) else sequences
+    if model.uses_users and users is not None:
+        extra["users"] = users
+    return model.fit(user_items, items, **extra)
+
+
 def configure(model: Recommender, cfg: Any) -> Recommender:
     """The serving settings (never saved) from ``cfg.scale``: score blocks and threads."""
     model.block_users = cfg.scale.score_block_users

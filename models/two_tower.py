@@ -10,10 +10,14 @@ user tower over the user's items, trained with an in-batch sampled softmax.
   with probability ``id_dropout`` per batch, so the content alone places an item: an item nobody
   has bought (no id signal) is embedded from its content, for the new-item slots and its
   ``similar_items``. Without any item text the tower is the id embedding alone.
-* User tower: ``normalize(m + MLP(m))``, ``m`` the mean of the item-tower embeddings of the user's
-  items weighted by the ``user_items`` weights (the summed event-type weights of the features step;
-  they carry no recency). Country and stated interests are not inputs of the model contract's
-  ``fit(user_items, items)``: not used (future work).
+* User tower: ``normalize(h + MLP(h))``, ``h = m + country embedding + sum_t tfidf_t * term
+  embedding_t`` over the user's stated interests (the item tower's vocabulary and term embeddings,
+  so an interest "garden" means what the word means in item text), ``m`` the mean of the
+  item-tower embeddings of the user's items weighted by the ``user_items`` weights (the summed
+  event-type weights of the features step; they carry no recency). Country and interests come from
+  ``fit(..., users=)`` (the features' users table, rows = the matrix's users; ``user_features``);
+  without them (the hybrid's cut-offs) the user tower is over the items alone. The country
+  embeddings start at zero (0 = unknown country).
 * Training: (user, item) pairs of the user's items, the item left out of the user's own history;
   the softmax over the batch's items (``temperature``; other pairs of the same item masked), Adam.
   Early stopping on the validation AUC of a random per-user share (``validation_fraction``), with
@@ -35,7 +39,7 @@ import scipy.sparse as sp
 
 from features.text import item_text
 from models.content import ContentRecommender
-from models.deep import (arrays_to_state, fit_loop, holdout_split, import_torch, pick_device, sample_users,
+from models.deep import (fit_loop, holdout_split, import_torch, pick_device, sample_users,
                          seed_everything, state_to_arrays, validation_auc)
 from models.factors import FactorRecommender
 from models.registry import register
@@ -58,10 +62,11 @@ def content_text(items) -> np.ndarray | None:
     return None
 
 
-def _build(torch, n_items: int, n_terms: int, factors: int):
-    """The towers' weights: item ids (zero), term embeddings (when there is text), two residual MLPs."""
+def _build(torch, n_items: int, n_terms: int, factors: int, n_countries: int = 0):
+    """The towers' weights: item ids (zero), term embeddings (when there is text), countries (zero;
+    0 = unknown), two residual MLPs."""
     nn = torch.nn
-    mods = {"item_id": nn.Embedding(n_items, factors),
+    mods = {"country": nn.Embedding(n_countries + 1, factors, padding_idx=0),"item_id": nn.Embedding(n_items, factors),
             "item_mlp": nn.Sequential(nn.Linear(factors, factors), nn.ReLU(), nn.Linear(factors, factors)),
             "user_mlp": nn.Sequential(nn.Linear(factors, factors), nn.ReLU(), nn.Linear(factors, factors))}
     if n_terms:
@@ -69,6 +74,7 @@ def _build(torch, n_items: int, n_terms: int, factors: int):
         nn.init.normal_(mods["terms"].weight, std=1.0 / np.sqrt(factors))
     net = nn.ModuleDict(mods)
     nn.init.zeros_(net["item_id"].weight)
+    nn.init.zeros_(net["country"].weight)
     return net
 
 
@@ -79,12 +85,13 @@ def _residual(torch, mlp, h):
 @register
 class TwoTower(FactorRecommender):
     name = "two_tower"
+    uses_users = True
 
     def __init__(self, factors: int = 64, learning_rate: float = 0.005, epochs: int = 30, batch_size: int = 1024,
                  temperature: float = 0.1, id_dropout: float = 0.5, budget_seconds: float = 600.0,
                  patience: int = 3, validation_fraction: float = 0.1, max_interactions: int = 2_000_000,
-                 min_df: int = 1, ngram_max: int = 1, max_features: int = 20_000, device: str = "auto",
-                 random_state: int = 42) -> None:
+                 min_df: int = 1, ngram_max: int = 1, max_features: int = 20_000, logq: bool = True,
+                 user_features: bool = True, device: str = "auto", random_state: int = 42) -> None:
         self.factors = factors
         self.learning_rate = learning_rate
         self.epochs = epochs
@@ -98,6 +105,8 @@ class TwoTower(FactorRecommender):
         self.min_df = min_df
         self.ngram_max = ngram_max
         self.max_features = max_features
+        self.logq = logq
+        self.user_features = user_features
         self.device = device
         self.random_state = random_state
 
@@ -136,7 +145,28 @@ class TwoTower(FactorRecommender):
         return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
     # -- fit
-    def fit(self, user_items: sp.csr_matrix, items=None) -> TwoTower:
+    def _user_inputs(self, users, n_users: int, n_terms: int) -> tuple[np.ndarray, sp.csr_matrix]:
+        """(country code per user, 0 = unknown; the TF-IDF of the stated interests in the item
+        tower's vocabulary) from ``users`` (rows = the matrix's users), or zeros without them."""
+        codes = np.zeros(n_users, np.int64)
+        interests = sp.csr_matrix((n_users, n_terms), dtype=np.float32)
+        self.countries_ = np.array([], dtype=str)
+        if users is None or not self.user_features:
+            return codes, interests
+        if len(users) != n_users:
+            raise ValueError(f"two_tower: users has {len(users)} rows, user_items {n_users}")
+        if "country" in users:
+            country = pd.Series(users["country"]).astype("string").fillna("").str.strip().str.upper().to_numpy()
+            self.countries_ = np.unique(country[country != ""]).astype(str)
+            codes = np.where(country != "", np.searchsorted(self.countries_, country) + 1, 0).astype(np.int64)
+        if "interests" in users and n_terms:
+            vec = self._vectorizer()
+            vec.item_vectors_ = sp.csr_matrix((0, n_terms), dtype=np.float32)
+            vec.terms_, vec.idf_ = self.terms_, self.idf_
+            interests = vec.text_vectors(pd.Series(users["interests"]).astype("string").fillna("").tolist())
+        return codes, interests
+
+    def fit(self, user_items: sp.csr_matrix, items=None, users=None) -> TwoTower:
         torch = import_torch()
         device = pick_device(self.device)
         rng = seed_everything(self.random_state, self.num_threads, device)
@@ -149,8 +179,9 @@ class TwoTower(FactorRecommender):
             log.info("two_tower: %d interactions > max_interactions %d: trained on %d of %d users (a random "
                      "sample of whole users)", x.nnz, self.max_interactions, len(kept), n_users)
         train, valid = holdout_split(sample, self.validation_fraction, self.random_state)
-        net = _build(torch, n_items, content.shape[1], int(self.factors)).to(device)
-        ctx = _Batches(torch, net, content, train, device)
+        codes, interests = self._user_inputs(users, n_users, content.shape[1])
+        net = _build(torch, n_items, content.shape[1], int(self.factors), len(self.countries_)).to(device)
+        ctx = _Batches(torch, net, content, train, device, codes, interests)
         self.fit_summary_ = {**self._train(torch, net, ctx, valid, rng), "users_trained": int(len(kept))}
         net.eval()
         with torch.no_grad():
@@ -171,6 +202,11 @@ class TwoTower(FactorRecommender):
         opt = torch.optim.Adam(net.parameters(), lr=self.learning_rate)
         batch = max(2, int(self.batch_size))
         temp = float(self.temperature)
+        # logQ correction (Yi et al., 2019): in-batch negatives are drawn in proportion to each item's
+        # share of the pairs, so popular items would be pushed down; the log of that share is
+        # subtracted from each column's logits.
+        freq = np.bincount(pos_i, minlength=train.shape[1]).astype(np.float64)
+        logq = np.log(np.maximum(freq, 1) / max(len(pos_i), 1)).astype(np.float32)
         # Without content an item is its id alone: nothing to drop it for.
         id_dropout = float(self.id_dropout) if ctx.content.shape[1] else 0.0
 
@@ -184,6 +220,8 @@ class TwoTower(FactorRecommender):
                 b = order[s:s + batch]
                 users, targets = ctx.batch(pos_u[b], pos_i[b], rng, id_dropout)
                 logits = users @ targets.T / temp
+                if self.logq:
+                    logits = logits - torch.from_numpy(logq[pos_i[b]]).to(ctx.device)[None, :]
                 same = torch.from_numpy(pos_i[b][:, None] == pos_i[b][None, :]).to(ctx.device)
                 logits = logits.masked_fill(same & ~torch.eye(len(b), dtype=torch.bool, device=ctx.device),
                                             float("-inf"))
@@ -210,20 +248,24 @@ class TwoTower(FactorRecommender):
     # -- persistence
     def _arrays(self):
         return {**super()._arrays(), "terms_": np.asarray(self.terms_, dtype=str),
+                "countries_": np.asarray(self.countries_, dtype=str),
                 "idf_": np.asarray(self.idf_, dtype=np.float32),
                 **{TOWER + k: v for k, v in self.tower_.items()}}
 
     def _set_arrays(self, arrays):
         super()._set_arrays(arrays)
         self.terms_, self.idf_ = arrays["terms_"], arrays["idf_"]
+        self.countries_ = arrays.get("countries_", np.array([], dtype=str))
         self.tower_ = {k[len(TOWER):]: v for k, v in arrays.items() if k.startswith(TOWER)}
 
 
 class _Batches:
     """The towers' forward passes over numpy indices: a training batch, every item, every user."""
 
-    def __init__(self, torch, net, content: sp.csr_matrix, train: sp.csr_matrix, device: str) -> None:
+    def __init__(self, torch, net, content: sp.csr_matrix, train: sp.csr_matrix, device: str,
+                 countries: np.ndarray, interests: sp.csr_matrix) -> None:
         self.torch, self.net, self.content, self.train, self.device = torch, net, content, train, device
+        self.countries, self.interests = countries, interests
 
     def items(self, idx: np.ndarray, keep_id: np.ndarray):
         """Item-tower embeddings of items ``idx``; ``keep_id``: 1 where the id embedding counts."""
@@ -237,8 +279,17 @@ class _Batches:
                                       per_sample_weights=t.from_numpy(c.data.astype(np.float32)).to(self.device))
         return _residual(t, self.net["item_mlp"], h)
 
-    def user_tower(self, means):
-        return _residual(self.torch, self.net["user_mlp"], means)
+    def user_tower(self, means, rows: np.ndarray):
+        """The user tower over the mean of the user's items plus the user's country and stated
+        interests (their terms' embeddings, weighted by TF-IDF)."""
+        t = self.torch
+        h = means + self.net["country"](t.from_numpy(self.countries[rows]).to(self.device))
+        if "terms" in self.net and self.interests.nnz:
+            c = self.interests[rows]
+            h = h + self.net["terms"](t.from_numpy(c.indices.astype(np.int64)).to(self.device),
+                                      t.from_numpy(c.indptr[:-1].astype(np.int64)).to(self.device),
+                                      per_sample_weights=t.from_numpy(c.data.astype(np.float32)).to(self.device))
+        return _residual(t, self.net["user_mlp"], h)
 
     def batch(self, users: np.ndarray, targets: np.ndarray, rng: np.random.Generator, id_dropout: float):
         """(user embeddings, target item embeddings) of a batch of pairs: each user over the user's
@@ -254,7 +305,7 @@ class _Batches:
         mean = t.sparse_coo_tensor(t.from_numpy(np.vstack([rows, inv[:len(rows)]]).astype(np.int64)),
                                    t.from_numpy(w.astype(np.float32)), (len(users), len(uniq)),
                                    device=self.device, check_invariants=False).coalesce()
-        return self.user_tower(t.sparse.mm(mean, emb)), emb[t.from_numpy(inv[len(rows):]).to(self.device)]
+        return self.user_tower(t.sparse.mm(mean, emb), users), emb[t.from_numpy(inv[len(rows):]).to(self.device)]
 
     def all_items(self, seen: np.ndarray) -> np.ndarray:
         """Every item's embedding (no dropout; ids of the ``seen`` items only), float32."""
@@ -269,6 +320,7 @@ class _Batches:
         norm = np.asarray(x.sum(axis=1)).ravel()
         means = sp.diags(np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)) @ x @ item_vecs
         means = np.asarray(means, dtype=np.float32)
-        out = [self.user_tower(self.torch.from_numpy(means[s:s + CHUNK]).to(self.device)).cpu().numpy()
+        out = [self.user_tower(self.torch.from_numpy(means[s:s + CHUNK]).to(self.device),
+                               np.arange(s, min(s + CHUNK, len(means)))).cpu().numpy()
                for s in range(0, len(means), CHUNK)]
         return np.ascontiguousarray(np.vstack(out) if out else np.zeros((0, item_vecs.shape[1])), dtype=np.float32)

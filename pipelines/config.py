@@ -23,6 +23,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from pipelines.config_deep import DeepModelSettings
+
 
 def _default_weights() -> Mapping[str, float]:
     # Purchases dominate; a return cancels one purchase of the same item.
@@ -43,13 +45,16 @@ class FeatureSettings:
     trending_half_life_days: float = 7.0
     # Anonymous sessions: events without a session_id start a new session after this much inactivity.
     session_gap_minutes: float = 30.0
+    # Events kept per user (the newest) in the sequences of the sequence models (models/sasrec.py).
+    sequence_max_events: int = 200
 
 
 @dataclass(frozen=True)
-class ModelSettings:
+class ModelSettings(DeepModelSettings):
     """Candidate models and their hyperparameters. ``<model>_<parameter>`` is the constructor
     parameter ``parameter`` of the model registered as ``model`` (models.registry builds each model
-    from these; ``random_state`` comes from the top-level seed)."""
+    from these; ``random_state`` comes from the top-level seed). The deep models' settings are
+    inherited from pipelines.config_deep.DeepModelSettings."""
     # Candidate models evaluated every night; the best on NDCG@eval_k becomes champion.
     candidates: tuple[str, ...] = ("popularity", "trending", "buy_again", "als", "bpr", "itemknn", "ease", "content")
     als_factors: int = 64
@@ -71,38 +76,6 @@ class ModelSettings:
     content_min_df: int = 1
     content_ngram_max: int = 2
     content_max_features: int = 50_000
-    # LightGCN (models/lightgcn.py, PyTorch; not a default candidate: add "lightgcn" to candidates).
-    # Training stops at lightgcn_epochs, after lightgcn_budget_seconds, or after lightgcn_patience
-    # epochs without a better validation score; above lightgcn_max_interactions it trains on a
-    # random sample of whole users. Device: "auto" (CUDA when available), "cpu" or "cuda".
-    lightgcn_factors: int = 64
-    lightgcn_layers: int = 3
-    lightgcn_learning_rate: float = 0.01
-    lightgcn_regularization: float = 1e-4
-    lightgcn_epochs: int = 50
-    lightgcn_batch_size: int = 4096
-    lightgcn_budget_seconds: float = 600.0
-    lightgcn_patience: int = 5
-    lightgcn_validation_fraction: float = 0.1
-    lightgcn_max_interactions: int = 2_000_000
-    lightgcn_device: str = "auto"
-    # Two-tower retrieval (models/two_tower.py, PyTorch; not a default candidate: add "two_tower" to
-    # candidates). Same stopping rules, sample and device as LightGCN; items without interactions
-    # are embedded from their content (TF-IDF settings as content_*).
-    two_tower_factors: int = 64
-    two_tower_learning_rate: float = 0.005
-    two_tower_epochs: int = 30
-    two_tower_batch_size: int = 1024
-    two_tower_temperature: float = 0.1
-    two_tower_id_dropout: float = 0.5
-    two_tower_budget_seconds: float = 600.0
-    two_tower_patience: int = 3
-    two_tower_validation_fraction: float = 0.1
-    two_tower_max_interactions: int = 2_000_000
-    two_tower_min_df: int = 1
-    two_tower_ngram_max: int = 1
-    two_tower_max_features: int = 20_000
-    two_tower_device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -120,6 +93,10 @@ class EvaluationSettings:
 @dataclass(frozen=True)
 class HybridSettings:
     """The two-stage hybrid (rank step, pipelines/hybrid/)."""
+    # Stage-1 generators (registered models): each proposes ranker_candidates items per user and its
+    # score is a ranker feature. The deep models (lightgcn, two_tower, sasrec) may be added: each is
+    # then fitted at every cut-off (ranker_windows + 2 per night), within its budget_seconds.
+    hybrid_generators: tuple[str, ...] = ("buy_again", "itemknn", "ease", "als")
     # Label window, number of stacked training windows, candidates per generator.
     ranker_window_days: int = 28
     ranker_windows: int = 2
@@ -148,6 +125,10 @@ class RankingSettings:
     similar_items_n: int = 20
     # similar_items: weight of the content cosine against the item-kNN (co-interaction) cosine.
     similar_content_weight: float = 0.5
+    # What places items nobody has bought (the new-item slots and the content leg of similar_items):
+    # "content" (TF-IDF of the item text) or "two_tower" (the two-tower model's item tower over the
+    # text and, for items with interactions, their id; fitted on all data by the select step).
+    cold_item_model: str = "content"
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
-"""The files of anonymous sessions (issue 16), beside pipelines.artifacts (which holds the paths):
+"""The files of anonymous sessions and user sequences (issue 16), beside pipelines.artifacts (which holds the paths):
 the features step's session arrays, the surfaces step's session model and its metrics.
 
 =================================  ==========  ==========================================
 file                               written by  read by
 =================================  ==========  ==========================================
 ``features/ds=/sessions_*.npz``    features    surfaces (session models)
+``features/ds=/sequences_*.npz``   features    train, evaluate, select (sequence models)
 ``models/ds=/session/``            surfaces    ``recsys session-recs``
 ``eval/ds=/session_metrics``, ...  surfaces    publish (model_runs)
 =================================  ==========  ==========================================
@@ -19,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.sequences import UserSequences
 from pipelines.artifacts import ArtifactMissing, layout
 from pipelines.config import Config
 from pipelines.infra import storage
@@ -46,6 +48,26 @@ def read_sessions(cfg: Config, ds: str, part: str) -> tuple[np.ndarray, np.ndarr
         return np.zeros(1, np.int64), np.empty(0, np.int64)
     with np.load(path, allow_pickle=False) as z:
         return z["indptr"], z["items"]
+
+
+SEQUENCE_PARTS = ("train", "full")  # each user's events before the holdout window, and up to the end of ds
+
+
+def write_sequences(cfg: Config, ds: str, sequences: dict[str, UserSequences]) -> None:
+    """Per part of SEQUENCE_PARTS, the users' event sequences into the features of ds (each file
+    written whole and renamed into place, after write_features swapped the folder in)."""
+    d = layout(cfg).features_dir(ds)
+    for part, seq in sequences.items():
+        seq.save(d / f"sequences_{part}.npz")
+
+
+def read_sequences(cfg: Config, ds: str, part: str) -> UserSequences:
+    """The users' event sequences of one part of SEQUENCE_PARTS (features.sequences.UserSequences)."""
+    path = layout(cfg).features_dir(ds) / f"sequences_{part}.npz"
+    if not path.exists():
+        raise ArtifactMissing(f"no user sequences for ds={ds} at {path}: the features predate the sequence "
+                              "models; run the features step again")
+    return UserSequences.load(path)
 
 
 # ---------------------------------------------------------------- sessions (surfaces step)

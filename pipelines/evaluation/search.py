@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import time
 
-from models.registry import items_for_fit, make_model
+from models.registry import fit_model, items_for_fit, make_model
 from pipelines.artifacts import Features, layout
 from pipelines.config import Config
 from pipelines.evaluation.holdout import beyond_accuracy
 from pipelines.evaluation.metrics import ranking_metrics
+from pipelines.session_artifacts import read_sequences
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ SEARCH_SPACE: dict[str, list[dict]] = {
             {"factors": 64, "regularization": 1.0}],
     "lightgcn": [{"layers": 2}, {"factors": 128}, {"regularization": 1e-3}],
     "two_tower": [{"temperature": 0.05}, {"factors": 128}, {"id_dropout": 0.2}],
+    "sasrec": [{"layers": 1}, {"max_len": 100}, {"dropout": 0.5}],
 }
 
 
@@ -46,7 +48,7 @@ def search(cfg: Config, ds: str, f: Features, users, truth, inactive, n_catalog:
             model = make_model(name, cfg, alt)
             if "budget_seconds" in model.get_params():  # a deep model's trial ends with the search's budget
                 model.budget_seconds = min(model.budget_seconds, deadline - t0)
-            model = model.fit(f.train, items)
+            model = fit_model(model, f.train, items, lambda: read_sequences(cfg, ds, "train"), f.users)
             recs, _ = model.recommend(users, f.train, cfg.evaluation.eval_k, filter_items=inactive)
             m = {**ranking_metrics(recs, truth, cfg.evaluation.eval_k, n_catalog), **extra(recs, truth)}
             won = m[key] > summary[name][key]

@@ -28,16 +28,17 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from features.sequences import UserSequences, from_daily
 from models.buy_again import smoothed_repeat_rate
-from models.registry import make_model
-from pipelines.config import Config
+from models.registry import REGISTRY, fit_model, make_model
+from pipelines.config import Config, HybridSettings
 from pipelines.evaluation.metrics import sample_users
 from pipelines.infra import tracking
 from pipelines.infra.logs import Progress
 
 log = logging.getLogger(__name__)
 
-GENERATORS = ("buy_again", "itemknn", "ease", "als")
+GENERATORS = HybridSettings.hybrid_generators  # the default stage-1 models (config hybrid_generators)
 TASKS = ("all", "new")
 
 
@@ -52,6 +53,13 @@ class Cutoff:
     items: pd.DataFrame       # item_idx, text, popularity (30 days), repeat_rate, pop7, popall, trending
     user_last: np.ndarray     # days since the user's last interaction
     user_days: np.ndarray     # distinct active days of the user
+    daily: pd.DataFrame | None = None  # the whole daily table (shared, not copied; for ``sequences``)
+
+    def sequences(self) -> UserSequences:
+        """Each user's (item, day) rows before the cut-off in day order, for a sequence generator
+        (features.sequences.from_daily: a purchase where the day had one, else a view)."""
+        d = self.daily[self.daily["day"] < self.day]
+        return from_daily(d["user_idx"], d["item_idx"], d["day"], d["purchases"], self.x.shape[0])
 
 
 def cutoff(daily: pd.DataFrame, day: int, shape: tuple[int, int], text: np.ndarray,
@@ -86,7 +94,7 @@ def cutoff(daily: pd.DataFrame, day: int, shape: tuple[int, int], text: np.ndarr
     user_last = np.full(shape[0], 9999.0)
     user_last[ulast.index.to_numpy()] = day - ulast.to_numpy()
     user_days = np.bincount(d.drop_duplicates(["user_idx", "day"])["user_idx"], minlength=shape[0]).astype(float)
-    return Cutoff(day, x, buy_days, since, items, user_last, user_days)
+    return Cutoff(day, x, buy_days, since, items, user_last, user_days, daily)
 
 
 def truth_matrix(daily: pd.DataFrame, start: int, end: int, shape, new_only: bool, c: Cutoff) -> sp.csr_matrix:
@@ -104,8 +112,12 @@ class Generators:
     """The stage-1 models fitted at one cut-off."""
 
     def __init__(self, cfg: Config, c: Cutoff) -> None:
-        names = [g for g in GENERATORS if not (g == "ease" and c.x.shape[1] > cfg.models.ease_max_items)]
-        self.models = {g: make_model(g, cfg).fit(c.x, c.items) for g in names}
+        gens = cfg.hybrid.hybrid_generators
+        unknown = sorted(set(gens) - set(REGISTRY))
+        if unknown:
+            raise ValueError(f"hybrid_generators: unknown model(s) {unknown}; known: {sorted(REGISTRY)}")
+        names = [g for g in gens if not (g == "ease" and c.x.shape[1] > cfg.models.ease_max_items)]
+        self.models = {g: fit_model(make_model(g, cfg), c.x, c.items, c.sequences) for g in names}
 
 
 def candidate_blocks(cfg: Config, c: Cutoff, gens: Generators, users: np.ndarray, new_only: bool,
@@ -232,7 +244,7 @@ class HybridRun:
 
     def at(self, day: int) -> tuple[Cutoff, Generators]:
         if day not in self._cut:
-            log.info("rank: features and generators (%s) at day %d", ", ".join(GENERATORS), day)
+            log.info("rank: features and generators (%s) at day %d", ", ".join(self.cfg.hybrid.hybrid_generators), day)
             c = cutoff(self.daily, day, self.shape, self.text, self.cfg.features.trending_half_life_days)
             self._cut[day] = (c, Generators(self.cfg, c))
         return self._cut[day]

@@ -53,6 +53,7 @@ from pipelines.ranking.sources import (
     content_lists,
     country_popularity,
     country_tops,
+    factor_lists,
     fresh_candidates,
     hybrid_lists,
 )
@@ -135,6 +136,8 @@ class PersonalLists:
         self.popularity = load_model(lay.model(ds, "popularity"), cfg)
         self.content = load_model(lay.model(ds, "content"), cfg)
         self.vectors = self.content.item_vectors()
+        # The two-tower item tower places the new items instead of the TF-IDF (cold_item_model).
+        self.cold = load_model(lay.model(ds, "two_tower"), cfg) if cfg.ranking.cold_item_model == "two_tower" else None
         self.buy_again = make_model(BUY_AGAIN, cfg).fit(self.f.full, items_for_fit(self.f.items, "pop_full"))
         wanted = {v.lists for exp, _ in self.experiments for v in exp.variants} - {"current", "none"}
         self.kinds = {"current": ListSource(champion, champion_name, True)}
@@ -191,11 +194,25 @@ class PersonalLists:
         rows = UserRows(RowSet(h.bought, users), RowSet(h.categories, users), back_ids, back_src)
         fresh_ids = np.full((m, 0), NO_ITEM, np.int64)
         if self.slots:
-            fresh_ids, _ = content_lists(profiles, self.vectors, self.fresh_items, self.slots, h.full[users],
-                                         self.cfg.scale.score_block_users)
+            fresh_ids = self._fresh(users, profiles)
         never = {task: RowSet(h.never[task], users) for _, task in SURFACE_TASKS}
         shared = {task: self._shared(users, profiles, task) for _, task in SURFACE_TASKS}
         return Block(users, rows, never, fresh_ids, shared)
+
+    def _fresh(self, users: np.ndarray, profiles: sp.csr_matrix) -> np.ndarray:
+        """The new-item slots' items: by content (TF-IDF profiles), or by the two-tower vectors for
+        users with history (cold_item_model two_tower; the others, stated interests included, by content)."""
+        full, block = self.history.full[users], self.cfg.scale.score_block_users
+        if self.cold is None:
+            return content_lists(profiles, self.vectors, self.fresh_items, self.slots, full, block)[0]
+        ids = np.full((len(users), self.slots), NO_ITEM, np.int64)
+        has = np.diff(full.indptr) > 0
+        known, rest = np.flatnonzero(has), np.flatnonzero(~has)
+        ids[known] = factor_lists(self.cold.user_factors_[users[known]], self.cold.item_factors_, self.fresh_items,
+                                  self.slots, full[known], block)[0]
+        if len(rest):
+            ids[rest] = content_lists(profiles[rest], self.vectors, self.fresh_items, self.slots, full[rest], block)[0]
+        return ids
 
     def _shared(self, users: np.ndarray, profiles: sp.csr_matrix, task: str) -> Shared:
         """Popularity, country and stated-interest lists of a task (new_for_you: without the user's items)."""

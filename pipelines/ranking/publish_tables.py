@@ -24,17 +24,18 @@ from pipelines.session_artifacts import read_session_metrics
 
 
 def similar_items(cfg: Config, ds: str, run_id: str, f: Features, available: np.ndarray) -> pa.Table:
-    """Product page "similar items": content (TF-IDF) and collaborative (item-kNN co-interaction)
-    cosines blended, ``similar_content_weight`` x content + (1 - it) x item-kNN, over the union of
-    both models' top 2n neighbours; available items only."""
+    """Product page "similar items": content (TF-IDF, or the two-tower item tower when
+    ``cold_item_model`` is two_tower) and collaborative (item-kNN co-interaction) cosines blended,
+    ``similar_content_weight`` x content + (1 - it) x item-kNN, over the union of both models' top
+    2n neighbours; available items only."""
     items = f.items
     anchors = np.flatnonzero(available)
     unavailable = np.flatnonzero(~available)
     n = cfg.ranking.similar_items_n
     w = cfg.ranking.similar_content_weight
     parts = []
-    for name, weight in (("content", w), ("itemknn", 1.0 - w)):
-        model = load_model(layout(cfg).model(ds, name))
+    for name, saved in (("content", cfg.ranking.cold_item_model), ("itemknn", "itemknn")):
+        model = load_model(layout(cfg).model(ds, saved))
         ids, scores = model.similar_items(anchors, 2 * n, filter_items=unavailable)
         keep = ids.ravel() >= 0
         parts.append(pd.DataFrame({"a": np.repeat(anchors, ids.shape[1])[keep], "b": ids.ravel()[keep],

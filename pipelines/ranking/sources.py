@@ -86,6 +86,30 @@ def content_lists(profiles: sp.csr_matrix, item_vectors: sp.csr_matrix, cand: np
     return ids, vals
 
 
+def factor_lists(user_vecs: np.ndarray, item_vecs: np.ndarray, cand: np.ndarray, n: int,
+                 exclude: sp.csr_matrix | None, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """``content_lists`` for a factor model's vectors (the two-tower model, ``cold_item_model``):
+    per row of ``user_vecs``, the n items of ``cand`` with the highest positive dot product,
+    leaving out the row's items in ``exclude``; scored in row blocks."""
+    rows = user_vecs.shape[0]
+    ids = np.full((rows, n), NO_ITEM, dtype=np.int64)
+    vals = np.full((rows, n), -np.inf, dtype=np.float32)
+    if not len(cand) or not rows:
+        return ids, vals
+    vc = np.ascontiguousarray(item_vecs[cand], dtype=np.float32)
+    block = max(1, min(block, 16_777_216 // max(len(cand), 1)))
+    for start in range(0, rows, block):
+        s = np.asarray(user_vecs[start:start + block] @ vc.T, dtype=np.float32)
+        s[s <= 0] = -np.inf
+        if exclude is not None:
+            own = exclude[start:start + block][:, cand].tocoo()
+            s[own.row, own.col] = -np.inf
+        local, v = topk(s, n)
+        ids[start:start + block] = np.where(local >= 0, cand[np.maximum(local, 0)], NO_ITEM)
+        vals[start:start + block] = v
+    return ids, vals
+
+
 def new_items(cfg: Config, ds: str, items: pd.DataFrame) -> np.ndarray:
     """Active items first seen within ``new_item_days`` up to ds, or never seen in any event."""
     first = pd.to_datetime(items["first_seen"]) if "first_seen" in items else pd.Series(pd.NaT, index=items.index)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
-from models.registry import items_for_fit, make_model
+from models.registry import fit_model, items_for_fit, make_model
 from pipelines.artifacts import (
     layout,
     read_eval_summary,
@@ -26,11 +26,20 @@ from pipelines.config import Config
 from pipelines.evaluation.gate import alias_ds, current_champion, gate, newest_alias_ds
 from pipelines.evaluation.night_log import Decision, log_night
 from pipelines.infra import tracking
+from pipelines.session_artifacts import read_sequences
 
 log = logging.getLogger(__name__)
 
 # Refitted beside the champion on all data: similar items, new-item slots and the fallbacks use them.
 HELPER_MODELS = ("content", "popularity", "itemknn")
+COLD_ITEM_MODELS = ("content", "two_tower")
+
+
+def helper_models(cfg: Config) -> tuple[str, ...]:
+    """HELPER_MODELS, and the two-tower model when it places the never-bought items (cold_item_model)."""
+    if cfg.ranking.cold_item_model not in COLD_ITEM_MODELS:
+        raise ValueError(f"cold_item_model must be one of {COLD_ITEM_MODELS}, not {cfg.ranking.cold_item_model!r}")
+    return HELPER_MODELS + (("two_tower",) if cfg.ranking.cold_item_model == "two_tower" else ())
 
 
 def run(cfg: Config, ds: str, run_id: str, airflow_run_id: str | None = None) -> dict:
@@ -55,12 +64,15 @@ def run(cfg: Config, ds: str, run_id: str, airflow_run_id: str | None = None) ->
     paths = layout(cfg)
     t0 = time.perf_counter()
     tuned = summary.get("params", {})
-    champ_dir = make_model(serving, cfg, tuned.get(serving)).fit(f.full, items).save(paths.model(ds, "champion"))
+    sequences = lambda: read_sequences(cfg, ds, "full")  # noqa: E731  (read only for a sequence model)
+    champ_dir = fit_model(make_model(serving, cfg, tuned.get(serving)), f.full, items, sequences, f.users).save(
+        paths.model(ds, "champion"))
     fit_seconds = time.perf_counter() - t0
-    chall_dir = champ_dir if serving == challenger else make_model(challenger, cfg, tuned.get(challenger)).fit(
-        f.full, items).save(paths.model(ds, "challenger"))
-    for name in HELPER_MODELS:
-        make_model(name, cfg).fit(f.full, items).save(paths.model(ds, name))
+    chall_dir = champ_dir if serving == challenger else fit_model(
+        make_model(challenger, cfg, tuned.get(challenger)), f.full, items, sequences, f.users).save(
+        paths.model(ds, "challenger"))
+    for name in helper_models(cfg):
+        fit_model(make_model(name, cfg), f.full, items, users=f.users).save(paths.model(ds, name))
     log.info("select ds=%s: serving %s, refitted on full data in %.2fs", ds, serving, fit_seconds)
     decision = Decision(ds=ds, run_id=run_id, airflow_run_id=airflow_run_id or "", champion=serving,
                         challenger=challenger, promote=promote and not backfill, reason=reason,

@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from features.sequences import PURCHASE, UserSequences, build_sequences
 from models.base import Recommender
+from models.registry import fit_model
 
 # Constructor arguments that suit the 8 x 8 board (small factors, enough iterations), by case id.
 CONTRACT_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
@@ -24,6 +26,9 @@ CONTRACT_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "bpr": {"bpr": {"factors": 8, "iterations": 200, "learning_rate": 0.05, "random_state": 3}},
     "itemknn": {"itemknn": {"neighbours": 8}, "itemknn_bm25": {"neighbours": 8, "weighting": "bm25"}},
     "ease": {"ease": {"regularization": 1.0}},
+    "sasrec": {"sasrec": {"factors": 16, "layers": 1, "heads": 1, "max_len": 8, "dropout": 0.0,
+                          "learning_rate": 0.01, "epochs": 150, "patience": 0, "validation_fraction": 0.0,
+                          "device": "cpu", "random_state": 5}},
 }
 
 ITEMS = pd.DataFrame({"item_idx": range(8), "text": ["red apple fruit"] * 4 + ["blue car wheel"] * 4})
@@ -38,6 +43,21 @@ def checkerboard() -> sp.csr_matrix:
     m[4:, 4:] = 1
     np.fill_diagonal(m, 0)
     return sp.csr_matrix(m)
+
+
+def sequences_of(ui: sp.csr_matrix) -> UserSequences:
+    """Each user's items as purchases a minute apart, in a fixed random order per user (so that
+    every item of a block is seen followed by the others), for a sequence model."""
+    x = ui.tocsr()
+    users = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+    times = np.random.default_rng(0).permutation(x.nnz) * 60
+    return build_sequences(users, x.indices, np.full(x.nnz, PURCHASE), times, x.shape[0])
+
+
+def fit(model: Recommender, ui: sp.csr_matrix) -> Recommender:
+    """``model`` fitted on ``ui`` and ITEMS (and, for a sequence model, ``sequences_of(ui)``), as
+    the pipeline fits it (models.registry.fit_model)."""
+    return fit_model(model, ui, ITEMS, lambda: sequences_of(ui))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from models import load_model
 from models.kernels import NO_ITEM
-from tests.models.contract import ITEMS, checkerboard
+from tests.models.contract import checkerboard, fit
 
 USERS = np.arange(8)
 
@@ -34,7 +34,7 @@ def test_init_stores_hyperparameters_only(contract_case, contract_model):
 def test_fit_returns_self_and_fitted_attributes_end_in_underscore(contract_model):
     params = contract_model.get_params()
     before = set(vars(contract_model))
-    assert contract_model.fit(checkerboard(), ITEMS) is contract_model
+    assert fit(contract_model, checkerboard()) is contract_model
     learnt = set(vars(contract_model)) - before
     assert learnt and all(k.endswith("_") and not k.startswith("_") for k in learnt)
     assert contract_model.get_params() == params
@@ -44,7 +44,7 @@ def test_fit_returns_self_and_fitted_attributes_end_in_underscore(contract_model
 def test_recommends_the_missing_item_of_the_block(contract_model):
     ui = checkerboard()
     model = contract_model
-    assert model.fit(ui, ITEMS) is model
+    assert fit(model, ui) is model
     ids, scores = model.recommend(USERS, ui, n=1, exclude=ui)
     assert ids.shape == scores.shape == (8, 1)
     if model.deterministic:
@@ -55,7 +55,7 @@ def test_recommends_the_missing_item_of_the_block(contract_model):
 
 @pytest.mark.model_tags("item_similarity")
 def test_similar_items_stay_in_the_block(contract_model):
-    model = contract_model.fit(checkerboard(), ITEMS)
+    model = fit(contract_model, checkerboard())
     ids, scores = model.similar_items(np.array([0, 5]), n=3)
     assert ids.shape == scores.shape == (2, 3)
     if model.deterministic:
@@ -67,7 +67,7 @@ def test_similar_items_stay_in_the_block(contract_model):
 
 def test_filter_items_exclude_and_save_load_roundtrip(contract_model, tmp_path):
     ui = checkerboard()
-    model = contract_model.fit(ui, ITEMS)
+    model = fit(contract_model, ui)
     ids, scores = model.recommend(USERS, ui, n=8, filter_items=np.array([0, 4]))
     assert not np.isin(ids, [0, 4]).any()
     assert (ids[:, -2:] == NO_ITEM).all() and np.isneginf(scores[:, -2:]).all()  # only 6 eligible items
@@ -84,7 +84,7 @@ def test_filter_items_exclude_and_save_load_roundtrip(contract_model, tmp_path):
 
 
 def test_saves_params_json_and_npz_files_without_pickle(contract_model, tmp_path):
-    model = contract_model.fit(checkerboard(), ITEMS)
+    model = fit(contract_model, checkerboard())
     model.block_users, model.block_cells = 3, 100  # serving settings (make_model): not saved
     path = model.save(tmp_path / "model")
     meta = json.loads((path / "params.json").read_text())
@@ -99,7 +99,7 @@ def test_saves_params_json_and_npz_files_without_pickle(contract_model, tmp_path
 def test_scores_agree_across_the_scoring_methods(contract_model):
     """score, score_pairs, sparse_scores, recommend and recommend_with_own: one set of scores."""
     ui = checkerboard()
-    model = contract_model.fit(ui, ITEMS)
+    model = fit(contract_model, ui)
     model.block_users = 3  # several blocks, one of them partial
     dense = np.asarray(model.score(USERS, ui), dtype=np.float32)
     assert dense.shape == (8, 8)
@@ -126,7 +126,7 @@ def test_scores_agree_across_the_scoring_methods(contract_model):
 
 def test_an_empty_batch_gives_empty_arrays(contract_model):
     ui = checkerboard()
-    model = contract_model.fit(ui, ITEMS)
+    model = fit(contract_model, ui)
     ids, scores = model.recommend(np.array([], dtype=np.int64), ui, n=3)
     assert ids.shape == scores.shape == (0, 3)
     assert model.score_pairs(np.array([], dtype=np.int64), np.array([], dtype=np.int64), ui).shape == (0,)

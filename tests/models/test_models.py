@@ -23,7 +23,7 @@ from tests.models.contract import checkerboard
 def test_registry_names_match_classes():
     # The models of the package (a test file may register more: out of REGISTRY after collection).
     assert sorted(REGISTRY) == ["als", "bpr", "buy_again", "content", "ease", "itemknn", "lightgcn", "popularity",
-                              "trending", "two_tower"]
+                              "sasrec", "trending", "two_tower"]
     assert all(cls.name == name for name, cls in REGISTRY.items())
 
 

@@ -110,3 +110,21 @@ def test_save_load_round_trip_without_pickle(fitted, tmp_path):
     texts = ["red apple code0 a fruit apple cat_fruit bra_orchard price_2_5", "nothing known"]
     assert np.array_equal(loaded.content_vectors(texts), fitted.content_vectors(texts))
     assert loaded.get_params() == fitted.get_params()
+
+
+def test_country_and_stated_interests_place_users_without_purchases():
+    """Users 0-29 buy in their group (as above) and live in one country per group (FR, DE, US).
+    Three more have bought nothing: user 30 lives in DE (group 1's country), user 31 states an
+    interest in lamps (group 2's words), user 32 in apples (group 0's). Their lists come from the
+    user tower's country and interest inputs alone; without ``users`` the three get one same list."""
+    ui = sp.vstack([purchases(per_user=4), sp.csr_matrix((3, 3 * PER_GROUP + 1), dtype=np.float32)]).tocsr()
+    users = pd.DataFrame({"user_idx": range(33),
+                          "country": ["FR"] * 10 + ["DE"] * 10 + ["US"] * 10 + ["DE", None, None],
+                          "interests": [None] * 31 + ["green lamp light", "red apple fruit"]})
+    model = two_tower(epochs=40, random_state=2).fit(ui, catalog(), users=users)
+    assert model.countries_.tolist() == ["DE", "FR", "US"]
+    ids, _ = model.recommend(np.array([30, 31, 32]), ui, n=3, exclude=ui)
+    assert (group_of(ids) == np.array([[1], [2], [0]])).all()
+    blind = two_tower(epochs=40, random_state=2).fit(ui, catalog())
+    assert np.allclose(blind.user_factors_[30], blind.user_factors_[31])
+    assert np.allclose(blind.user_factors_[31], blind.user_factors_[32])

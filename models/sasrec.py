@@ -1,0 +1,326 @@
+"""SASRec-style sequence transformer (Kang and McAuley, 2018; PyTorch, models/deep.py): causal
+self-attention over each user's events in time order, trained to predict the next purchase.
+
+* Input (features.sequences.UserSequences, passed to ``fit`` as ``sequences``): per user the newest
+  ``max_len`` events, each embedded as item + event type (view, cart, purchase, return) + time gap
+  since the user's previous event (``GAP_BUCKETS`` log2 buckets of minutes) + position, then
+  ``layers`` pre-norm transformer blocks with a causal mask (a position sees itself and earlier
+  events; padding is never attended to). Item embeddings are shared with the output layer.
+* Training: at each position, the softmax over all items (a full softmax up to
+  ``full_softmax_items`` items, above it ``negatives`` shared random items per batch) of the item
+  to predict (``target``): the user's next event ("next_event", as SASRec), or an item of the
+  user's next basket drawn at random each epoch ("next_basket": a basket is the user's events at
+  one time, to the second: an order's lines), with ``horizon_days`` > 0 any of the user's events in
+  that many days after it. Where the data has purchases, only purchase targets count. Adam. Each
+  epoch a user contributes one window of ``max_len`` events: the newest, or with probability 1/2
+  one ending at a random earlier event (more of a long history is seen over the epochs). On Online
+  Retail "next_event" does best (docs/benchmarks.md): an order's lines follow each other in the
+  file, so the next line is the closest co-purchase signal.
+* Early stopping: a random ``validation_fraction`` of the users with a purchase after their first
+  event lose their last purchase from training (with "next_basket", that purchase's whole basket);
+  the score is the mean AUC of its (first) item's rank from the preceding events (models.deep.fit_loop: ``epochs``, ``budget_seconds``, ``patience``). Above
+  ``max_interactions`` events, training uses a random sample of whole users (the sample's size is
+  logged); every user is still encoded at the end.
+* Serving: each user's vector is the encoder's last output over the user's newest events (all of
+  them, the validation purchase included), the item vectors are the item embeddings: a factor model
+  (models.factors: numpy, fused top-K, no torch at serving). A user without events has a zero vector
+  (the pipeline's fallbacks serve them). Saved as npz (the encoder weights through state_to_arrays).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.sparse as sp
+
+from features.sequences import PURCHASE, UserSequences
+from models.deep import arrays_to_state, fit_loop, import_torch, pick_device, seed_everything, state_to_arrays
+from models.factors import FactorRecommender
+from models.registry import register
+
+log = logging.getLogger(__name__)
+
+NET = "net."  # prefix of the encoder weights among the saved arrays
+GAP_BUCKETS = 16  # log2 buckets of the minutes since the previous event (0 = padding / first event)
+N_KINDS = 5  # padding + the four event types
+TARGETS = ("next_event", "next_basket")
+
+
+def gap_buckets(times: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+    """Per event, 1 + min(floor(log2(1 + minutes since the user's previous event)), GAP_BUCKETS - 2);
+    a user's first event gets 1."""
+    gaps = np.zeros(len(times), np.float64)
+    if len(times) > 1:
+        gaps[1:] = np.maximum(np.diff(times.astype(np.float64)), 0) / 60.0
+    gaps[indptr[:-1][np.diff(indptr) > 0]] = 0.0
+    return (1 + np.minimum(np.floor(np.log2(1.0 + gaps)), GAP_BUCKETS - 2)).astype(np.int64)
+
+
+def _windows(seq: UserSequences, users: np.ndarray, ends: np.ndarray, length: int, gaps: np.ndarray):
+    """Left-padded (len(users), length) arrays of items + 1, kinds + 1, gap buckets and event
+    indexes (-1) of the events ``[max(start, end - length), end)`` of each user (0 = padding)."""
+    starts = np.maximum(seq.indptr[users], ends - length)
+    n = ends - starts
+    pos = np.arange(length)[None, :] - (length - n)[:, None]  # offset into the window; < 0 is padding
+    valid = pos >= 0
+    src = np.where(valid, starts[:, None] + pos, -1)
+    at = np.maximum(src, 0)
+    items = np.where(valid, seq.items[at].astype(np.int64) + 1, 0)
+    kinds = np.where(valid, seq.kinds[at].astype(np.int64) + 1, 0)
+    gap = np.where(valid, gaps[at], 0)
+    return items, kinds, gap, src
+
+
+def baskets(seq: UserSequences, target: str = "next_basket", horizon_s: float = 0.0
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per event: the first index of its basket, and (first index, length) of the events it is
+    trained to predict (TARGETS): the user's next event ("next_event"), or the user's next basket
+    ("next_basket"), and then with ``horizon_s`` > 0 every later event up to that many seconds
+    after it. A basket is a user's events at one time (to the second: an order's lines); length 0
+    after the user's last event."""
+    n = len(seq.items)
+    owner = np.repeat(np.arange(seq.n_users), seq.lengths())
+    new = np.ones(n, bool)
+    new[1:] = (owner[1:] != owner[:-1]) | (seq.times[1:] != seq.times[:-1])
+    bid = np.cumsum(new) - 1
+    bstart = np.flatnonzero(new)
+    bend = np.r_[bstart[1:], n]
+    nxt = np.minimum(bid + 1, max(len(bstart) - 1, 0))
+    ok = (bid + 1 < len(bstart)) & (owner[bstart[nxt]] == owner) if n else np.zeros(0, bool)
+    if not n:
+        return (np.zeros(0, np.int64),) * 3
+    first, end = np.where(ok, bstart[nxt], 0), np.where(ok, bend[nxt], 0)
+    if target == "next_event":
+        ok = np.r_[owner[1:] == owner[:-1], False]
+        first, end = np.where(ok, np.arange(n) + 1, 0), np.where(ok, np.arange(n) + 2, 0)
+    if horizon_s > 0:
+        t = seq.times - seq.times.min()
+        key = owner * (int(t.max()) + int(horizon_s) + 2) + t
+        reach = np.searchsorted(key, key + int(horizon_s), side="right")
+        end = np.where(ok, np.maximum(end, reach), 0)
+    return bstart[bid], first, end - first
+
+
+def _build(torch, n_items: int, factors: int, layers: int, heads: int, max_len: int, dropout: float):
+    nn = torch.nn
+    block = nn.TransformerEncoderLayer(factors, heads, dim_feedforward=2 * factors, dropout=dropout,
+                                       batch_first=True, norm_first=True)
+    net = nn.ModuleDict({"item": nn.Embedding(n_items + 1, factors, padding_idx=0),
+                         "kind": nn.Embedding(N_KINDS, factors, padding_idx=0),
+                         "gap": nn.Embedding(GAP_BUCKETS, factors, padding_idx=0),
+                         "pos": nn.Embedding(max_len, factors),
+                         "encoder": nn.TransformerEncoder(block, layers, enable_nested_tensor=False),
+                         "norm": nn.LayerNorm(factors),
+                         "drop": nn.Dropout(dropout)})
+    nn.init.normal_(net["item"].weight, std=1.0 / np.sqrt(factors))
+    with torch.no_grad():
+        net["item"].weight[0].zero_()
+    return net
+
+
+def _encode(torch, net, items, kinds, gaps, heads: int):
+    """Outputs (batch, length, factors) of left-padded windows."""
+    b, length = items.shape
+    pos = torch.arange(length, device=items.device)
+    h = net["item"](items) * np.sqrt(net["item"].embedding_dim)
+    h = h + net["kind"](kinds) + net["gap"](gaps) + net["pos"](pos)
+    pad = items == 0
+    h = net["drop"](h) * (~pad).unsqueeze(-1)
+    # Causal mask where padding keys are hidden too; each position always sees itself (no empty row).
+    future = torch.triu(torch.ones(length, length, dtype=torch.bool, device=items.device), diagonal=1)
+    hide = future.unsqueeze(0) | pad.unsqueeze(1)
+    hide = hide & ~torch.eye(length, dtype=torch.bool, device=items.device).unsqueeze(0)
+    mask = torch.zeros(hide.shape, dtype=h.dtype, device=items.device).masked_fill(hide, float("-inf"))
+    mask = mask.repeat_interleave(heads, dim=0)
+    return net["norm"](net["encoder"](h, mask=mask))
+
+
+@register
+class SASRec(FactorRecommender):
+    name = "sasrec"
+    uses_sequences = True
+    # The shared contract's toy (8 users, 3 items each, no order) holds no sequence to learn: the
+    # model ranks unseen items from the history's order, tested on planted orders in
+    # tests/models/test_sasrec.py, and its item vectors are output embeddings, not a similarity.
+    ranks_unseen_by_history = False
+    item_similarity = False
+
+    def __init__(self, factors: int = 64, layers: int = 2, heads: int = 2, max_len: int = 50,
+                 dropout: float = 0.2, learning_rate: float = 0.001, epochs: int = 40, batch_size: int = 128,
+                 budget_seconds: float = 600.0, patience: int = 3, validation_fraction: float = 0.1,
+                 max_interactions: int = 2_000_000, full_softmax_items: int = 20_000, negatives: int = 2048,
+                 target: str = "next_event", horizon_days: float = 0.0, device: str = "auto",
+                 random_state: int = 42) -> None:
+        self.factors = factors
+        self.layers = layers
+        self.heads = heads
+        self.max_len = max_len
+        self.dropout = dropout
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.budget_seconds = budget_seconds
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.max_interactions = max_interactions
+        self.full_softmax_items = full_softmax_items
+        self.negatives = negatives
+        self.target = target
+        self.horizon_days = horizon_days
+        self.device = device
+        self.random_state = random_state
+
+    def fit(self, user_items: sp.csr_matrix, items=None, sequences: UserSequences | None = None) -> SASRec:
+        if self.target not in TARGETS:
+            raise ValueError(f"sasrec: target must be one of {TARGETS}, not {self.target!r}")
+        if sequences is None:
+            raise ValueError("sasrec needs each user's events in time order: fit(user_items, items, sequences=...) "
+                             "(features.sequences.UserSequences; the pipeline passes the features step's)")
+        n_users, n_items = user_items.shape
+        if sequences.n_users != n_users:
+            raise ValueError(f"sasrec: sequences cover {sequences.n_users} users, the matrix has {n_users} rows")
+        torch = import_torch()
+        device = pick_device(self.device)
+        rng = seed_everything(self.random_state, self.num_threads, device)
+        net = _build(torch, n_items, int(self.factors), int(self.layers), int(self.heads), int(self.max_len),
+                     float(self.dropout)).to(device)
+        gaps = gap_buckets(sequences.times, sequences.indptr)
+        self.fit_summary_ = self._train(torch, net, sequences, gaps, n_items, rng, device)
+        self.net_ = net.cpu().eval()
+        self._set_final(torch, sequences, gaps, n_users)
+        return self
+
+    def _split(self, seq: UserSequences, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(training users, their training ends, validation users' held-out event positions)."""
+        lengths = seq.lengths()
+        users = np.flatnonzero(lengths >= 2)
+        if self.max_interactions > 0 and lengths.sum() > self.max_interactions:
+            order = rng.permutation(users)
+            users = np.sort(order[np.cumsum(lengths[order]) <= self.max_interactions])
+            log.info("sasrec: %d events > max_interactions %d: trained on %d users (a random sample of whole users)",
+                     lengths.sum(), self.max_interactions, len(users))
+        ends = seq.indptr[users + 1].copy()
+        # The last purchase (after the first event) of a random share of users is held out for validation.
+        is_buy = seq.kinds == PURCHASE
+        last_buy = np.full(seq.n_users, -1, np.int64)
+        pos = np.flatnonzero(is_buy)
+        owner = np.repeat(np.arange(seq.n_users), seq.lengths())[pos]
+        last_buy[owner] = pos  # ascending: the last write is the newest purchase
+        if self.target == "next_basket":  # the first line of that purchase's basket
+            has = last_buy >= 0
+            last_buy[has] = baskets(seq)[0][last_buy[has]]
+        drawn = rng.random(len(users)) < self.validation_fraction
+        cand = np.flatnonzero((last_buy[users] > seq.indptr[users]) & drawn)
+        held = last_buy[users[cand]]
+        ends[cand] = held  # the validation users train on what came before their held-out purchase
+        return users, ends, held
+
+    def _train(self, torch, net, seq: UserSequences, gaps: np.ndarray, n_items: int, rng, device) -> dict:
+        users, ends, held = self._split(seq, rng)
+        ok = ends - seq.indptr[users] >= 2
+        users, ends = users[ok], ends[ok]
+        held_users = np.searchsorted(seq.indptr, held, side="right") - 1
+        buys_only = bool((seq.kinds == PURCHASE).any())
+        _, nb_start, nb_len = baskets(seq, self.target, float(self.horizon_days) * 86_400)
+        opt = torch.optim.Adam(net.parameters(), lr=float(self.learning_rate))
+        length, batch, heads = int(self.max_len), max(1, int(self.batch_size)), int(self.heads)
+        full = n_items <= int(self.full_softmax_items)
+
+        def tensor(a):
+            return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+        def epoch_fn(epoch: int) -> float | None:
+            if not len(users):
+                return None
+            net.train()
+            # The newest window, or (probability 1/2) one ending at a random earlier event (>= 2 events).
+            starts = seq.indptr[users]
+            early = rng.random(len(users)) < 0.5
+            rand_end = starts + 2 + (rng.random(len(users)) * np.maximum(ends - starts - 1, 1)).astype(np.int64)
+            e = np.where(early, np.minimum(rand_end, ends), ends)
+            order = rng.permutation(len(users))
+            total, count = 0.0, 0
+            for s in range(0, len(order), batch):
+                sel = order[s:s + batch]
+                it, kd, gp, src = _windows(seq, users[sel], e[sel], length, gaps)
+                # Each position's target: a random item of the user's next basket, before the user's
+                # training end (a validation user's held-out purchase is never a target).
+                at = np.maximum(src, 0)
+                tgt_idx = nb_start[at] + (rng.random(src.shape) * nb_len[at]).astype(np.int64)
+                use = (src >= 0) & (nb_len[at] > 0) & (tgt_idx < ends[sel][:, None])
+                if buys_only:
+                    use &= seq.kinds[tgt_idx] == PURCHASE
+                if not use.any():
+                    continue
+                h = _encode(torch, net, tensor(it), tensor(kd), tensor(gp), heads)[tensor(use)]
+                tgt = tensor(seq.items[tgt_idx[use]].astype(np.int64))
+                w = net["item"].weight[1:]
+                if full:
+                    loss = torch.nn.functional.cross_entropy(h @ w.T, tgt)
+                else:
+                    neg = tensor(rng.integers(0, n_items, int(self.negatives)))
+                    logits = torch.cat([(h * w[tgt]).sum(-1, keepdim=True), h @ w[neg].T], dim=1)
+                    logits[:, 1:] = logits[:, 1:].masked_fill(neg.unsqueeze(0) == tgt.unsqueeze(1), float("-inf"))
+                    loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(tgt), dtype=torch.long,
+                                                                                  device=device))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(tgt)
+                count += len(tgt)
+            return total / max(count, 1)
+
+        def validate() -> float:
+            vecs = self._user_vectors(torch, net, seq, gaps, held_users, held, device)
+            w = net["item"].weight[1:].detach().cpu().numpy()
+            scores = vecs @ w.T
+            target = seq.items[held].astype(np.int64)
+            mine = scores[np.arange(len(held)), target]
+            below = (scores < mine[:, None]).sum(axis=1)
+            return float(np.mean(below / max(n_items - 1, 1)))
+
+        def snapshot():
+            return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+        return {**fit_loop(self.name, epoch_fn, validate if len(held) else None, int(self.epochs),
+                           float(self.budget_seconds), int(self.patience), log, snapshot=snapshot,
+                           restore=net.load_state_dict), "users_trained": int(len(users))}
+
+    def _user_vectors(self, torch, net, seq: UserSequences, gaps: np.ndarray, users: np.ndarray, ends: np.ndarray,
+                      device: str, chunk: int = 1024) -> np.ndarray:
+        """The encoder's last output over the events before ``ends`` of each of ``users`` (no grad)."""
+        out = np.zeros((len(users), int(self.factors)), np.float32)
+        net.eval()
+        with torch.no_grad():
+            for s in range(0, len(users), chunk):
+                it, kd, gp, _ = _windows(seq, users[s:s + chunk], ends[s:s + chunk], int(self.max_len), gaps)
+                t = [torch.from_numpy(a).to(device) for a in (it, kd, gp)]
+                out[s:s + chunk] = _encode(torch, net, *t, int(self.heads))[:, -1].cpu().numpy()
+        return out
+
+    def _set_final(self, torch, seq: UserSequences, gaps: np.ndarray, n_users: int) -> None:
+        users = np.flatnonzero(seq.lengths() > 0)
+        vecs = self._user_vectors(torch, self.net_, seq, gaps, users, seq.indptr[users + 1], "cpu")
+        self.user_factors_ = np.zeros((n_users, int(self.factors)), np.float32)
+        self.user_factors_[users] = vecs
+        self.item_factors_ = np.ascontiguousarray(self.net_["item"].weight[1:].detach().numpy(), dtype=np.float32)
+
+    def _arrays(self):
+        net = state_to_arrays(self.net_, NET) if getattr(self, "net_", None) is not None else self.net_arrays_
+        return {**super()._arrays(), **net}
+
+    def _set_arrays(self, arrays):
+        """The factors for serving; the encoder's weights are kept as arrays (serving needs no torch)."""
+        super()._set_arrays(arrays)
+        self.net_ = None
+        self.net_arrays_ = {k: v for k, v in arrays.items() if k.startswith(NET)}
+
+    def encoder(self):
+        """The trained encoder (torch), rebuilt from the saved weights after ``load``."""
+        if getattr(self, "net_", None) is None:
+            torch = import_torch()
+            self.net_ = _build(torch, self.item_factors_.shape[0], int(self.factors), int(self.layers),
+                               int(self.heads), int(self.max_len), float(self.dropout))
+            arrays_to_state(self.net_, self.net_arrays_, NET)
+            self.net_.eval()
+        return self.net_
