@@ -64,9 +64,10 @@ bench-quality: install
 
 # Ten million demo events: generation, the whole nightly run (each step in its own process, the score
 # step as 2 shard tasks at once), the ALS floor, block scoring, and the score step again with the
-# floor's 64-factor ALS as champion; FLOOR_ONLY=1: generation, the floor and block scoring only.
+# floor's 64-factor ALS as champion; FLOOR_ONLY=1: generation, the floor and block scoring only;
+# DEEP=SECONDS: the deep candidates too (lightgcn, two_tower, sasrec), each fit within SECONDS.
 bench-scale: install
-	$(BIN)/python benchmarks/bench_scale.py $(if $(FLOOR_ONLY),,--pipeline)
+	$(BIN)/python benchmarks/bench_scale.py $(if $(FLOOR_ONLY),,--pipeline) $(if $(DEEP),--deep $(DEEP))
 
 # Next item in a session (issue 16): session-kNN and item co-occurrence, leave-last-out HR@20 / MRR@20 on
 # Online Retail's invoices taken as sessions (benchmarks/bench_sessions.py says why).

@@ -32,11 +32,11 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from features.sequences import PURCHASE, build_sequences  # noqa: E402
+from models.registry import DEEP_MODELS  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT = REPO.parent / "shared" / "data" / "online_retail.parquet"
 K = 10
-DEEP = ("lightgcn", "two_tower", "sasrec")
 
 
 def load(path: Path):
@@ -85,7 +85,9 @@ def main() -> None:
     ap.add_argument("--skip-sessions", action="store_true", help="no session models")
     ap.add_argument("--deep-budget", type=float, default=120.0, help="training seconds per deep model at most")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="where the deep models train")
-    ap.add_argument("--only", default="", help="comma-separated list names to fit (default: all)")
+    ap.add_argument("--only", default=None, help="comma-separated list names to fit (default: all; '' for none)")
+    ap.add_argument("--night-env", default="", help="settings for the pipeline run, 'RECSYS_X=v;RECSYS_Y=w' "
+                    "(e.g. the deep models on); its published lists are labelled with them")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from models import REGISTRY
@@ -107,9 +109,9 @@ def main() -> None:
         "content": REGISTRY["content"](),
         # The deep models with their defaults (config), a time budget and a device.
         **{name: REGISTRY[name](budget_seconds=args.deep_budget, device=args.device, random_state=42)
-           for name in DEEP},
+           for name in DEEP_MODELS},
     }
-    if args.only:
+    if args.only is not None:
         specs = {k: v for k, v in specs.items() if k in args.only.split(",")}
     t = tasks(x, truth)
     rows = []
@@ -125,7 +127,7 @@ def main() -> None:
         print(f"  {name:<16} fitted in {fit_s:6.1f}s, scored in {time.perf_counter() - t0 - fit_s:5.1f}s"
               + (f" ({stop['epochs']} epochs, stopped by {stop['stopped_by']})" if stop else ""), flush=True)
     if not args.skip_pipeline:
-        rows += published_lists(Path(args.path), users, items, t)
+        rows += published_lists(Path(args.path), users, items, t, args.night_env)
     table = pd.DataFrame(rows)
     wide = table.pivot_table(index="list", columns="task", values=[f"ndcg_at_{K}", f"recall_at_{K}",
                              f"precision_at_{K}", f"coverage_at_{K}"]).sort_values((f"ndcg_at_{K}", "all"), ascending=False)
@@ -135,9 +137,9 @@ def main() -> None:
     wide["fit s"] = table.groupby("list")["fit_s"].first().reindex(wide.index)
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.float_format", "{:.4f}".format):
         print(wide)
-    pub = "published (for_you / new_for_you)"
+    pub = next((name for name in wide.index if name.startswith("published")), None)
     ratios = {}
-    if pub in wide.index:
+    if pub is not None and len(wide) > 1:  # ratios need a single list beside the published one
         for task in ("all", "new"):
             col = f"ndcg@10 {task}"
             best = wide.drop(index=pub)[col].max()
@@ -155,22 +157,75 @@ def main() -> None:
         write_docs(wide, users_all, users_new, len(items), ratios, sessions, args.deep_budget)
 
 
-def published_lists(path: Path, users, items, t) -> list[dict]:
-    """Run the real pipeline for ds=2011-11-08 and score its published lists on the same truth."""
+def published_lists(path: Path, users, items, t, night_env: str = "") -> list[dict]:
+    """Run the real pipeline for ds=2011-11-08 (with the settings of ``night_env``) and score its
+    published lists on the same truth."""
+    import os
+
     import duckdb
 
     from pipelines.cli import main as recsys
+
+    env = dict(kv.split("=", 1) for kv in night_env.split(";") if kv.strip())
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    label = "published (for_you / new_for_you)" + (f", {night_env}" if env else "")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            home = str(Path(tmp) / "var")
+            t0 = time.perf_counter()
+            assert recsys(["-q", "--home", home, "import-online-retail", str(path)]) == 0
+            t1 = time.perf_counter()
+            with StepTimes() as steps:
+                assert recsys(["-q", "--home", home, "run", "--ds", "2011-11-08", "--run-id", "bench"]) == 0
+            print(f"  pipeline: import {t1 - t0:5.1f}s, nightly run {time.perf_counter() - t1:5.1f}s"
+                  + (f" ({night_env})" if env else ""), flush=True)
+            print("  steps: " + ", ".join(steps.lines), flush=True)
+            con = duckdb.connect(str(Path(home) / "warehouse" / "recsys.duckdb"), read_only=True)
+            recs = con.execute("SELECT surface, user_id, rank, item_id FROM user_recommendations").df()
+            runs = con.execute("SELECT * FROM model_runs").df()
+            con.close()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if env:
+        print(runs.to_string(max_rows=60), flush=True)
+    return score_published(recs, users, items, t, label)
+
+
+class StepTimes(logging.Handler):
+    """Collects the pipeline's "[i/n] step done in Xs" lines of a quiet run (logger pipelines.run)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+        self.logger = logging.getLogger("pipelines.run")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if " done in " in msg:
+            self.lines.append(msg.split("] ", 1)[-1].replace(" done in ", " "))
+
+    def __enter__(self) -> "StepTimes":
+        self.saved = self.logger.level, self.logger.propagate
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self.saved[0])
+        self.logger.propagate = self.saved[1]
+
+
+def score_published(recs, users, items, t, label: str) -> list[dict]:
+    """The published for_you / new_for_you lists scored on the protocol's truth."""
     from pipelines.evaluation.metrics import ranking_metrics
 
-    with tempfile.TemporaryDirectory() as tmp:
-        home = str(Path(tmp) / "var")
-        t0 = time.perf_counter()
-        assert recsys(["-q", "--home", home, "import-online-retail", str(path)]) == 0
-        assert recsys(["-q", "--home", home, "run", "--ds", "2011-11-08", "--run-id", "bench"]) == 0
-        print(f"  pipeline run (import + nightly run) in {time.perf_counter() - t0:5.1f}s", flush=True)
-        con = duckdb.connect(str(Path(home) / "warehouse" / "recsys.duckdb"), read_only=True)
-        recs = con.execute("SELECT surface, user_id, rank, item_id FROM user_recommendations").df()
-        con.close()
     out = []
     surfaces = {"all": "for_you", "new": "new_for_you"}
     for task, (u, tr, _) in t.items():
@@ -181,7 +236,7 @@ def published_lists(path: Path, users, items, t) -> list[dict]:
         mat = np.full((len(users), K), -1, dtype=np.int64)
         ok = (uid >= 0) & (r["rank"].to_numpy() <= K)
         mat[uid[ok], r["rank"].to_numpy()[ok] - 1] = iid[ok]
-        out.append({"list": "published (for_you / new_for_you)", "task": task, "fit_s": np.nan,
+        out.append({"list": label, "task": task, "fit_s": np.nan,
                     **ranking_metrics(mat[u], tr, K, len(items))})
     return out
 
@@ -204,7 +259,7 @@ def write_docs(wide: pd.DataFrame, users_all: int, users_new: int, n_items: int,
     lines += ["", "Task all scores `for_you`, task new scores `new_for_you`; the single lists are fitted by the "
               "benchmark on the protocol's history, the published lists come from a real `recsys run` of the "
               "pipeline for ds 2011-11-08 on the imported file. `fit s`: the list's fit time on this machine; the "
-              f"deep models ({', '.join(DEEP)}) train on the CPU with at most {deep_budget:.0f} s each."]
+              f"deep models ({', '.join(DEEP_MODELS)}) train on the CPU with at most {deep_budget:.0f} s each."]
     if sessions:
         protocol, srows = sessions
         lines += ["", "Next item in a session (the same run, benchmarks/bench_sessions.py): " + protocol + ".", "",

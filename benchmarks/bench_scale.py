@@ -1,7 +1,7 @@
 """Scale benchmark: ten million demo events, the nightly run, the ALS floor, and scoring with rules.
 
 Usage: python benchmarks/bench_scale.py [--home DATA_ROOT] [--users N --items N --events N --days N]
-                                        [--pipeline] [--shards N]
+                                        [--pipeline] [--shards N] [--deep SECONDS]
 
 1. ``recsys demo-data --scale`` data (generated day by day; skipped when the data root has it);
 2. with ``--pipeline``: every nightly step in order, each in its own process as an Airflow task
@@ -73,6 +73,9 @@ def main() -> None:
                     help="user shards of the score step, run at once (default 2: one per core)")
     ap.add_argument("--skip-floor", action="store_true",
                     help="with --pipeline: only the nightly steps (no floor, no scoring figures)")
+    ap.add_argument("--deep", type=float, default=0.0, metavar="SECONDS",
+                    help="also the deep candidates (lightgcn, two_tower, sasrec), each with this time budget "
+                         "per fit (RECSYS_<MODEL>_BUDGET_SECONDS); 0 (default): the default candidates only")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     import logging
@@ -99,6 +102,12 @@ def main() -> None:
     print(f"data: {gen} in {figures['generate']:.1f}s (peak RSS {peak_gb():.2f} GiB)", flush=True)
     env = {**os.environ, "RECSYS_HOME": str(home), "PYTHONPATH": str(REPO), "RECSYS_PUBLISH_SHARDS": str(args.shards)}
     env.pop("RECSYS_CONFIG", None)
+    if args.deep > 0:
+        from models.registry import DEEP_MODELS
+
+        env["RECSYS_CANDIDATES"] = ",".join([*cfg.models.candidates, *DEEP_MODELS])
+        env.update({f"RECSYS_{name.upper()}_BUDGET_SECONDS": str(args.deep) for name in DEEP_MODELS})
+        print(f"deep candidates on: {', '.join(DEEP_MODELS)}, {args.deep:g} s per fit", flush=True)
 
     total, peak = None, 0.0
     if args.pipeline:

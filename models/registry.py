@@ -24,6 +24,8 @@ from models.base import Recommender
 log = logging.getLogger(__name__)
 
 REGISTRY: dict[str, type[Recommender]] = {}
+# The PyTorch models: opt-in candidates with a time budget per fit (docs/configuration.md).
+DEEP_MODELS = ("lightgcn", "two_tower", "sasrec")
 M = TypeVar("M", bound=type[Recommender])
 
 

@@ -3,7 +3,8 @@ self-attention over each user's events in time order, trained to predict the nex
 
 * Input (features.sequences.UserSequences, passed to ``fit`` as ``sequences``): per user the newest
   ``max_len`` events, each embedded as item + event type (view, cart, purchase, return) + time gap
-  since the user's previous event (``GAP_BUCKETS`` log2 buckets of minutes) + position, then
+  since the user's previous event (``GAP_BUCKETS`` log2 buckets of minutes) + position (counted
+  back from the newest event of the window, so a window is as wide as its history), then
   ``layers`` pre-norm transformer blocks with a causal mask (a position sees itself and earlier
   events; padding is never attended to). Item embeddings are shared with the output layer.
 * Training: at each position, the softmax over all items (a full softmax up to
@@ -16,8 +17,8 @@ self-attention over each user's events in time order, trained to predict the nex
   one ending at a random earlier event (more of a long history is seen over the epochs). On Online
   Retail "next_event" does best (docs/benchmarks.md): an order's lines follow each other in the
   file, so the next line is the closest co-purchase signal.
-* Early stopping: a random ``validation_fraction`` of the users with a purchase after their first
-  event lose their last purchase from training (with "next_basket", that purchase's whole basket);
+* Early stopping: a random ``validation_fraction`` (at most ``VALIDATION_USERS``) of the users
+  with a purchase after their first event lose their last purchase from training (with "next_basket", that purchase's whole basket);
   the score is the mean AUC of its (first) item's rank from the preceding events (models.deep.fit_loop: ``epochs``, ``budget_seconds``, ``patience``). Above
   ``max_interactions`` events, training uses a random sample of whole users (the sample's size is
   logged); every user is still encoded at the end.
@@ -44,6 +45,7 @@ NET = "net."  # prefix of the encoder weights among the saved arrays
 GAP_BUCKETS = 16  # log2 buckets of the minutes since the previous event (0 = padding / first event)
 N_KINDS = 5  # padding + the four event types
 TARGETS = ("next_event", "next_basket")
+VALIDATION_USERS = 2000  # users whose last purchase is held out for early stopping, at most
 
 
 def gap_buckets(times: np.ndarray, indptr: np.ndarray) -> np.ndarray:
@@ -57,10 +59,13 @@ def gap_buckets(times: np.ndarray, indptr: np.ndarray) -> np.ndarray:
 
 
 def _windows(seq: UserSequences, users: np.ndarray, ends: np.ndarray, length: int, gaps: np.ndarray):
-    """Left-padded (len(users), length) arrays of items + 1, kinds + 1, gap buckets and event
-    indexes (-1) of the events ``[max(start, end - length), end)`` of each user (0 = padding)."""
+    """Left-padded (len(users), width) arrays of items + 1, kinds + 1, gap buckets and event
+    indexes (-1) of the events ``[max(start, end - length), end)`` of each user (0 = padding);
+    ``width`` is the longest of these windows (at most ``length``): positions count from the end
+    (_encode), so dropping columns of padding changes no output and short histories cost less."""
     starts = np.maximum(seq.indptr[users], ends - length)
     n = ends - starts
+    length = int(min(length, max(int(n.max(initial=0)), 1)))  # no column of padding only
     pos = np.arange(length)[None, :] - (length - n)[:, None]  # offset into the window; < 0 is padding
     valid = pos >= 0
     src = np.where(valid, starts[:, None] + pos, -1)
@@ -121,7 +126,7 @@ def _build(torch, n_items: int, factors: int, layers: int, heads: int, max_len: 
 def _encode(torch, net, items, kinds, gaps, heads: int):
     """Outputs (batch, length, factors) of left-padded windows."""
     b, length = items.shape
-    pos = torch.arange(length, device=items.device)
+    pos = torch.arange(length - 1, -1, -1, device=items.device)  # events before the window's last one
     h = net["item"](items) * np.sqrt(net["item"].embedding_dim)
     h = h + net["kind"](kinds) + net["gap"](gaps) + net["pos"](pos)
     pad = items == 0
@@ -146,7 +151,7 @@ class SASRec(FactorRecommender):
     item_similarity = False
 
     def __init__(self, factors: int = 64, layers: int = 2, heads: int = 2, max_len: int = 50,
-                 dropout: float = 0.2, learning_rate: float = 0.001, epochs: int = 40, batch_size: int = 128,
+                 dropout: float = 0.2, learning_rate: float = 0.005, epochs: int = 40, batch_size: int = 128,
                  budget_seconds: float = 600.0, patience: int = 3, validation_fraction: float = 0.1,
                  max_interactions: int = 2_000_000, full_softmax_items: int = 20_000, negatives: int = 2048,
                  target: str = "next_event", horizon_days: float = 0.0, device: str = "auto",
@@ -211,6 +216,8 @@ class SASRec(FactorRecommender):
             last_buy[has] = baskets(seq)[0][last_buy[has]]
         drawn = rng.random(len(users)) < self.validation_fraction
         cand = np.flatnonzero((last_buy[users] > seq.indptr[users]) & drawn)
+        if len(cand) > VALIDATION_USERS:  # the score's cost stays bounded; the others train on all
+            cand = np.sort(rng.choice(cand, VALIDATION_USERS, replace=False))
         held = last_buy[users[cand]]
         ends[cand] = held  # the validation users train on what came before their held-out purchase
         return users, ends, held
@@ -273,10 +280,13 @@ class SASRec(FactorRecommender):
         def validate() -> float:
             vecs = self._user_vectors(torch, net, seq, gaps, held_users, held, device)
             w = net["item"].weight[1:].detach().cpu().numpy()
-            scores = vecs @ w.T
             target = seq.items[held].astype(np.int64)
-            mine = scores[np.arange(len(held)), target]
-            below = (scores < mine[:, None]).sum(axis=1)
+            below = np.empty(len(held))
+            step = max(1, 4_194_304 // max(n_items, 1))  # score blocks of at most 4M floats
+            for b in range(0, len(held), step):
+                scores = vecs[b:b + step] @ w.T
+                mine = scores[np.arange(len(scores)), target[b:b + step]]
+                below[b:b + step] = (scores < mine[:, None]).sum(axis=1)
             return float(np.mean(below / max(n_items - 1, 1)))
 
         def snapshot():
@@ -290,12 +300,15 @@ class SASRec(FactorRecommender):
                       device: str, chunk: int = 1024) -> np.ndarray:
         """The encoder's last output over the events before ``ends`` of each of ``users`` (no grad)."""
         out = np.zeros((len(users), int(self.factors)), np.float32)
+        # Users in order of their window's length: each chunk is as wide as its longest window.
+        order = np.argsort(np.minimum(ends - seq.indptr[users], int(self.max_len)), kind="stable")
         net.eval()
         with torch.no_grad():
             for s in range(0, len(users), chunk):
-                it, kd, gp, _ = _windows(seq, users[s:s + chunk], ends[s:s + chunk], int(self.max_len), gaps)
+                sel = order[s:s + chunk]
+                it, kd, gp, _ = _windows(seq, users[sel], ends[sel], int(self.max_len), gaps)
                 t = [torch.from_numpy(a).to(device) for a in (it, kd, gp)]
-                out[s:s + chunk] = _encode(torch, net, *t, int(self.heads))[:, -1].cpu().numpy()
+                out[sel] = _encode(torch, net, *t, int(self.heads))[:, -1].cpu().numpy()
         return out
 
     def _set_final(self, torch, seq: UserSequences, gaps: np.ndarray, n_users: int) -> None:

@@ -58,7 +58,7 @@ class DeepModelSettings:
     sasrec_heads: int = 2
     sasrec_max_len: int = 50
     sasrec_dropout: float = 0.2
-    sasrec_learning_rate: float = 0.001
+    sasrec_learning_rate: float = 0.005
     sasrec_epochs: int = 40
     sasrec_batch_size: int = 128
     sasrec_budget_seconds: float = 600.0

@@ -46,8 +46,13 @@ def search(cfg: Config, ds: str, f: Features, users, truth, inactive, n_catalog:
                 return trials, overrides
             t0 = time.perf_counter()
             model = make_model(name, cfg, alt)
-            if "budget_seconds" in model.get_params():  # a deep model's trial ends with the search's budget
-                model.budget_seconds = min(model.budget_seconds, deadline - t0)
+            # A deep model's trial gets the training time its candidate had, or it is not run: a trial
+            # cut short would compare an under-trained model with the candidate (and its first epoch,
+            # which always runs, would overrun the search's budget).
+            if float(model.get_params().get("budget_seconds", 0.0)) > deadline - t0:
+                log.info("evaluate ds=%s: search skips %s: its budget_seconds %ss is more than the %.0fs left",
+                         ds, name, model.budget_seconds, deadline - t0)
+                break
             model = fit_model(model, f.train, items, lambda: read_sequences(cfg, ds, "train"), f.users)
             recs, _ = model.recommend(users, f.train, cfg.evaluation.eval_k, filter_items=inactive)
             m = {**ranking_metrics(recs, truth, cfg.evaluation.eval_k, n_catalog), **extra(recs, truth)}

@@ -197,18 +197,36 @@ def top_n(uu: np.ndarray, ii: np.ndarray, score: np.ndarray, n_users: int, n: in
     return ids, vals
 
 
+PAIRS_PER_THREAD = 500_000
+
+
+def fit_threads(pairs: int, threads: int) -> int:
+    """OpenMP threads for fitting the ranker on ``pairs`` rows: one per ``PAIRS_PER_THREAD``, at most ``threads``.
+
+    The gradient boosting meets a barrier at every histogram of every node; with OpenMP's waiters
+    asleep (``OMP_WAIT_POLICY=PASSIVE``, pipelines/__init__.py) each barrier costs a wake-up, which
+    on small fits outweighs the work it splits. Measured on 2 cores, 30 features, 300 trees:
+    200,000 pairs 6.6 s on one thread against 13.0 s on two; 2,000,000 pairs 64 s against 43 s.
+    """
+    return max(1, min(threads, pairs // PAIRS_PER_THREAD))
+
+
 class Ranker:
     def __init__(self, cfg: Config) -> None:
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         self.model = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, max_leaf_nodes=31,
                                                     early_stopping=False, random_state=cfg.seed)
+        self.threads = cfg.scale.thread_count()
         self.fitted = False
 
     def fit(self, x: pd.DataFrame, y: np.ndarray) -> "Ranker":
+        from threadpoolctl import threadpool_limits
+
         y = np.asarray(y, dtype=bool)
         if len(x) and bool(y.any()) and not bool(y.all()):
-            self.model.fit(x, y)
+            with threadpool_limits(limits=fit_threads(len(x), self.threads), user_api="openmp"):
+                self.model.fit(x, y)
             self.fitted = True
         return self
 

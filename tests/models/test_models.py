@@ -92,6 +92,18 @@ def test_ease_matches_the_closed_form():
     np.testing.assert_allclose(model.weights_, b, atol=1e-5)
 
 
+def test_ease_inverse_by_cholesky_equals_the_general_inverse_across_blocks():
+    from models.ease import spd_inverse
+
+    rng = np.random.default_rng(3)
+    for n, block in ((1, 4), (7, 3), (10, 10), (23, 5), (64, 1024)):
+        a = rng.normal(size=(n + 2, n))
+        a = a.T @ a + 0.5 * np.eye(n)
+        np.testing.assert_allclose(spd_inverse(a.copy(), block=block), np.linalg.inv(a), rtol=1e-9, atol=1e-12)
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        spd_inverse(-np.eye(3))
+
+
 def test_trending_ranks_by_decayed_purchases_not_by_raw_counts():
     x = sp.csr_matrix(np.ones((3, 3), dtype=np.float32))
     items = pd.DataFrame({"item_idx": range(3), "popularity": [9.0, 5.0, 1.0], "trending": [0.2, 3.0, 1.5]})

@@ -3,27 +3,28 @@ transformer as candidates judged on the holdout, the sequence transformer as a h
 the users' event sequences the features step writes for it, checked against the planted events."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from features.sequences import KINDS, build_sequences
 from models import load_model
-from models.registry import fit_model, items_for_fit, make_model
+from models.registry import DEEP_MODELS, fit_model, items_for_fit, make_model
 from pipelines.artifacts import hybrid_metrics_path, layout, read_eval_summary, read_features
 from pipelines.run import run_all
 from pipelines.services.importers import land_frames
 from pipelines.session_artifacts import read_sequences
 from tests.pipelines.test_session_surface import DS, HOLDOUT_START, catalog, planted
 
-DEEP = ("lightgcn", "two_tower", "sasrec")
-ENV = {"RECSYS_CANDIDATES": "popularity,als,itemknn," + ",".join(DEEP),
+ENV = {"RECSYS_CANDIDATES": "popularity,als,itemknn," + ",".join(DEEP_MODELS),
        "RECSYS_HYBRID_GENERATORS": "buy_again,itemknn,sasrec",
        "RECSYS_COLD_ITEM_MODEL": "two_tower",
        "RECSYS_SEARCH_BUDGET_SECONDS": "0", "RECSYS_RANKER_WINDOW_DAYS": "6", "RECSYS_RANKER_WINDOWS": "1",
        # Stopped by epochs (not by time), so that the refit below is the same model on any machine.
-       **{f"RECSYS_{m.upper()}_EPOCHS": "3" for m in DEEP},
-       **{f"RECSYS_{m.upper()}_DEVICE": "cpu" for m in DEEP}}
+       **{f"RECSYS_{m.upper()}_EPOCHS": "3" for m in DEEP_MODELS},
+       **{f"RECSYS_{m.upper()}_DEVICE": "cpu" for m in DEEP_MODELS}}
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_the_features_step_writes_each_users_events_in_time_order(night, part):
 def test_each_deep_candidate_is_evaluated_on_the_holdout(night):
     cfg, _ = night
     metrics = read_eval_summary(cfg, DS)["metrics"]
-    for name in DEEP:
+    for name in DEEP_MODELS:
         assert 0.0 <= metrics[name]["ndcg_at_10"] <= 1.0, name
 
 
@@ -111,3 +112,23 @@ def test_the_two_tower_item_tower_places_never_bought_items_on_product_pages(nig
     cos_n = v @ v[idx["N"]]
     cos_n[idx["N"]] = -np.inf
     assert set(np.argsort(-cos_n)[:2].tolist()) == {idx["C"], idx["D"]}
+
+
+def test_the_search_runs_a_deep_trial_only_with_its_candidates_whole_budget(night, tmp_path, caplog):
+    """A deep model's search trial gets its own budget_seconds, and is skipped when less search time
+    is left: two_tower (5 s) is tried, lightgcn and sasrec (1,000 s each, more than the 120 s
+    search) are not."""
+    import shutil
+
+    from pipelines.run import run_step
+
+    cfg, _ = night
+    shutil.copytree(cfg.home, tmp_path / "var")
+    trial_cfg = cfg.replace(home=tmp_path / "var", search_budget_seconds=120.0, lightgcn_budget_seconds=1000.0,
+                            sasrec_budget_seconds=1000.0, two_tower_budget_seconds=5.0)
+    with caplog.at_level(logging.INFO, logger="pipelines.evaluation.search"):
+        run_step("evaluate", trial_cfg, DS, "search-trials")
+    tried = {t["model"] for t in read_eval_summary(trial_cfg, DS)["search"]}
+    assert "two_tower" in tried and not tried & {"lightgcn", "sasrec"}
+    skipped = [r.getMessage() for r in caplog.records if "search skips" in r.getMessage()]
+    assert len(skipped) == 2 and all("budget_seconds 1000.0s is more than the" in m for m in skipped)

@@ -65,3 +65,28 @@ def test_implicit_gets_the_threads_setting(tmp_path):
     default = load_config(environ={}, home=tmp_path)
     assert default.scale.threads == 0
     assert make_model("als", default).num_threads == len(os.sched_getaffinity(0))
+
+
+def test_the_ranker_fits_on_one_openmp_thread_per_half_million_pairs(tmp_path):
+    """Small ranker fits run on one thread (a sleeping waiter's wake-up at each of the gradient
+    boosting's barriers costs more than the work it splits); one thread per 500,000 pairs above."""
+    from pipelines.hybrid.ranker import Ranker, fit_threads
+
+    assert [fit_threads(n, 2) for n in (0, 499_999, 500_000, 999_999, 1_000_000, 9_000_000)] == [1, 1, 1, 1, 2, 2]
+    assert fit_threads(3_000_000, 8) == 6
+    cfg = load_config(environ={"RECSYS_THREADS": "2"}, home=tmp_path)
+    ranker = Ranker(cfg)
+    seen: list[int] = []
+    fit = ranker.model.fit
+
+    def recording_fit(x, y):
+        seen.extend(p["num_threads"] for p in threadpool_info() if p["internal_api"] == "openmp")
+        return fit(x, y)
+
+    ranker.model.fit = recording_fit
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2_000, 3))
+    before = [p["num_threads"] for p in threadpool_info() if p["internal_api"] == "openmp"]
+    ranker.fit(x, x[:, 0] > 0.5)
+    assert ranker.fitted and seen and set(seen) == {1}
+    assert [p["num_threads"] for p in threadpool_info() if p["internal_api"] == "openmp"] == before
