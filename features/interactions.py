@@ -281,17 +281,21 @@ def _sessions(con: duckdb.DuckDBPyConnection, cfg: Config, hs: str, items: pd.Da
 
 def _sequences(con: duckdb.DuckDBPyConnection, cfg: Config, hs: str, n_users: int) -> dict[str, UserSequences]:
     """Each user's newest ``sequence_max_events`` events in time order (features.sequences), before
-    the holdout start (``train``) and in the whole window (``full``); DuckDB keeps the newest per user."""
+    the holdout start (``train``) and in the whole window (``full``). One pass over the events
+    (events at the same time keep the feed's order: the table's rowid); the cap and the split are
+    NumPy's (one sort each), which at ten million events costs a few seconds where a DuckDB window
+    per part cost more than a minute."""
     kind = "CASE event_type " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in KINDS.items()) + " END"
     cap = int(cfg.features.sequence_max_events)
-    out = {}
-    for part, cond in (("train", f"event_time < {hs}"), ("full", "TRUE")):
-        a = con.execute(f"""SELECT u.user_idx, i.item_idx, {kind} AS kind, epoch(ev.event_time)::BIGINT AS t
-                            FROM ev JOIN users u USING (user_id) JOIN items i USING (item_id)
-                            WHERE {cond} AND event_type IN ({", ".join(f"'{k}'" for k in KINDS)})
-                            QUALIFY row_number() OVER (PARTITION BY u.user_idx ORDER BY ev.event_time DESC) <= {cap}
-                         """).fetchnumpy()
-        out[part] = build_sequences(a["user_idx"], a["item_idx"], a["kind"], a["t"], n_users, cap)
+    a = con.execute(f"""SELECT u.user_idx, i.item_idx, {kind}::TINYINT AS kind, epoch(ev.event_time)::BIGINT AS t,
+                               (ev.event_time < {hs}) AS train, ev.rowid AS r
+                        FROM ev JOIN users u USING (user_id) JOIN items i USING (item_id)
+                        WHERE event_type IN ({", ".join(f"'{k}'" for k in KINDS)})""").fetchnumpy()
+    order = np.argsort(np.asarray(a.pop("r")), kind="stable")
+    a = {k: np.asarray(v)[order] for k, v in a.items()}
+    out = {"full": build_sequences(a["user_idx"], a["item_idx"], a["kind"], a["t"], n_users, cap)}
+    tr = a["train"].astype(bool)
+    out["train"] = build_sequences(a["user_idx"][tr], a["item_idx"][tr], a["kind"][tr], a["t"][tr], n_users, cap)
     return out
 
 

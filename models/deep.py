@@ -63,16 +63,19 @@ def seed_everything(seed: int, num_threads: int = 0, device: str = "cpu") -> np.
     return np.random.default_rng(int(seed))
 
 
-def fit_loop(model_name: str, epoch_fn: Callable[[int], float | None], validate_fn: Callable[[], float] | None,
+def fit_loop(model_name: str, epoch_fn: Callable[[int, Callable[[], bool]], float | None],
+             validate_fn: Callable[[], float] | None,
              max_epochs: int, budget_s: float | None, patience: int, log: logging.Logger,
              snapshot: Callable[[], Any] | None = None, restore: Callable[[Any], None] | None = None,
              every_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
-    """Runs ``epoch_fn(epoch)`` (epochs from 1; returns the training loss or None), then
+    """Runs ``epoch_fn(epoch, time_up)`` (epochs from 1; returns the training loss or None), then
     ``validate_fn()`` (higher is better; None: no validation), until the first of:
 
     * ``max_epochs`` epochs ("epochs");
     * the time budget ("budget"): no epoch is started that would, at the mean epoch time so far,
-      end past ``budget_s`` seconds from the start (None or <= 0: no budget);
+      end past ``budget_s`` seconds from the start (None or <= 0: no budget); and an epoch stops
+      between two batches once ``time_up()`` (the budget is spent): on data whose one epoch takes
+      longer than the budget, training ends with that partial epoch, validated as any other;
     * ``patience`` epochs in a row without a better validation score ("patience"; 0: never).
 
     With ``snapshot`` / ``restore``, the state of the best validation epoch is kept and restored at
@@ -81,13 +84,18 @@ def fit_loop(model_name: str, epoch_fn: Callable[[int], float | None], validate_
     start = last_log = clock()
     best_score, best_epoch, best_state, since_best = -np.inf, 0, None, 0
     epoch, stopped_by = 0, "epochs"
+    budgeted = bool(budget_s and budget_s > 0)
+
+    def time_up() -> bool:
+        return budgeted and clock() - start > budget_s
+
     while epoch < max_epochs:
         elapsed = clock() - start
-        if budget_s and budget_s > 0 and epoch and elapsed + elapsed / epoch > budget_s:
+        if budgeted and epoch and elapsed + elapsed / epoch > budget_s:
             stopped_by = "budget"
             break
         epoch += 1
-        loss = epoch_fn(epoch)
+        loss = epoch_fn(epoch, time_up)
         score = float(validate_fn()) if validate_fn is not None else None
         if score is None or score > best_score:
             best_score = score if score is not None else best_score
@@ -104,6 +112,9 @@ def fit_loop(model_name: str, epoch_fn: Callable[[int], float | None], validate_
                      now - start, f"{budget_s:.0f} s" if budget_s and budget_s > 0 else "no budget")
         if patience and patience > 0 and since_best >= patience:
             stopped_by = "patience"
+            break
+        if time_up():
+            stopped_by = "budget"
             break
     if best_state is not None and restore is not None and best_epoch != epoch:
         restore(best_state)

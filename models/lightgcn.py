@@ -137,13 +137,15 @@ class LightGCN(FactorRecommender):
         opt = torch.optim.Adam([e0], lr=self.learning_rate)
         batch = max(1, int(self.batch_size))
 
-        def epoch_fn(epoch: int) -> float | None:
+        def epoch_fn(epoch: int, time_up) -> float | None:
             if not len(pos_u):
                 return None
             order = rng.permutation(len(pos_u))
             neg = _negatives(rng, pos_u[order], pos_keys, n_items)
-            total = 0.0
+            total, count = 0.0, 0
             for s in range(0, len(order), batch):
+                if count and time_up():
+                    break
                 u = torch.from_numpy(pos_u[order[s:s + batch]]).to(device)
                 i = torch.from_numpy(pos_i[order[s:s + batch]] + n_users).to(device)
                 j = torch.from_numpy(neg[s:s + batch] + n_users).to(device)
@@ -154,7 +156,8 @@ class LightGCN(FactorRecommender):
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(u)
-            return total / len(order)
+                count += len(u)
+            return total / max(count, 1)
 
         def validate() -> float:
             with torch.no_grad():

@@ -236,7 +236,7 @@ class SASRec(FactorRecommender):
         def tensor(a):
             return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
-        def epoch_fn(epoch: int) -> float | None:
+        def epoch_fn(epoch: int, time_up) -> float | None:
             if not len(users):
                 return None
             net.train()
@@ -248,6 +248,8 @@ class SASRec(FactorRecommender):
             order = rng.permutation(len(users))
             total, count = 0.0, 0
             for s in range(0, len(order), batch):
+                if count and time_up():  # the budget is spent: the epoch ends here
+                    break
                 sel = order[s:s + batch]
                 it, kd, gp, src = _windows(seq, users[sel], e[sel], length, gaps)
                 # Each position's target: a random item of the user's next basket, before the user's

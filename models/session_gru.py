@@ -124,8 +124,8 @@ class SessionGRU(SessionModel):
         valid = _leave_last_out(va_ip, items[indptr[cut]:])
         opt = torch.optim.Adam(net.parameters(), lr=self.learning_rate)
 
-        def epoch_fn(epoch: int) -> float | None:
-            return self._epoch(torch, net, opt, windows, lengths, rng)
+        def epoch_fn(epoch: int, time_up) -> float | None:
+            return self._epoch(torch, net, opt, windows, lengths, rng, time_up)
 
         def validate() -> float:
             ids, _ = self.recommend(valid[0], valid[1], self.validation_k)
@@ -141,7 +141,8 @@ class SessionGRU(SessionModel):
         net.eval()
         return self
 
-    def _epoch(self, torch, net, opt, windows: np.ndarray, lengths: np.ndarray, rng: np.random.Generator):
+    def _epoch(self, torch, net, opt, windows: np.ndarray, lengths: np.ndarray, rng: np.random.Generator,
+               time_up=lambda: False):
         """One pass over the windows in batches of similar length (shuffled); the mean loss per target."""
         if not len(windows):
             return None
@@ -150,6 +151,8 @@ class SessionGRU(SessionModel):
         batches = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         total, count = 0.0, 0
         for b in rng.permutation(len(batches)):
+            if count and time_up():  # the budget is spent: the epoch ends here
+                break
             rows = batches[b]
             width = int(lengths[rows].max())
             w = torch.from_numpy(windows[rows, :width]).to(self._device)

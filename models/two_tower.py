@@ -210,13 +210,15 @@ class TwoTower(FactorRecommender):
         # Without content an item is its id alone: nothing to drop it for.
         id_dropout = float(self.id_dropout) if ctx.content.shape[1] else 0.0
 
-        def epoch_fn(epoch: int) -> float | None:
+        def epoch_fn(epoch: int, time_up) -> float | None:
             if not len(pos_u):
                 return None
             net.train()
             order = rng.permutation(len(pos_u))
-            total = 0.0
+            total, count = 0.0, 0
             for s in range(0, len(order), batch):
+                if count and time_up():
+                    break
                 b = order[s:s + batch]
                 users, targets = ctx.batch(pos_u[b], pos_i[b], rng, id_dropout)
                 logits = users @ targets.T / temp
@@ -230,7 +232,8 @@ class TwoTower(FactorRecommender):
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(b)
-            return total / len(order)
+                count += len(b)
+            return total / max(count, 1)
 
         def validate() -> float:
             net.eval()

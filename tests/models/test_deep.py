@@ -85,7 +85,7 @@ class FakeClock:
 def test_fit_loop_stops_by_budget():
     clock = FakeClock()
 
-    def epoch(e):  # each epoch takes 1 s
+    def epoch(e, time_up):  # each epoch takes 1 s
         clock.now += 1.0
 
     # After epoch 3, 3 s are used and the next epoch would end at 4 s > 3.5 s: 3 epochs.
@@ -93,16 +93,39 @@ def test_fit_loop_stops_by_budget():
     assert (out["epochs"], out["stopped_by"], out["best_epoch"], out["seconds"]) == (3, "budget", 3, 3.0)
 
 
+def test_an_epoch_longer_than_the_budget_stops_between_batches():
+    """Ten batches of 1 s an epoch, budget 3.5 s: the first epoch ends after its 4th batch (3 s
+    used before it, 4 s after), is validated, and training stops by budget."""
+    clock = FakeClock()
+    batches = []
+
+    def epoch(e, time_up):
+        for b in range(10):
+            if b and time_up():
+                break
+            clock.now += 1.0
+            batches.append((e, b))
+
+    out = fit_loop("m", epoch, lambda: 0.5, 100, 3.5, 0, LOG, clock=clock)
+    assert batches == [(1, 0), (1, 1), (1, 2), (1, 3)]
+    assert (out["epochs"], out["stopped_by"], out["best_epoch"], out["best_score"], out["seconds"]) == \
+        (1, "budget", 1, 0.5, 4.0)
+    # Without a budget every batch runs.
+    batches.clear()
+    out = fit_loop("m", epoch, None, 2, None, 0, LOG, clock=clock)
+    assert len(batches) == 20 and out["stopped_by"] == "epochs"
+
+
 def test_fit_loop_stops_by_patience_and_restores_the_best_epoch():
     scores = iter([0.1, 0.3, 0.2, 0.25, 0.29, 0.5])
     state = {"epoch": 0}
     restored = []
-    out = fit_loop("m", lambda e: state.update(epoch=e), lambda: next(scores), 100, None, 3, LOG,
+    out = fit_loop("m", lambda e, _: state.update(epoch=e), lambda: next(scores), 100, None, 3, LOG,
                    snapshot=lambda: state["epoch"], restore=restored.append, clock=FakeClock())
     # Best 0.3 at epoch 2; epochs 3, 4, 5 are no better: stop after epoch 5, back to epoch 2.
     assert (out["epochs"], out["best_epoch"], out["best_score"], out["stopped_by"]) == (5, 2, 0.3, "patience")
     assert restored == [2]
-    no_validation = fit_loop("m", lambda e: None, None, 4, 0, 3, LOG, clock=FakeClock())
+    no_validation = fit_loop("m", lambda e, _: None, None, 4, 0, 3, LOG, clock=FakeClock())
     assert (no_validation["epochs"], no_validation["stopped_by"], no_validation["best_score"]) == (4, "epochs", None)
 
 
