@@ -100,3 +100,13 @@ def leave_last_out(indptr: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, n
     q_indptr = np.zeros(len(ok) + 1, np.int64)
     np.cumsum(q_len, out=q_indptr[1:])
     return q_indptr, items[keep], items[last]
+
+
+def take_sessions(indptr: np.ndarray, items: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sessions ``idx`` (in that order) of ``(indptr, items)`` as a new ``(indptr, items)``."""
+    idx = np.asarray(idx, dtype=np.int64)
+    lengths = np.diff(indptr)[idx]
+    out = np.zeros(len(idx) + 1, np.int64)
+    np.cumsum(lengths, out=out[1:])
+    src = np.repeat(indptr[idx] - out[:-1], lengths) + np.arange(out[-1])
+    return out, items[src]

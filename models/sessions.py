@@ -59,6 +59,29 @@ def _row_topk(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
     return sp.csr_matrix((vals[keep], (rows, ids[keep])), shape=m.shape)
 
 
+MAX_BLOCK_PAIRS = 50_000_000  # item pairs of one block of the co-occurrence product, at most (an estimate)
+
+
+def item_blocks(item_unit: sp.csr_matrix, unit_t: sp.csr_matrix, max_pairs: int) -> list[tuple[int, int]]:
+    """Row ranges of ``item_unit`` (items x sessions) whose product with ``unit_t`` (sessions x items)
+    has at most about ``max_pairs`` entries before merging: an item's row costs the summed lengths
+    of its sessions (an upper bound of its co-occurring items); one item per block at least."""
+    csum = np.zeros(item_unit.nnz + 1, np.int64)
+    np.cumsum(np.diff(unit_t.indptr)[item_unit.indices], out=csum[1:])
+    cost = csum[item_unit.indptr[1:]] - csum[item_unit.indptr[:-1]]
+    n = item_unit.shape[0]
+    if not n:
+        return []
+    out, lo, acc = [], 0, 0
+    for i, c in enumerate(cost.tolist()):
+        if acc and acc + c > max_pairs:
+            out.append((lo, i))
+            lo, acc = i, 0
+        acc += c
+    out.append((lo, n))
+    return out
+
+
 class SessionModel:
     """``fit(indptr, items, n_items)``, ``recommend(q_indptr, q_items, n)`` -> ``(ids, scores)`` of shape
     ``(sessions, n)`` (``NO_ITEM`` / -inf where nothing is left), items already in the session excluded;
@@ -160,10 +183,16 @@ class ItemCooccurrence(SessionModel):
     def fit(self, indptr, items, n_items):
         s = session_matrix(indptr, items, n_items)
         item_unit = _unit_rows(s.T.tocsr())
-        sim = (item_unit @ item_unit.T).tocsr()
-        sim.setdiag(0)
-        sim.eliminate_zeros()
-        self.state_ = _row_topk(sim, self.neighbours)
+        # The item x item cosines in blocks of items, each cut to its top ``neighbours`` at once: the
+        # whole product can hold billions of pairs on a large shop (one block's is bounded).
+        unit_t = item_unit.T.tocsr()
+        parts = []
+        for lo, hi in item_blocks(item_unit, unit_t, MAX_BLOCK_PAIRS):
+            sim = (item_unit[lo:hi] @ unit_t).tocsr()
+            sim.setdiag(0, k=lo)  # an item is not its own neighbour
+            sim.eliminate_zeros()
+            parts.append(_row_topk(sim, self.neighbours))
+        self.state_ = sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, n_items), dtype=np.float32)
         self.n_items_ = n_items
         return self
 

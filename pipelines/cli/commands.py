@@ -264,14 +264,17 @@ def cmd_steps(args, cfg):
 
 
 def cmd_run(args, cfg):
-    from pipelines.infra.locks import root_lock
+    from pipelines.infra.locks import root_lock, task_lock
     from pipelines.run import check_ds, run_all, run_step
 
     run_id = args.run_id or f"cli__{args.ds}__{uuid.uuid4().hex[:8]}"
     if args.shard is not None and args.step != "score":
         raise ValueError("--shard goes with --step score")
     check_ds(args.ds, args.allow_future)  # before taking the lock: a refused ds never waits
-    with root_lock(cfg.home):
+    # One shard of the score step is a task, as Airflow runs it: the root lock shared and the (ds, step,
+    # shard) exclusively, so that the shards of one night run at once; anything else holds the root.
+    lock = task_lock(cfg.home, args.ds, args.step, args.shard) if args.shard is not None else root_lock(cfg.home)
+    with lock:
         if args.step:
             print(run_step(args.step, cfg, args.ds, run_id, shard=args.shard, allow_future=args.allow_future))
             return

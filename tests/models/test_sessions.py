@@ -96,3 +96,29 @@ def test_held_out_sessions_score_as_planted():
         ids, _ = cls().fit(indptr, items, 10).recommend(q_indptr, q_items, 20)
         # Every held-out next item is the planted successor of the session's last item: top 1.
         assert hit_rate_mrr(ids, targets, 1) == (1.0, 1.0), cls.name
+
+
+def test_cooccurrence_fitted_in_item_blocks_equals_one_product(monkeypatch):
+    """The item x item product in blocks (each cut to its top neighbours) gives the neighbours of the
+    whole product, computed here in one piece; no item is its own neighbour."""
+    import scipy.sparse as sp
+
+    import models.sessions as S
+
+    rng = np.random.default_rng(5)
+    n_items, lens = 60, rng.integers(1, 6, 400)
+    indptr = np.r_[0, np.cumsum(lens)]
+    items = rng.integers(0, n_items, indptr[-1])
+    monkeypatch.setattr(S, "MAX_BLOCK_PAIRS", 40)
+    blocked = S.ItemCooccurrence(neighbours=7).fit(indptr, items, n_items).state_
+    unit = S._unit_rows(S.session_matrix(indptr, items, n_items).T.tocsr())
+    assert len(S.item_blocks(unit, unit.T.tocsr(), 40)) > 10
+    whole = (unit @ unit.T).toarray()
+    np.fill_diagonal(whole, 0.0)
+    for i in range(n_items):
+        row = blocked[i]
+        assert row.nnz == min(7, int((whole[i] > 0).sum()))
+        assert i not in row.indices
+        # Its values are the 7 largest cosines of the whole row.
+        np.testing.assert_allclose(np.sort(row.data)[::-1], np.sort(whole[i])[::-1][:row.nnz], rtol=1e-5)
+    assert sp.isspmatrix_csr(blocked)

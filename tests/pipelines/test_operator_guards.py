@@ -91,6 +91,21 @@ def test_root_and_task_locks_exclude_what_they_must(tmp_path):
     assert not list((home / "locks").glob("*.holder-*"))
 
 
+def test_the_score_shards_of_the_command_line_run_at_once_as_airflow_tasks(tmp_path):
+    """`recsys run --step score --shard K` holds what a mapped Airflow task holds: another shard of
+    the night runs beside it, the same shard twice is refused, and a whole run excludes them."""
+    home = tmp_path / "var"
+    shard = ["run", "--ds", BASE_DS, "--step", "score", "--run-id", "s"]
+    with task_lock(home, BASE_DS, "score", 0):
+        line = one_line_error(recsys(home, *shard, "--shard", "0"))
+        assert f"task score of ds={BASE_DS} shard 0" in line and "is busy" in line
+        other = recsys(home, *shard, "--shard", "1")  # not refused by the lock: it fails later, on no data
+        assert other.returncode != 0 and "busy" not in other.stderr
+    with root_lock(home, command="recsys run --ds X"):
+        line = one_line_error(recsys(home, *shard, "--shard", "1"))
+        assert "the data root" in line and "is busy" in line
+
+
 def test_two_real_runs_on_one_root_the_second_is_refused_naming_the_first(home):
     first = subprocess.Popen([PY, "-m", "pipelines.cli", "run", "--ds", BASE_DS, "--step", "validate",
                               "--run-id", "first"], env={**os.environ, "RECSYS_HOME": str(home.home)},

@@ -4,6 +4,7 @@ run end to end; session_next_items, the session model's choice and metrics, the 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -173,3 +174,23 @@ def test_out_of_stock_and_inactive_items_are_not_published(night, tmp_path):
     after_a = rows[rows["item_id"] == "A"].sort_values("rank")
     assert after_a["next_item_id"].iloc[0] == "C" and np.array_equal(after_a["rank"], np.arange(1, len(after_a) + 1))
     assert main(["--home", str(cfg.home), "session-recs", "A"]) == 0
+
+
+def test_take_sessions_and_the_held_out_sample():
+    """take_sessions picks whole sessions in the given order; above eval_max_users the session models
+    are scored on a fixed sample of that many held-out sessions."""
+    from features.sessions import take_sessions
+    from pipelines.config import load_config
+    from pipelines.ranking.session_surface import evaluate_session_models
+
+    indptr, items = np.array([0, 2, 5, 6, 9]), np.array([1, 2, 3, 4, 5, 6, 7, 8, 9])
+    ip, it = take_sessions(indptr, items, np.array([3, 0, 2]))
+    assert ip.tolist() == [0, 3, 5, 6] and it.tolist() == [7, 8, 9, 1, 2, 6]
+    # 40 held-out sessions [a, a + 1] over 50 items (a = 0..39); the training sessions hold the same pairs.
+    n = 40
+    hold = (np.arange(0, 2 * n + 1, 2), np.stack([np.arange(n), np.arange(n) + 1], axis=1).ravel())
+    cfg = load_config(environ={}, home=Path("unused")).replace(eval_max_users=15, session_models=("item_cooccurrence",))
+    m = evaluate_session_models(cfg, hold, hold, 50).set_index("metric")["value"]
+    assert m["sessions"] == 15
+    # item a's only co-occurring item is a + 1 (and a - 1): the target is in the top 20 of every session.
+    assert m["hr_at_20"] == 1.0
