@@ -18,6 +18,8 @@ def spd_inverse(a: np.ndarray, block: int = 1024) -> np.ndarray:
     ``np.linalg.inv`` holds two); the lower triangle is mirrored up in row blocks."""
     from scipy.linalg import lapack
 
+    if not a.size:  # no items: LAPACK refuses an empty matrix
+        return a
     with threadpool_limits(2, "blas"):
         c, info = lapack.dpotrf(a, lower=1, overwrite_a=1, clean=0)
         if info != 0:

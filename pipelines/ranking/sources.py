@@ -76,14 +76,21 @@ def content_lists(profiles: sp.csr_matrix, item_vectors: sp.csr_matrix, cand: np
     for start in range(0, rows, block):
         pt = np.ascontiguousarray(profiles[start:start + block].toarray(), dtype=np.float32).T
         s = np.asarray(vc @ np.ascontiguousarray(pt), dtype=np.float32).T.copy()
-        s[s <= 0] = -np.inf
-        if exclude is not None:
-            own = exclude[start:start + block][:, cand].tocoo()
-            s[own.row, own.col] = -np.inf
-        local, v = topk(s, n)
-        ids[start:start + block] = np.where(local >= 0, cand[np.maximum(local, 0)], NO_ITEM)
-        vals[start:start + block] = v
+        _positive_top(s, exclude, cand, n, start, ids, vals)
     return ids, vals
+
+
+def _positive_top(s: np.ndarray, exclude: sp.csr_matrix | None, cand: np.ndarray, n: int, start: int,
+                  ids: np.ndarray, vals: np.ndarray) -> None:
+    """Rows ``start ..`` of ``ids`` / ``vals``: the top ``n`` positive scores of the block ``s`` (rows x
+    ``cand``), the rows' own items in ``exclude`` left out."""
+    s[s <= 0] = -np.inf
+    if exclude is not None:
+        own = exclude[start:start + len(s)][:, cand].tocoo()
+        s[own.row, own.col] = -np.inf
+    local, v = topk(s, n)
+    ids[start:start + len(s)] = np.where(local >= 0, cand[np.maximum(local, 0)], NO_ITEM)
+    vals[start:start + len(s)] = v
 
 
 def factor_lists(user_vecs: np.ndarray, item_vecs: np.ndarray, cand: np.ndarray, n: int,
@@ -100,13 +107,7 @@ def factor_lists(user_vecs: np.ndarray, item_vecs: np.ndarray, cand: np.ndarray,
     block = max(1, min(block, 16_777_216 // max(len(cand), 1)))
     for start in range(0, rows, block):
         s = np.asarray(user_vecs[start:start + block] @ vc.T, dtype=np.float32)
-        s[s <= 0] = -np.inf
-        if exclude is not None:
-            own = exclude[start:start + block][:, cand].tocoo()
-            s[own.row, own.col] = -np.inf
-        local, v = topk(s, n)
-        ids[start:start + block] = np.where(local >= 0, cand[np.maximum(local, 0)], NO_ITEM)
-        vals[start:start + block] = v
+        _positive_top(s, exclude, cand, n, start, ids, vals)
     return ids, vals
 
 

@@ -100,6 +100,7 @@ def test_ease_inverse_by_cholesky_equals_the_general_inverse_across_blocks():
         a = rng.normal(size=(n + 2, n))
         a = a.T @ a + 0.5 * np.eye(n)
         np.testing.assert_allclose(spd_inverse(a.copy(), block=block), np.linalg.inv(a), rtol=1e-9, atol=1e-12)
+    assert spd_inverse(np.zeros((0, 0))).shape == (0, 0)
     with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
         spd_inverse(-np.eye(3))
 
