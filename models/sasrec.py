@@ -18,8 +18,9 @@ self-attention over each user's events in time order, trained to predict the nex
   Retail "next_event" does best (docs/benchmarks.md): an order's lines follow each other in the
   file, so the next line is the closest co-purchase signal.
 * Early stopping: a random ``validation_fraction`` (at most ``VALIDATION_USERS``) of the users
-  with a purchase after their first event lose their last purchase from training (with "next_basket", that purchase's whole basket);
-  the score is the mean AUC of its (first) item's rank from the preceding events (models.deep.fit_loop: ``epochs``, ``budget_seconds``, ``patience``). Above
+  with a purchase after their first event lose their last purchase from training (with
+  "next_basket", that purchase's whole basket); the score is the mean AUC of its (first) item's
+  rank from the preceding events (models.deep.fit_loop: ``epochs``, ``budget_seconds``, ``patience``). Above
   ``max_interactions`` events, training uses a random sample of whole users (the sample's size is
   logged); every user is still encoded at the end.
 * Serving: each user's vector is the encoder's last output over the user's newest events (all of

@@ -68,17 +68,13 @@ def item_blocks(item_unit: sp.csr_matrix, unit_t: sp.csr_matrix, max_pairs: int)
     of its sessions (an upper bound of its co-occurring items); one item per block at least."""
     csum = np.zeros(item_unit.nnz + 1, np.int64)
     np.cumsum(np.diff(unit_t.indptr)[item_unit.indices], out=csum[1:])
-    cost = csum[item_unit.indptr[1:]] - csum[item_unit.indptr[:-1]]
+    upto = csum[item_unit.indptr]  # the cost of the rows before each row (and of all rows, last)
     n = item_unit.shape[0]
-    if not n:
-        return []
-    out, lo, acc = [], 0, 0
-    for i, c in enumerate(cost.tolist()):
-        if acc and acc + c > max_pairs:
-            out.append((lo, i))
-            lo, acc = i, 0
-        acc += c
-    out.append((lo, n))
+    out, lo = [], 0
+    while lo < n:  # a loop over blocks, not items: each block ends where its cost would pass max_pairs
+        hi = max(int(np.searchsorted(upto, upto[lo] + max_pairs, side="right")) - 1, lo + 1)
+        out.append((lo, min(hi, n)))
+        lo = min(hi, n)
     return out
 
 

@@ -24,6 +24,7 @@ from features.sessions import leave_last_out, take_sessions
 from models.kernels import NO_ITEM
 from models.sessions import SessionModel, hit_rate_mrr, session_model_class
 from pipelines.config import Config
+from pipelines.evaluation.metrics import sample_users
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,9 @@ def evaluate_session_models(cfg: Config, train: tuple, holdout: tuple, n_items: 
     (seeded by the config's seed) is scored, as the user-level evaluation samples users: the
     standard error of HR@20, not the size of the shop, sets how many are needed."""
     q_indptr, q_items, targets = leave_last_out(*holdout)
-    cap = int(cfg.evaluation.eval_max_users)
-    if cap > 0 and len(targets) > cap:
-        pick = np.sort(np.random.default_rng(cfg.seed).choice(len(targets), cap, replace=False))
-        log.info("sessions: %d of %d held-out sessions scored (eval_max_users)", cap, len(targets))
+    pick = sample_users(np.arange(len(targets)), int(cfg.evaluation.eval_max_users), cfg.seed)
+    if len(pick) < len(targets):
+        log.info("sessions: %d of %d held-out sessions scored (eval_max_users)", len(pick), len(targets))
         q_indptr, q_items = take_sessions(q_indptr, q_items, pick)
         targets = targets[pick]
     rows = []

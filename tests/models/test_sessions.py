@@ -122,3 +122,25 @@ def test_cooccurrence_fitted_in_item_blocks_equals_one_product(monkeypatch):
         # Its values are the 7 largest cosines of the whole row.
         np.testing.assert_allclose(np.sort(row.data)[::-1], np.sort(whole[i])[::-1][:row.nnz], rtol=1e-5)
     assert sp.isspmatrix_csr(blocked)
+
+
+def test_item_blocks_cover_every_item_once_within_the_pair_bound():
+    """Blocks are contiguous, cover every item, each costs at most max_pairs (or is one item), and
+    each is as long as the bound allows; costs counted here item by item."""
+    import scipy.sparse as sp
+
+    from models.sessions import item_blocks
+
+    rng = np.random.default_rng(1)
+    for trial in range(60):
+        n_items, n_sessions = int(rng.integers(1, 40)), int(rng.integers(1, 60))
+        m = sp.random(n_sessions, n_items, density=float(rng.random()), format="csr", random_state=trial)
+        unit, unit_t = m.T.tocsr(), m
+        lengths = np.diff(unit_t.indptr)
+        cost = np.array([lengths[unit.indices[unit.indptr[i]:unit.indptr[i + 1]]].sum() for i in range(n_items)])
+        for bound in (1, 5, 30, 1000):
+            blocks = item_blocks(unit, unit_t, bound)
+            assert [i for lo, hi in blocks for i in range(lo, hi)] == list(range(n_items))
+            for lo, hi in blocks:
+                assert hi - lo == 1 or cost[lo:hi].sum() <= bound
+                assert hi == n_items or cost[lo:hi + 1].sum() > bound
