@@ -4,6 +4,15 @@ Users are scored by the cosine between their profile (the weighted sum of the TF
 the items they interacted with) and each item; similar items by TF-IDF cosine. ``text_vectors``
 maps free text (a new user's quiz answers or declared interests) into the same space, so a user
 without history can still get a content-based list.
+
+Review sentiment (issue 17) is a multiplicative prior on the user scores: item i's score is
+multiplied by ``1 + sentiment_weight * s_i * n_i / (n_i + sentiment_shrinkage)``, with ``s_i`` its
+mean review sentiment in [-1, 1] and ``n_i`` its review count (``items['sentiment']`` and
+``items['review_count']``, from models.registry.items_for_fit: the train-side columns when fitted
+for evaluation, the full-side ones for serving). Few reviews move an item little; an item without
+reviews (or a weight of 0, or an item table without the columns) keeps its score exactly. With
+``sentiment_weight < 1`` the prior stays positive, so it re-orders matches and never turns one
+into a non-match. ``similar_items`` (product pages) is unchanged: similarity is not a verdict.
 """
 from __future__ import annotations
 
@@ -20,10 +29,13 @@ TOKEN_PATTERN = r"(?u)\b\w[\w-]+\b"
 class ContentRecommender(Recommender):
     name = "content"
 
-    def __init__(self, min_df: int = 1, ngram_max: int = 2, max_features: int = 50_000) -> None:
+    def __init__(self, min_df: int = 1, ngram_max: int = 2, max_features: int = 50_000,
+                 sentiment_weight: float = 0.2, sentiment_shrinkage: float = 3.0) -> None:
         self.min_df = min_df
         self.ngram_max = ngram_max
         self.max_features = max_features
+        self.sentiment_weight = sentiment_weight
+        self.sentiment_shrinkage = sentiment_shrinkage
 
     def fit(self, user_items: sp.csr_matrix, items=None) -> "ContentRecommender":
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -31,6 +43,7 @@ class ContentRecommender(Recommender):
         if items is None or "text" not in items:
             raise ValueError("content model needs items['text'] (see features.text.item_text)")
         text = items["text"].fillna("").astype(str).to_numpy()
+        self.item_prior_ = sentiment_prior(items, self.sentiment_weight, self.sentiment_shrinkage)
         if not any(t.strip() for t in text):
             self.item_vectors_ = sp.csr_matrix((len(text), 1), dtype=np.float32)
             return self
@@ -64,7 +77,9 @@ class ContentRecommender(Recommender):
         # Profiles share common terms with most items, so the scores are dense: a dense profile block
         # times the sparse item vectors (cost nnz(vectors) x rows) beats a sparse x sparse product.
         profile_t = np.asarray((user_items[users] @ self.item_vectors_).T.toarray(), dtype=np.float32)
-        return np.asarray(self.item_vectors_ @ profile_t).T
+        scores = np.asarray(self.item_vectors_ @ profile_t).T
+        prior = getattr(self, "item_prior_", None)
+        return scores if prior is None else scores * prior
 
     def item_vectors(self):
         return self.item_vectors_
@@ -73,8 +88,23 @@ class ContentRecommender(Recommender):
         out = {"item_vectors_": self.item_vectors_}
         if getattr(self, "terms_", None) is not None:
             out.update(terms_=np.asarray(self.terms_, dtype=str), idf_=self.idf_)
+        if getattr(self, "item_prior_", None) is not None:
+            out["item_prior_"] = self.item_prior_
         return out
 
     def _set_arrays(self, arrays):
         self.item_vectors_ = arrays["item_vectors_"]
         self.terms_, self.idf_ = arrays.get("terms_"), arrays.get("idf_")
+        self.item_prior_ = arrays.get("item_prior_")
+
+
+def sentiment_prior(items, weight: float, shrinkage: float) -> np.ndarray | None:
+    """Per item, ``1 + weight * sentiment * n / (n + shrinkage)`` (float32), from the item table's
+    ``sentiment`` and ``review_count``; None (no prior at all: scores unchanged) when the columns are
+    missing, the weight is 0, or no item has a review."""
+    if items is None or "sentiment" not in items or "review_count" not in items or not weight:
+        return None
+    n = np.nan_to_num(np.asarray(items["review_count"], dtype=np.float64), nan=0.0).clip(min=0)
+    s = np.nan_to_num(np.asarray(items["sentiment"], dtype=np.float64), nan=0.0).clip(-1.0, 1.0)
+    prior = 1.0 + float(weight) * s * n / (n + max(float(shrinkage), 0.0) + 1e-12)
+    return None if np.all(prior == 1.0) else prior.astype(np.float32)

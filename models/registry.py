@@ -104,8 +104,9 @@ def active_candidates(cfg: Any, n_items: int) -> tuple[str, ...]:
 
 
 def items_for_fit(items, popularity_column: str):
-    """The item columns a model's fit reads (text, popularity, trending, repeat rate) from the
-    features' item table, for the train split (``pop_train``) or all data (``pop_full``)."""
+    """The item columns a model's fit reads (text, popularity, trending, repeat rate, review count and
+    sentiment) from the features' item table, for the train split (``pop_train``) or all data
+    (``pop_full``)."""
     out = items[["item_idx", "text"]].copy()
     out["popularity"] = items[popularity_column].to_numpy(dtype=np.float64)
     part = "train" if popularity_column.endswith("train") else "full"
@@ -113,4 +114,7 @@ def items_for_fit(items, popularity_column: str):
         out["trending"] = items[f"trend_{part}"].to_numpy(dtype=np.float64)
     if f"repeat_rate_{part}" in items:
         out["repeat_rate"] = items[f"repeat_rate_{part}"].to_numpy(dtype=np.float64)
+    if f"sentiment_{part}" in items and f"review_count_{part}" in items:  # review sentiment (models/content.py)
+        out["sentiment"] = items[f"sentiment_{part}"].to_numpy(dtype=np.float64)
+        out["review_count"] = items[f"review_count_{part}"].to_numpy(dtype=np.float64)
     return out

@@ -4,7 +4,9 @@ Stage 1: buy-again, item-kNN (BM25), EASE and ALS each propose their top ``ranke
 per user. Stage 2: a gradient-boosted classifier (scikit-learn ``HistGradientBoostingClassifier``)
 scores every (user, candidate) pair from features: each generator's score and rank, the user's
 weight, purchase days and days since the last interaction with the item, the user's activity and
-recency, the item's popularity (7 and 30 days, all time), trend, time-decayed purchases and repeat rate.
+recency, the item's popularity (7 and 30 days, all time), trend, time-decayed purchases and repeat rate,
+its review count and sentiment, and with ``ranker_context_features`` the hour-of-day and weekday match
+and last year's season (pipelines/hybrid/signals.py).
 
 Windows (``H = ranker_window_days``, days counted in UTC, ``T3`` = the day after ``ds``):
 
@@ -33,8 +35,10 @@ from models.buy_again import smoothed_repeat_rate
 from models.registry import REGISTRY, fit_model, make_model
 from pipelines.config import Config, HybridSettings
 from pipelines.evaluation.metrics import sample_users
+from pipelines.hybrid.signals import CutoffSignals, cutoff_signals, pair_signals
 from pipelines.infra import tracking
 from pipelines.infra.logs import Progress
+from pipelines.signal_artifacts import RankerSignals
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ class Cutoff:
     user_last: np.ndarray     # days since the user's last interaction
     user_days: np.ndarray     # distinct active days of the user
     daily: pd.DataFrame | None = None  # the whole daily table (shared, not copied; for ``sequences``)
+    signals: CutoffSignals | None = None  # review and context features (pipelines/hybrid/signals.py)
 
     def sequences(self) -> UserSequences:
         """Each user's (item, day) rows before the cut-off in day order, for a sequence generator
@@ -63,7 +68,8 @@ class Cutoff:
 
 
 def cutoff(daily: pd.DataFrame, day: int, shape: tuple[int, int], text: np.ndarray,
-           trending_half_life: float = 7.0) -> Cutoff:
+           trending_half_life: float = 7.0, signals: RankerSignals | None = None, horizon: int = 28,
+           context: bool = False) -> Cutoff:
     d = daily[daily["day"] < day]
     u, i = d["user_idx"].to_numpy(), d["item_idx"].to_numpy()
     x = sp.csr_matrix((d["w"].to_numpy(np.float32), (u, i)), shape=shape)
@@ -90,11 +96,13 @@ def cutoff(daily: pd.DataFrame, day: int, shape: tuple[int, int], text: np.ndarr
     items = pd.DataFrame({"item_idx": np.arange(shape[1]), "text": text, "popularity": buyers(30),
                           "repeat_rate": smoothed_repeat_rate(repeat, n_buyers), "pop7": buyers(7),
                           "popall": n_buyers, "trending": decayed})
+    sig = cutoff_signals(daily, signals, day, shape, horizon, context)
+    items["review_count"], items["sentiment"] = sig.review_count, sig.sentiment  # the content prior's inputs
     ulast = d.groupby("user_idx")["day"].max()
     user_last = np.full(shape[0], 9999.0)
     user_last[ulast.index.to_numpy()] = day - ulast.to_numpy()
     user_days = np.bincount(d.drop_duplicates(["user_idx", "day"])["user_idx"], minlength=shape[0]).astype(float)
-    return Cutoff(day, x, buy_days, since, items, user_last, user_days, daily)
+    return Cutoff(day, x, buy_days, since, items, user_last, user_days, daily, sig)
 
 
 def truth_matrix(daily: pd.DataFrame, start: int, end: int, shape, new_only: bool, c: Cutoff) -> sp.csr_matrix:
@@ -165,6 +173,8 @@ def candidate_blocks(cfg: Config, c: Cutoff, gens: Generators, users: np.ndarray
         feats["trend"] = (pop7[i] + 1.0) / (pop30[i] / 4.0 + 1.0)
         feats["repeat_rate"] = repeat[i]
         feats["trending"] = trending[i]
+        if c.signals is not None:
+            feats.update(pair_signals(c.signals, uu, i))
         yield uu, i, pd.DataFrame({k: np.asarray(v, dtype=np.float32) for k, v in feats.items()})
         if progress is not None:
             progress.advance(len(b))
@@ -256,14 +266,17 @@ class Ranker:
 class HybridRun:
     """Cut-offs and fitted generators, cached by day: the evaluation and publishing windows share them."""
 
-    def __init__(self, cfg: Config, daily: pd.DataFrame, shape, text, inactive) -> None:
+    def __init__(self, cfg: Config, daily: pd.DataFrame, shape, text, inactive,
+                 signals: RankerSignals | None = None) -> None:
         self.cfg, self.daily, self.shape, self.text, self.inactive = cfg, daily, shape, text, inactive
+        self.signals = signals
         self._cut: dict[int, tuple[Cutoff, Generators]] = {}
 
     def at(self, day: int) -> tuple[Cutoff, Generators]:
         if day not in self._cut:
             log.info("rank: features and generators (%s) at day %d", ", ".join(self.cfg.hybrid.hybrid_generators), day)
-            c = cutoff(self.daily, day, self.shape, self.text, self.cfg.features.trending_half_life_days)
+            c = cutoff(self.daily, day, self.shape, self.text, self.cfg.features.trending_half_life_days,
+                       self.signals, self.cfg.hybrid.ranker_window_days, self.cfg.hybrid.ranker_context_features)
             self._cut[day] = (c, Generators(self.cfg, c))
         return self._cut[day]
 

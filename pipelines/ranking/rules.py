@@ -11,7 +11,7 @@ surface: the ordered candidates, new items, exclusions).
 
 1. drop unavailable items (inactive; out of stock when the rules say so);
 2. drop already-bought items that are not repeatable (``for_you``; ``new_for_you`` never has them);
-3. utility = 1 / log2(position + 1) x (1 + margin and promotion boosts), re-sorted;
+3. utility = 1 / log2(position + 1) x (1 + margin and promotion boosts) x review factor, re-sorted;
 4. at most ``max_category_share`` of the list from one category;
 5. the head of the list, then brand-new items (content), then discovery items, then pinned items
    at their positions, then backfill from best sellers up to ``min_items``.
@@ -43,6 +43,7 @@ from models.rows import (
 )
 from pipelines.config import Config
 from pipelines.ranking.reasons import Source
+from pipelines.ranking.review_rule import ReviewRule, parse_review_rule, review_factor, review_keeps
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class Rules:
     pinned: tuple
     min_items: int
     source: str
+    reviews: ReviewRule = ReviewRule()  # pipelines/ranking/review_rule.py
 
 
 def load_rules(cfg: Config) -> Rules:
@@ -96,6 +98,7 @@ def load_rules(cfg: Config) -> Rules:
             pinned=tuple(dict(p) for p in (base.get("pinned") or [])),
             min_items=int(base["min_items"]),
             source=source,
+            reviews=parse_review_rule(base["reviews"], source, RulesError),
         )
     except (TypeError, ValueError, KeyError) as exc:
         raise RulesError(f"{source}: invalid value: {exc}") from exc
@@ -113,8 +116,8 @@ def load_rules(cfg: Config) -> Rules:
 
 
 def item_flags(items: pd.DataFrame, rules: Rules) -> pd.DataFrame:
-    """Per item (aligned with item_idx): available, repeatable, margin in [0, 1], promotion."""
-    available = items["active"].to_numpy(dtype=bool).copy()
+    """Per item (aligned with item_idx): available, repeatable, margin in [0, 1], promotion, review_factor."""
+    available = items["active"].to_numpy(dtype=bool) & review_keeps(items, rules.reviews)
     if rules.drop_out_of_stock and "in_stock" in items:
         available &= items["in_stock"].astype("boolean").fillna(True).to_numpy(dtype=bool)
     rate = items["repeat_rate_full"].to_numpy(float) if "repeat_rate_full" in items else np.ones(len(items))
@@ -128,7 +131,7 @@ def item_flags(items: pd.DataFrame, rules: Rules) -> pd.DataFrame:
     promo = items["promotion"].astype("boolean").fillna(False).to_numpy(dtype=bool) \
         if "promotion" in items else np.zeros(len(items), bool)
     return pd.DataFrame({"available": available, "repeatable": repeatable.astype(bool), "margin": margin,
-                         "promotion": promo})
+                         "promotion": promo, "review_factor": review_factor(items, rules.reviews)})
 
 
 @dataclass
@@ -171,9 +174,10 @@ class RulesNight:
 
     @cached_property
     def boost(self) -> np.ndarray:
-        """1 + margin and promotion boosts, per item."""
-        return 1 + self.rules.margin_weight * self.flags["margin"].to_numpy(float) \
-            + self.rules.promotion_weight * self.flags["promotion"].to_numpy(bool)
+        """(1 + margin and promotion boosts) x the review factor (1: no review rule), per item."""
+        return (1 + self.rules.margin_weight * self.flags["margin"].to_numpy(float)
+                + self.rules.promotion_weight * self.flags["promotion"].to_numpy(bool)) \
+            * self.flags.get("review_factor", pd.Series(1.0, index=self.flags.index)).to_numpy(float)
 
     @cached_property
     def pool(self) -> np.ndarray:

@@ -30,6 +30,7 @@ from pipelines.hybrid.ranker import (
     truth_matrix,
 )
 from pipelines.infra.logs import Progress
+from pipelines.signal_artifacts import read_ranker_signals
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def run(cfg: Config, ds: str, run_id: str) -> dict:
     n_catalog = int(items["active"].sum())
     t3 = (pd.Timestamp(ds) - pd.Timestamp("1970-01-01")).days + 1
     t2 = t3 - cfg.hybrid.ranker_window_days
-    run = HybridRun(cfg, daily, f.full.shape, items["text"].to_numpy(), inactive)
+    run = HybridRun(cfg, daily, f.full.shape, items["text"].to_numpy(), inactive, read_ranker_signals(cfg, ds))
     key = f"ndcg_at_{cfg.evaluation.eval_k}"
     t0 = time.perf_counter()
     rows, recs, skipped = [], [], {}

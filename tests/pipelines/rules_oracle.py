@@ -45,6 +45,7 @@ def rerank_personal_pandas(cands: pd.DataFrame, *, surface: str, rules: Rules, f
     df["pos"] = df.groupby("user_idx", sort=False).cumcount() + 1
     boost = 1 + rules.margin_weight * flags["margin"].to_numpy()[df["item_idx"]] \
         + rules.promotion_weight * flags["promotion"].to_numpy()[df["item_idx"]]
+    boost = boost * flags["review_factor"].to_numpy()[df["item_idx"]]  # the review rule's demotion (1: none)
     df["utility"] = 1.0 / np.log2(df["pos"].to_numpy() + 1.0) * boost
     df = df.sort_values(["user_idx", "utility", "pos"], ascending=[True, False, True], kind="stable")
     # Diversity: at most max_category_share of the list from one category.

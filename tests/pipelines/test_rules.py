@@ -109,6 +109,9 @@ def test_rectangular_rules_equal_the_pandas_oracle_on_random_lists(seed, kw):
         "item_id": [f"i{k}" for k in range(n_items)], "active": rng.random(n_items) > 0.05,
         "in_stock": rng.random(n_items) > 0.1, "repeat_rate_full": rng.random(n_items),
         "margin": rng.random(n_items), "promotion": rng.random(n_items) > 0.8})
+    reviews = np.random.default_rng(seed + 100)  # its own draws: the other inputs stay as they were
+    items["review_count_full"] = reviews.integers(0, 6, n_items)
+    items["sentiment_full"] = reviews.uniform(-1, 1, n_items)  # about 1 in 8 demoted (3+ reviews, < -0.5)
     r = rules(**{**dict(margin_weight=0.1, promotion_weight=0.1, max_category_share=0.5, discovery_share=0.1,
                         min_items=top_n), **kw})
     flags = item_flags(items, r)
