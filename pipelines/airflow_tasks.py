@@ -13,9 +13,9 @@ log = logging.getLogger(__name__)
 # ds in `extra`). recsys_ab_report is scheduled on the personal lists: it runs once a nightly (or a
 # rebuild of a past ds) has published them, for that ds, and never on the previous night's lists.
 ASSET_TABLES: dict[str, tuple[str, ...]] = {
-    "personal_lists": ("user_recommendations", "ab_assignments", "user_category_affinity"),
+    "personal_lists": ("user_recommendations", "ab_assignments", "user_category_affinity", "homepage"),
     "item_surfaces": ("similar_items", "frequently_bought_together", "complete_the_look", "cart_cross_sell",
-                      "trending", "best_sellers", "session_next_items"),
+                      "trending", "best_sellers", "session_next_items", "context_defaults"),
     "email": ("post_purchase_email",),
     "model_runs": ("model_runs",),
 }

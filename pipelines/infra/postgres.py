@@ -34,6 +34,8 @@ INDEXES: dict[str, list[tuple[str, ...]]] = {
     "trending": [("country", "rank")],
     "best_sellers": [("country", "rank")],
     "user_category_affinity": [("user_id", "rank")],
+    "context_defaults": [("context", "value", "rank")],
+    "homepage": [("user_id", "slot_type", "position")],
     "model_runs": [("model", "metric")],
     "items": [("item_id",)],
 }

@@ -90,17 +90,18 @@ def surface_tables(cfg: Config, ds: str, run_id: str, f: Features, available: np
                  "complete_the_look": ("item_id", "other_item_id"),
                  "cart_cross_sell": ("item_id", "add_item_id"),
                  "trending": ("item_id",), "best_sellers": ("item_id",),
-                 "session_next_items": ("item_id", "next_item_id")}
+                 "session_next_items": ("item_id", "next_item_id"), "context_defaults": ("item_id",)}
     out = {}
     for name in ("frequently_bought_together", "complete_the_look", "cart_cross_sell", "trending", "best_sellers",
-                 "post_purchase_email", "user_category_affinity", "session_next_items"):
+                 "post_purchase_email", "user_category_affinity", "session_next_items", "context_defaults"):
         df = read_surface(cfg, ds, name)
         for col in item_cols.get(name, ()):
             df = df[df[col].isin(ok_items)]
         if name == "post_purchase_email":
             df = email_rows(ds, df, ok_items)
         if "rank" in df and name in item_cols:
-            key = "country" if name in ("trending", "best_sellers") else "item_id"
+            key = "country" if name in ("trending", "best_sellers") else \
+                ["context", "value"] if name == "context_defaults" else "item_id"
             df = df.assign(rank=(df.groupby(key).cumcount() + 1).astype(np.int32))
         elif "rank" in df:
             df = df.assign(rank=df["rank"].astype(np.int32))  # ranks are INTEGER in every table
@@ -116,12 +117,15 @@ def surface_tables(cfg: Config, ds: str, run_id: str, f: Features, available: np
 ITEMS_SCHEMA = pa.schema([("ds", pa.date32()), ("run_id", pa.string()), ("item_id", pa.string()),
                           ("title", pa.string()), ("category", pa.string()), ("brand", pa.string()),
                           ("price", pa.float64()), ("in_stock", pa.bool_()), ("active", pa.bool_()),
-                          ("first_seen", pa.date32()), ("url", pa.string()), ("image_url", pa.string())])
+                          ("first_seen", pa.date32()), ("url", pa.string()), ("image_url", pa.string()),
+                          ("review_count", pa.int64()), ("review_sentiment", pa.float64())])
 
 
 def items_table(ds: str, run_id: str, items: pd.DataFrame) -> pa.Table:
     """The ``items`` rows of ds: every item of the night's features with its catalog columns; a
-    column the catalog lacks (``url`` and ``image_url`` before catalogs had them) is NULL."""
+    column the catalog lacks (``url`` and ``image_url`` before catalogs had them) is NULL; the review
+    columns are the features' full-window ones (features/sentiment.py; NULL in features before them)."""
+    items = items.rename(columns={"review_count_full": "review_count", "sentiment_full": "review_sentiment"})
     n = len(items)
     cols = {"ds": [date.fromisoformat(ds)] * n, "run_id": [run_id] * n}
     for f in ITEMS_SCHEMA:

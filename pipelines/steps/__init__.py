@@ -43,11 +43,12 @@ NIGHTLY = (
          "for for_you and new_for_you", "eval/ds=<ds>/hybrid_*, models/ds=<ds>/hybrid/"),
     Step("select", "champion/challenger gate; refits the winner on all data, logs the MLflow run, moves the "
          "`champion` alias", "models/ds=<ds>/, mlflow/", options=("airflow_run_id",)),
-    Step("surfaces", "pair tables, post-purchase email, trending, best sellers, category affinity",
+    Step("surfaces", "pair tables, post-purchase email, trending, best sellers, category affinity, context defaults",
          "surfaces/ds=<ds>/"),
     Step("score", "the personal lists through the rules layer, one task per user shard",
          "models/ds=<ds>/shards/", options=("shard",)),
-    Step("publish", "every table of docs/tables.md for ds, all shards together, atomically; the run report",
+    Step("publish", "every table of docs/tables.md for ds, all shards together, atomically (with the homepage "
+         "slots from the final lists); the run report",
          "warehouse/, reports/ds=<ds>/"),
     Step("export", "the post-purchase email file (csv, klaviyo, braze or json) and its manifest, dropped in "
          "export_dir for marketing; nothing when export_dir is unset", "<export_dir>/email/ds=<ds>/ (outside the data root)"),

@@ -1,6 +1,6 @@
 """Publish step: every table of docs/tables.md for ``ds`` becomes visible in DuckDB in one
 transaction (the score step's shards, similar items, model_runs, the surface tables, A/B
-assignments); then the PostgreSQL serving copy, the run report and the MLflow run's counts."""
+assignments, the homepage slots); then the PostgreSQL serving copy, the run report and the MLflow run's counts."""
 from __future__ import annotations
 
 import logging
@@ -14,6 +14,7 @@ from pipelines.config import Config
 from pipelines.evaluation.report import build_report
 from pipelines.infra import tracking, warehouse
 from pipelines.infra.postgres import publish_postgres
+from pipelines.ranking.homepage import homepage
 from pipelines.ranking.personal import user_recommendations
 from pipelines.ranking.publish_tables import (
     items_table,
@@ -24,6 +25,7 @@ from pipelines.ranking.publish_tables import (
 from pipelines.ranking.rules import item_flags, load_rules
 from pipelines.ranking.user_table import USER_RECS_ORDER
 from pipelines.services.ab import active_assignments, assignments_table
+from pipelines.services.campaigns import active_campaigns
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ def run(cfg: Config, ds: str, run_id: str) -> dict:
         "ab_assignments": assignments_table(ds, run_id, experiments),
         "items": items_table(ds, run_id, f.items),
     }
+    # The homepage needs the final lists and tonight's context defaults (pipelines/ranking/homepage.py).
+    tables["homepage"] = homepage(cfg, ds, run_id, f, recs, tables["context_defaults"], active_campaigns(cfg, ds))
     # published_runs: one row per table, the link from every row set of ds to the night's model.
     run = {"run_id": run_id, **{k: selected.get(k) for k in ("mlflow_run_id", "model_version", "champion",
                                                               "champion_version")}}
@@ -93,6 +97,8 @@ def run(cfg: Config, ds: str, run_id: str) -> dict:
             # The PostgreSQL copy loads the table it copies (docs/deploy.md: memory at scale).
             tables[C.T_USER_RECS] = con.execute(f'SELECT * FROM "{C.T_USER_RECS}" WHERE ds = ?::DATE '
                                                 f"ORDER BY {USER_RECS_ORDER}", [ds]).to_arrow_table()
+            tables["homepage"] = con.execute("SELECT * FROM homepage WHERE ds = ?::DATE ORDER BY user_id, slot_type, "
+                                             "position", [ds]).to_arrow_table()
     finally:
         con.close()
     serving = publish_serving_copy(cfg, ds, run_id, tables)

@@ -1,6 +1,6 @@
 """Surfaces step: the non-personal and pair tables of docs/tables.md (frequently bought together,
 complete the look, cart cross-sell, others bought next, post-purchase email, trending, best
-sellers, category affinity, session next items), staged for the publish step; the session model
+sellers, category affinity, session next items, context defaults), staged for the publish step; the session model
 chosen on held-out sessions (pipelines/ranking/session_surface.py), its metrics logged to the
 night's MLflow run."""
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pandas as pd
 from pipelines.artifacts import Features, read_features, read_selection, write_surfaces
 from pipelines.config import Config
 from pipelines.infra import tracking
+from pipelines.ranking.context_tables import context_defaults
 from pipelines.ranking.rules import item_flags, load_rules
 from pipelines.ranking.session_surface import session_surface
 from pipelines.ranking.surface_tables import (
@@ -44,6 +45,7 @@ def run(cfg: Config, ds: str, run_id: str) -> dict:
         cfg, con, ds, tables["frequently_bought_together"], tables["others_bought_next"], tables["best_sellers"])
     con.close()
     tables["user_category_affinity"] = category_affinity(cfg, f)
+    tables["context_defaults"] = context_defaults(cfg, ds, f)
     tables["session_next_items"] = _sessions(cfg, ds, f)
     write_surfaces(cfg, ds, tables)
     counts = {k: len(v) for k, v in tables.items()}

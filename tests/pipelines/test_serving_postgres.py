@@ -94,7 +94,7 @@ def test_forget_reaches_the_serving_copy(served):
     with psycopg.connect(cfg.serving.serving_url) as pg:
         user = pg.execute("SELECT user_id FROM user_recommendations ORDER BY user_id LIMIT 1").fetchall()[0][0]
         expected = sum(pg.execute(f'SELECT count(*) FROM "{t}" WHERE user_id = %s', [user]).fetchall()[0][0]
-                       for t in ("user_recommendations", "user_category_affinity", "post_purchase_email"))
+                       for t in ("user_recommendations", "user_category_affinity", "post_purchase_email", "homepage"))
     audit = forget(cfg, user)
     assert audit["serving_rows_removed"] == expected > 0
     with psycopg.connect(cfg.serving.serving_url) as pg:

@@ -18,8 +18,10 @@ from pipelines.run import run_all
 
 DS = "2024-06-30"
 SURFACE_TABLES = ("frequently_bought_together", "complete_the_look", "cart_cross_sell", "trending", "best_sellers",
-                  "post_purchase_email", "user_category_affinity", "similar_items", "user_recommendations")
-ITEM_COLUMNS = {"frequently_bought_together": ("item_id", "other_item_id"),
+                  "post_purchase_email", "user_category_affinity", "similar_items", "user_recommendations",
+                  "context_defaults", "homepage")
+ITEM_COLUMNS = {"frequently_bought_together": ("item_id", "other_item_id"), "context_defaults": ("item_id",),
+                "homepage": ("item_id",),
                 "complete_the_look": ("item_id", "other_item_id"), "cart_cross_sell": ("item_id", "add_item_id"),
                 "trending": ("item_id",), "best_sellers": ("item_id",), "similar_items": ("item_id", "similar_item_id"),
                 "user_recommendations": ("item_id",)}
