@@ -8,7 +8,7 @@ DS     ?= $(shell date -u -d yesterday +%F)
 PORT   ?= 8080
 MLFLOW_PORT ?= 5000
 
-.PHONY: install postgres-server chromium run test airflow mlflow bench-validate bench-quality bench-sessions bench-serving bench-scale bench-load chaos clean
+.PHONY: install postgres-server chromium run test airflow mlflow bench-validate bench-signals bench-quality bench-sessions bench-serving bench-scale bench-load chaos clean
 
 # The stamp is rebuilt whenever the pinned requirements or the package metadata change.
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -79,6 +79,10 @@ bench-serving: install
 
 bench-validate: install
 	$(BIN)/python benchmarks/bench_validate.py
+
+# The wider signals (ratings, reviews, wishlists, dwell, context) on demo data: used, ignored, absent.
+bench-signals: install
+	$(BIN)/python benchmarks/bench_signals.py
 
 # The rank, train and score steps alone and beside two CPU-bound processes (docs/benchmarks.md,
 # "Under load"); demo data, or DATA=../shared/data/online_retail.parquet.

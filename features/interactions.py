@@ -8,7 +8,8 @@ directory and swapped in whole):
 * ``items.parquet``  item_idx, item_id, catalog columns (always with ``url``, ``image_url``: nullable strings), text, active, pop_train, pop_full,
   trend_train, trend_full (time-decayed purchases), first_seen (date of the first event, or null),
   repeat_rate_train, repeat_rate_full, category_key (catalog category or a derived one:
-  features.text.item_categories)
+  features.text.item_categories), review_count_train / sentiment_train and review_count_full /
+  sentiment_full (review sentiment: features/sentiment.py)
 * ``train.npz``      users x items weights from events before the holdout window (CSR, float32)
 * ``full.npz``       users x items weights from all events up to the end of ``ds``
 * ``holdout.parquet`` user_idx, item_idx: distinct purchases inside the holdout window (the truth)
@@ -17,10 +18,15 @@ directory and swapped in whole):
   (indptr, items as item_idx; pipelines.session_artifacts)
 * ``sequences_train.npz``, ``sequences_full.npz``  each user's newest ``sequence_max_events`` events
   before the holdout window / up to the end of ds, in time order (features.sequences.UserSequences)
+* ``disliked.npz``   users x items, 1 where the user's latest rating is at or below dislike_max_rating
+  (features/feedback.py: never shown to that user again)
+* ``reviews_daily.parquet``, ``hours.parquet``  review sentiment per item and day, and (with
+  ranker_context_features) hour-of-day profiles, for the ranker (features/context.py)
 * ``meta.json``      counts and window bounds
 
-Weights: the sum of per-event-type weights (config ``event_weights``); a return cancels a purchase.
-Negative sums are clipped to zero and zero cells dropped. All aggregation runs in DuckDB.
+Weights: the sum of each event's weight (features/feedback.py: ``event_weights`` by type, a view's
+dwell factor, a rating's stars); a return cancels a purchase. Negative sums are clipped to zero and
+zero cells dropped. All aggregation runs in DuckDB.
 """
 from __future__ import annotations
 
@@ -33,6 +39,9 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
+from features.context import ranker_signals
+from features.feedback import OPTIONAL_COLUMNS, disliked_matrix, optional_columns, weight_sql
+from features.sentiment import item_sentiment
 from features.sequences import KINDS, UserSequences, build_sequences
 from features.sessions import sessionize
 from features.text import item_categories, item_text
@@ -43,6 +52,7 @@ from pipelines.config import Config
 from pipelines.infra import storage
 from pipelines.infra.consent import drop_forgotten, opted_out
 from pipelines.session_artifacts import write_sequences, write_sessions
+from pipelines.signal_artifacts import write_ranker_signals
 
 log = logging.getLogger(__name__)
 
@@ -114,18 +124,17 @@ def _load_events(con: duckdb.DuckDBPyConnection, cfg: Config, ds: str, end: date
         raise FeatureError(f"no validated events up to ds={ds} under {events_root}; "
                            "run the validate step (or import data) first")
     files = [f for f in files if f.parent.name.split("=", 1)[1] < end.isoformat()]
-    w = cfg.features.event_weights
-    weight_sql = "CASE event_type " + " ".join(f"WHEN '{k}' THEN {float(v)}" for k, v in w.items()) + " ELSE 0 END"
     lo = f"AND event_time >= {_ts(start)}" if start else ""
     if files:
         con.execute(f"""
             CREATE TEMP TABLE ev AS
-            SELECT user_id, item_id, event_type, event_time, {weight_sql} AS w, {_session_col(con, files)}
+            SELECT user_id, item_id, event_type, event_time, {weight_sql(cfg)} AS w, {", ".join(optional_columns(con, files))}
             FROM read_parquet(?, union_by_name=true)
             WHERE event_time < {_ts(end)} {lo}""", [[str(f) for f in files]])
     else:
-        con.execute("""CREATE TEMP TABLE ev (user_id VARCHAR, item_id VARCHAR, event_type VARCHAR,
-                                            event_time TIMESTAMPTZ, w DOUBLE, session_id VARCHAR)""")
+        con.execute(f"""CREATE TEMP TABLE ev (user_id VARCHAR, item_id VARCHAR, event_type VARCHAR,
+                                             event_time TIMESTAMPTZ, w DOUBLE,
+                                             {", ".join(f"{c} {t}" for c, t in OPTIONAL_COLUMNS.items())})""")
     n_events = con.execute("SELECT count(*) FROM ev").fetchall()[0][0]
     if n_events == 0 and start is not None and any(f.parent.name.split("=", 1)[1] < start.isoformat() for f in files):
         # Events exist, only older than history_days: an empty night would blank every list.
@@ -137,13 +146,6 @@ def _load_events(con: duckdb.DuckDBPyConnection, cfg: Config, ds: str, end: date
         log.warning("features ds=%s: no validated events in the window ending %s under %s: empty features",
                     ds, end, events_root)
     return n_events
-
-
-def _session_col(con: duckdb.DuckDBPyConnection, files: list) -> str:
-    """The session_id column of the validated events, or NULL where no file has one (older releases)."""
-    cols = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?, union_by_name=true)",
-                                      [[str(f) for f in files]]).fetchall()}
-    return C.SESSION_ID if C.SESSION_ID in cols else f"NULL::VARCHAR AS {C.SESSION_ID}"
 
 
 def _index_users(con: duckdb.DuckDBPyConnection, cfg: Config) -> tuple[pd.DataFrame, list[str]]:
@@ -252,7 +254,7 @@ def _interactions(con: duckdb.DuckDBPyConnection, hs: str) -> tuple[dict, pd.Dat
     # Compact daily interactions for the two-stage ranker, which needs matrices at several cut-offs.
     daily = con.sql("""
         SELECT u.user_idx::INTEGER AS user_idx, i.item_idx::INTEGER AS item_idx,
-               (epoch(e.event_time) // 86400)::INTEGER AS day, sum(e.w)::FLOAT AS w,
+               floor(epoch(e.event_time) / 86400)::INTEGER AS day, sum(e.w)::FLOAT AS w,
                count(*) FILTER (WHERE e.event_type = 'purchase')::INTEGER AS purchases
         FROM ev e JOIN users u USING (user_id) JOIN items i USING (item_id) GROUP BY ALL ORDER BY 3, 1, 2""").to_arrow_table()
     return cells, truth, daily
@@ -328,6 +330,7 @@ def _item_table(con: duckdb.DuckDBPyConnection, cfg: Config, end: date, hs: str)
     items["first_seen"] = pd.to_datetime(first_seen["first_seen"]).dt.date
     for part in ("train", "full"):
         items[f"repeat_rate_{part}"] = smoothed_repeat_rate(repeat[f"repeat_{part}"], repeat[f"buyers_{part}"])
+    items = items.assign(**item_sentiment(con, hs).drop(columns="item_idx").set_axis(items.index))  # reviews
     return items
 
 
@@ -357,16 +360,20 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
     users = _user_table(con, attrs, no_personal)
     sessions = _sessions(con, cfg, hs, items)
     sequences = _sequences(con, cfg, hs, len(users))
+    disliked = disliked_matrix(con, cfg, (len(users), len(items)))
+    signals = ranker_signals(con, cfg)  # review sentiment per day, hours (features/context.py)
     con.close()
 
     shape = (len(users), len(items))
     train, full = _matrix(cells, cells["w_train"], shape), _matrix(cells, cells["w_full"], shape)
     meta = _meta(ds, run_id, window, n_events, users, items, train, full, truth)
+    meta["disliked_pairs"] = int(disliked.nnz)
     meta.update({f"sessions_{part}": len(indptr) - 1 for part, (indptr, _) in sessions.items()})
-    final = write_features(cfg, ds, Features(users=users, items=items, train=train, full=full, holdout=truth, meta=meta),
-                           daily)
+    final = write_features(cfg, ds, Features(users=users, items=items, train=train, full=full, holdout=truth, meta=meta,
+                                             disliked=disliked), daily)
     write_sessions(cfg, ds, sessions)
     write_sequences(cfg, ds, sequences)
+    write_ranker_signals(cfg, ds, signals)
     log.info("features ds=%s: %d events -> %d users x %d items, train nnz %d, full nnz %d, holdout %d pairs",
              ds, n_events, len(users), len(items), train.nnz, full.nnz, len(truth))
     return {"path": str(final), **meta}

@@ -1,8 +1,7 @@
 """Every path under the data root, and every file one step writes and another reads.
 
-Steps never spell a path or a file name: they ask ``layout(cfg)`` for a place, and read or write
-the files that pass between steps through the typed functions below (Dagster's IO managers are the
-model). A rename or a move of a file is one line here.
+Steps never spell a path or a file name: they ask ``layout(cfg)`` for a place, and read or write the
+files that pass between steps through the typed functions below (Dagster's IO managers are the model).
 
 The data flow of one ``ds`` (docs/architecture.md):
 
@@ -226,15 +225,15 @@ class Features:
     users: user_idx, user_id, country, interests, personalized; items: item_idx, item_id, catalog
     columns, text, active, popularity, trending, first_seen, repeat rates, category_key; train and
     full: users x items weights (CSR, float32) before the holdout window and up to the end of ds;
-    holdout: user_idx, item_idx purchased in the holdout window; meta: counts and window bounds.
-    """
-
+    holdout: user_idx, item_idx purchased in the holdout window; meta: counts and window bounds;
+    disliked: users x items, 1 where the user's latest rating is at or below ``dislike_max_rating``."""
     users: pd.DataFrame
     items: pd.DataFrame
     train: sp.csr_matrix
     full: sp.csr_matrix
     holdout: pd.DataFrame
     meta: dict
+    disliked: sp.csr_matrix | None = None
 
 
 def write_features(cfg: Config, ds: str, f: Features, daily: pa.Table) -> Path:
@@ -242,8 +241,9 @@ def write_features(cfg: Config, ds: str, f: Features, daily: pa.Table) -> Path:
     new set, never a mix)."""
     final = layout(cfg).features_dir(ds)
     stage = storage.staging_dir(final)
-    sp.save_npz(stage / "train.npz", f.train)
-    sp.save_npz(stage / "full.npz", f.full)
+    for name in ("train", "full", "disliked"):
+        if getattr(f, name) is not None:
+            sp.save_npz(stage / f"{name}.npz", getattr(f, name))
     for name in ("users", "items", "holdout"):
         pq.write_table(pa.Table.from_pandas(getattr(f, name), preserve_index=False), stage / f"{name}.parquet")
     pq.write_table(daily, stage / "daily.parquet")
@@ -256,13 +256,13 @@ def read_features(cfg: Config, ds: str) -> Features:
     d = layout(cfg).features_dir(ds)
     if not (d / "meta.json").exists():
         raise ArtifactMissing(f"no features for ds={ds} at {d}; run the features step first")
+    full = sp.load_npz(d / "full.npz").tocsr()  # below: features of an older release have no ratings
     return Features(
-        users=pq.read_table(d / "users.parquet").to_pandas(),
-        items=pq.read_table(d / "items.parquet").to_pandas(),
-        train=sp.load_npz(d / "train.npz").tocsr(),
-        full=sp.load_npz(d / "full.npz").tocsr(),
-        holdout=pq.read_table(d / "holdout.parquet").to_pandas(),
-        meta=storage.read_json(d / "meta.json"))
+        users=pq.read_table(d / "users.parquet").to_pandas(), items=pq.read_table(d / "items.parquet").to_pandas(),
+        train=sp.load_npz(d / "train.npz").tocsr(), full=full,
+        holdout=pq.read_table(d / "holdout.parquet").to_pandas(), meta=storage.read_json(d / "meta.json"),
+        disliked=sp.load_npz(d / "disliked.npz").tocsr() if (d / "disliked.npz").exists()
+        else sp.csr_matrix(full.shape, dtype="float32"))
 
 
 def read_daily(cfg: Config, ds: str, columns: list[str] | None = None) -> pd.DataFrame:

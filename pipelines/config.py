@@ -27,8 +27,9 @@ from pipelines.config_deep import DeepModelSettings
 
 
 def _default_weights() -> Mapping[str, float]:
-    # Purchases dominate; a return cancels one purchase of the same item.
-    return MappingProxyType({"view": 1.0, "add_to_cart": 3.0, "purchase": 8.0, "return": -8.0})
+    # Purchases dominate; a return cancels a purchase; ratings weigh by their stars (rating_weight).
+    return MappingProxyType({"view": 1.0, "add_to_cart": 3.0, "purchase": 8.0, "return": -8.0,
+                             "add_to_wishlist": 4.0, "rating": 0.0, "review": 1.0})
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,13 @@ class FeatureSettings:
     session_gap_minutes: float = 30.0
     # Events kept per user (the newest) in the sequences of the sequence models (models/sasrec.py).
     sequence_max_events: int = 200
+    # Ratings, dislikes and dwell times (docs/data-contract.md, "How events become interaction weights").
+    rating_weight: float = 2.0
+    rating_neutral: float = 3.0
+    dislike_max_rating: float = 2.0
+    dwell_reference_seconds: float = 30.0
+    dwell_min_factor: float = 0.25
+    dwell_max_factor: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,9 @@ class ModelSettings(DeepModelSettings):
     content_min_df: int = 1
     content_ngram_max: int = 2
     content_max_features: int = 50_000
+    # Review-sentiment prior on content scores (docs/configuration.md): 0 = off; no reviews = no change.
+    content_sentiment_weight: float = 0.2
+    content_sentiment_shrinkage: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,8 @@ class HybridSettings:
     # The hybrid re-ranks the lists of at most this many users per night (the most active first);
     # the others get the champion's lists. Its cost is per (user, candidate) pair (docs/deploy.md).
     hybrid_max_users: int = 50_000
+    # Hour-of-day, weekday and last-year-season ranker features (off: docs/configuration.md says why).
+    ranker_context_features: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,6 +166,12 @@ class SurfaceSettings:
     affinity_n: int = 10
     # session_next_items: next items per item, from the session model chosen on held-out sessions.
     session_next_n: int = 10
+    # context_defaults (per channel, landing page, device, country; docs/tables.md) and homepage.
+    context_n: int = 20
+    context_days: int = 30
+    context_prior: float = 50.0  # pseudo-weight of overall popularity mixed into each value's list
+    homepage_hero_n: int = 6
+    homepage_categories: int = 4
     # The session models compared each night (models/sessions.py; "session_gru", a neural model that
     # trains for minutes, is opt-in). Order breaks ties: the simpler first.
     session_models: tuple[str, ...] = ("session_knn", "item_cooccurrence")
@@ -192,6 +211,11 @@ class ValidationSettings:
     # Row rule event_time_before_earliest: events before this UTC date (YYYY-MM-DD) are quarantined
     # (a 1970 epoch zero, a 1900 or 0001 default date of the source system).
     earliest_event_date: str = "1990-01-01"
+    # Row rules dwell_out_of_range (seconds) and review_too_long (characters): docs/validation.md.
+    max_dwell_seconds: float = 14_400.0
+    max_review_length: int = 20_000
+    # The gate reads, checks and writes the pending partitions in chunks of about this many rows.
+    validation_chunk_rows: int = 2_000_000
 
 
 @dataclass(frozen=True)

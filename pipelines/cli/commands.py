@@ -36,7 +36,7 @@ def cmd_demo_data(args, cfg):
         from pipelines.dev.demo_data import import_demo
 
         res = import_demo(cfg, seed=args.seed, users=args.users or 2000, items=args.items or 400,
-                          days=args.days or 90, end_date=args.end_date or _yesterday())
+                          days=args.days or 90, end_date=args.end_date or _yesterday(), signals=args.signals)
         print(res.summary())
     print(f"landing zone: {layout(cfg).landing}")
 
@@ -47,8 +47,24 @@ def cmd_import_events(args, cfg):
     res = import_events(cfg, args.file, user_col=args.user_col, item_col=args.item_col, time_col=args.time_col,
                         time_format=args.time_format, event_type=args.event_type, event_type_col=args.event_type_col,
                         quantity_col=args.quantity_col, price_col=args.price_col, title_col=args.title_col,
-                        order_col=args.order_col, session_col=args.session_col, encoding=args.encoding)
+                        order_col=args.order_col, session_col=args.session_col, rating_col=args.rating_col,
+                        review_col=args.review_col, dwell_col=args.dwell_col, device_col=args.device_col,
+                        channel_col=args.channel_col, landing_col=args.landing_col,
+                        event_type_map=_pairs(args.event_type_map, "--event-type-map"), encoding=args.encoding)
     print(res.summary())
+
+
+def _pairs(text: str | None, option: str) -> dict[str, str]:
+    """``a=b,c=d`` as a dict; a clear error naming the option on a malformed pair."""
+    out = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise SystemExit(f"{option}: {part.strip()!r} is not RAW=TYPE")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def cmd_import_online_retail(args, cfg):
@@ -62,6 +78,12 @@ def cmd_import_catalog(args, cfg):
 
     print(import_catalog(cfg, args.path, encoding=args.encoding).summary())
     print("catalog update landed: the next run applies it to every table (or rerun: recsys run --ds D)")
+
+
+def cmd_import_campaigns(args, cfg):
+    from pipelines.services.campaigns import import_campaigns
+
+    print(import_campaigns(cfg, args.path, encoding=args.encoding).summary())
 
 
 def cmd_import_users(args, cfg):
@@ -120,6 +142,16 @@ def cmd_session_recs(args, cfg):
     recs, unknown = session_recs(cfg, args.items, n=args.n, ds=args.ds)
     if unknown:
         print(f"recsys: note: unknown items (not in the session model): {', '.join(unknown)}", file=sys.stderr)
+    _print(recs)
+
+
+def cmd_context_recs(args, cfg):
+    from pipelines.services.context_recs import context_recs
+
+    recs, unknown = context_recs(cfg, {"channel": args.channel, "landing_page": args.landing, "device": args.device,
+                                       "country": args.country}, n=args.n)
+    if unknown:
+        print(f"no published list for: {', '.join(unknown)} (left out)", file=sys.stderr)
     _print(recs)
 
 

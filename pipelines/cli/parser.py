@@ -6,6 +6,7 @@ import argparse
 from datetime import date
 
 import pipelines.cli.commands as cmd
+from pipelines import constants as C
 from pipelines.cli.tools import cmd_airflow, cmd_airflow_test, cmd_mlflow_ui
 from pipelines.steps import STEPS
 
@@ -58,26 +59,12 @@ def _data_commands(sub) -> None:
                    help="the scale data set: power-law users and items, generated day by day (pipelines/dev/demo_scale.py)")
     d.add_argument("--events", type=positive_int, default=10_000_000, help="with --scale: events in all (default 10,000,000)")
     d.add_argument("--end-date", type=ds_arg, help="last day of data, YYYY-MM-DD (default: yesterday, UTC)")
+    d.add_argument("--no-signals", dest="signals", action="store_false",
+                   help="without the wider signals (ratings, reviews, wishlists, dwell times, device, channel, "
+                        "landing page: pipelines/dev/demo_signals.py); not used with --scale")
     d.set_defaults(func=cmd.cmd_demo_data)
 
-    e = sub.add_parser("import-events", help="land a CSV or Parquet file of events")
-    e.add_argument("file", metavar="FILE", help="path of the events file (.csv or .parquet)")
-    e.add_argument("--user-col", required=True, help="name of the user id column (required)")
-    e.add_argument("--item-col", required=True, help="name of the item id column (required)")
-    e.add_argument("--time-col", required=True, help="name of the event time column (required; see --time-format)")
-    e.add_argument("--time-format", help="epoch_s or epoch_ms (Unix seconds or milliseconds), or a strftime format "
-                   "of the time column (default: any ISO 8601 form per row; epochs detected when every value is "
-                   "a number in one epoch range)")
-    g = e.add_mutually_exclusive_group(required=True)
-    g.add_argument("--event-type", help="one event type for every row: view, add_to_cart, purchase, return")
-    g.add_argument("--event-type-col", help="name of the column holding each row's event type (view, add_to_cart, purchase, return); one of this or --event-type is required")
-    for c, what in (("quantity", "units per row (default 1 per row)"), ("price", "unit price (default: none)"),
-                    ("title", "item title (default: none)"),
-                    ("order", "order id grouping one basket (default: none)"),
-                    ("session", "session id (default: none)")):
-        e.add_argument(f"--{c}-col", help=f"name of the column with the {what}")
-    e.add_argument("--encoding", default="utf-8", help="text encoding of a CSV file (default utf-8)")
-    e.set_defaults(func=cmd.cmd_import_events)
+    _import_events_command(sub)
 
     o = sub.add_parser("import-online-retail", help="land the UCI Online Retail file (xlsx, csv or parquet)")
     o.add_argument("path", metavar="PATH", help="path of the Online Retail file (.xlsx, .csv or .parquet)")
@@ -96,6 +83,13 @@ def _data_commands(sub) -> None:
     u.add_argument("--encoding", default="utf-8", help="text encoding of a CSV file (default utf-8)")
     u.set_defaults(func=cmd.cmd_import_users)
 
+    ic = sub.add_parser("import-campaigns", help="land homepage banner campaigns: banner_id, start_date, end_date, "
+                        "target_categories, target_brands, countries (CSV or Parquet)")
+    ic.add_argument("path", metavar="PATH", help="path of the campaigns file (.csv or .parquet), one row per banner_id; "
+                    "lists as Parquet lists or text separated by ';' (empty: any)")
+    ic.add_argument("--encoding", default="utf-8", help="text encoding of a CSV file (default utf-8)")
+    ic.set_defaults(func=cmd.cmd_import_campaigns)
+
     b = sub.add_parser("batches", help="list landed import batches: rows landed, valid, quarantined, status "
                        "(pending, validated, failed, withdrawn), event dates")
     b.set_defaults(func=cmd.cmd_batches)
@@ -111,6 +105,37 @@ def _data_commands(sub) -> None:
     r.add_argument("--reason", default="", help="why (kept in the ledger; default empty)")
     r.add_argument("--by", help="who (default: the login name)")
     r.set_defaults(func=cmd.cmd_restore)
+
+
+def _import_events_command(sub) -> None:
+    e = sub.add_parser("import-events", help="land a CSV or Parquet file of events")
+    e.add_argument("file", metavar="FILE", help="path of the events file (.csv or .parquet)")
+    e.add_argument("--user-col", required=True, help="name of the user id column (required)")
+    e.add_argument("--item-col", required=True, help="name of the item id column (required)")
+    e.add_argument("--time-col", required=True, help="name of the event time column (required; see --time-format)")
+    e.add_argument("--time-format", help="epoch_s or epoch_ms (Unix seconds or milliseconds), or a strftime format "
+                   "of the time column (default: any ISO 8601 form per row; epochs detected when every value is "
+                   "a number in one epoch range)")
+    g = e.add_mutually_exclusive_group(required=True)
+    types = ", ".join(C.EVENT_TYPES)
+    g.add_argument("--event-type", help=f"one event type for every row: {types}")
+    g.add_argument("--event-type-col", help=f"name of the column holding each row's event type ({types}, or raw "
+                   "values renamed by --event-type-map); one of this or --event-type is required")
+    e.add_argument("--event-type-map", metavar="RAW=TYPE[,RAW=TYPE...]",
+                   help="rename raw event type values, e.g. fav=add_to_wishlist,stars=rating,comment=review")
+    for c, what in (("quantity", "units per row (default 1 per row)"), ("price", "unit price (default: none)"),
+                    ("title", "item title (default: none)"),
+                    ("order", "order id grouping one basket (default: none)"),
+                    ("session", "session id (default: none)"),
+                    ("rating", "1-5 star rating of rating and review events (default: none)"),
+                    ("review", "review text of review events (default: none)"),
+                    ("dwell", "seconds spent on the page, for views (default: none)"),
+                    ("device", "device: mobile, desktop, app, ... (default: none)"),
+                    ("channel", "referral channel: search, social, email, direct, paid (default: none)"),
+                    ("landing", "landing page type or category (default: none)")):
+        e.add_argument(f"--{c}-col", help=f"name of the column with the {what}")
+    e.add_argument("--encoding", default="utf-8", help="text encoding of a CSV file (default utf-8)")
+    e.set_defaults(func=cmd.cmd_import_events)
 
 
 def _serving_commands(sub) -> None:
@@ -130,6 +155,15 @@ def _serving_commands(sub) -> None:
     sr.add_argument("--ds", type=ds_arg, help="the published night whose model answers, YYYY-MM-DD (default: the "
                                               "newest published)")
     sr.set_defaults(func=cmd.cmd_session_recs)
+
+    cx = sub.add_parser("context-recs", help="items for a visitor without history, from the visit's context "
+                        "(published context_defaults)")
+    cx.add_argument("--channel", help="referral channel, e.g. search, social, email, direct, paid")
+    cx.add_argument("--landing", help="landing page type or category, e.g. garden, home, search")
+    cx.add_argument("--device", help="device, e.g. mobile, desktop, app")
+    cx.add_argument("--country", help="the visitor's country, as in the users file")
+    cx.add_argument("-n", "--n", type=positive_int, default=10, help="how many items (default 10)")
+    cx.set_defaults(func=cmd.cmd_context_recs)
 
     rr = sub.add_parser("rerank", help="order search results (item ids) for a user")
     rr.add_argument("user", metavar="USER", help="user id; a user without a published list on the latest ds gets "

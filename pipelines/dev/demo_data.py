@@ -27,6 +27,7 @@ import pandas as pd
 from pipelines import constants as C
 from pipelines.artifacts import layout
 from pipelines.config import Config
+from pipelines.dev.demo_signals import add_signals
 from pipelines.infra import storage
 from pipelines.services.importers import ImportResult, land_frames
 
@@ -301,9 +302,11 @@ def _contacts_frame(people: _People) -> pd.DataFrame:
 
 def generate(seed: int = 42, users: int = 2000, items: int = 400, days: int = 60,
              end_date: date | str = "2026-11-27", dirty_share: float = 0.005,
-             sessions_per_user_day: float = 0.08) -> DemoData:
+             sessions_per_user_day: float = 0.08, signals: bool = False) -> DemoData:
     """Events, catalog and users; every draw from one Generator in a fixed order (items, users,
-    sessions, views, funnel, dirty rows, then the catalog's and users' remaining columns)."""
+    sessions, views, funnel, dirty rows, then the catalog's and users' remaining columns). With
+    ``signals``, the wider retail signals of pipelines/dev/demo_signals.py (context, dwell, wishlists,
+    ratings, reviews) from their own Generator: the other events stay the same."""
     rng = np.random.default_rng(seed)
     end = pd.Timestamp(end_date).date()
     start = end - timedelta(days=days - 1)
@@ -313,15 +316,19 @@ def generate(seed: int = 42, users: int = 2000, items: int = 400, days: int = 60
     events = _with_dirty_rows(rng, _funnel(rng, sessions, n_views, days), dirty_share)
     items_df = _items_frame(rng, catalog, start)
     users_df = _users_frame(rng, people, start)
+    if signals:
+        events = add_signals(seed, events, CATEGORIES[sessions.cat], catalog.cat_names, catalog.ids, people.ids,
+                             pd.Timestamp(end + timedelta(days=1), tz="UTC"))
     log.info("demo data: %d events, %d items, %d users, %s..%s", len(events), items, users, start, end)
     return DemoData(events=events, items=items_df, users=users_df, contacts=_contacts_frame(people))
 
 
-def import_demo(cfg: Config, seed: int, users: int, items: int, days: int, end_date: str) -> ImportResult:
-    """Generate the demo data and land it as one batch (``recsys demo-data``); a no-op when the batch
-    of these arguments was landed before."""
-    batch_id = f"demo-s{seed}-u{users}-i{items}-d{days}-{end_date}"
+def import_demo(cfg: Config, seed: int, users: int, items: int, days: int, end_date: str,
+                signals: bool = False) -> ImportResult:
+    """Generate the demo data and land it as one batch (``recsys demo-data``, with ``signals`` unless
+    ``--no-signals``); a no-op when the batch of these arguments was landed before."""
+    batch_id = f"demo-s{seed}-u{users}-i{items}-d{days}-{end_date}" + ("-signals" if signals else "")
     if storage.landing_batch_exists(layout(cfg).landing, "events", batch_id):
         return ImportResult(batch_id, 0, 0, 0, 0, skipped=True)
-    data = generate(seed=seed, users=users, items=items, days=days, end_date=end_date)
+    data = generate(seed=seed, users=users, items=items, days=days, end_date=end_date, signals=signals)
     return land_frames(cfg, batch_id, data.events, data.items, data.users, data.contacts)

@@ -14,6 +14,8 @@ CANONICAL_SCHEMA = pa.schema([
     (C.USER_ID, pa.string()), (C.ITEM_ID, pa.string()), (C.EVENT_TYPE, pa.string()),
     (C.EVENT_TIME, pa.timestamp("us", tz="UTC")), (C.QUANTITY, pa.int64()), (C.PRICE, pa.float64()),
     (C.ORDER_ID, pa.string()), (C.SESSION_ID, pa.string()),
+    (C.RATING, pa.float64()), (C.REVIEW_TEXT, pa.string()), (C.DWELL_SECONDS, pa.float64()),
+    (C.DEVICE, pa.string()), (C.CHANNEL, pa.string()), (C.LANDING_PAGE, pa.string()),
 ])
 # The landing schema of a batch with values that could not be parsed.
 EVENT_SCHEMA = CANONICAL_SCHEMA.append(pa.field(UNPARSEABLE, pa.string()))

@@ -109,6 +109,13 @@ def _migrate_validation(con, tables: dict[str, str]) -> list[str]:
         done.append("validation_runs_history split out")
     elif tables.get("validation_runs_history") == "BASE TABLE" and tables.get("validation_runs") != "BASE TABLE":
         con.execute(f"CREATE TABLE validation_runs ({cols})")
+    if tables.get("quarantined_events") == "BASE TABLE":
+        # Event columns added since (ratings, reviews, dwell, context): NULL for the rows set aside before.
+        have = _columns(con, "quarantined_events")
+        for col, typ, _ in TABLES["quarantined_events"][1]:
+            if col not in have:
+                con.execute(f"ALTER TABLE quarantined_events ADD COLUMN {_q(col)} {typ}")
+                done.append(f"quarantined_events.{col}")
     return done
 
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pipelines.infra.warehouse_schema_web import WEB_TABLES
+
 # The nightly's tables: written together by the publish step, one published_runs row each per ds.
 NIGHTLY_TABLES = ("user_recommendations", "similar_items", "model_runs", "frequently_bought_together",
                   "complete_the_look", "cart_cross_sell", "trending", "best_sellers", "post_purchase_email",
-                  "user_category_affinity", "ab_assignments", "items", "session_next_items")
+                  "user_category_affinity", "ab_assignments", "items", "session_next_items", "context_defaults",
+                  "homepage")
 # Tables written by other writers, with a latest_ view over their own newest ds (not in the future).
 OWN_LATEST_TABLES = ("ab_results",)
 PUBLISHED_RUNS = "published_runs"
@@ -163,6 +166,9 @@ TABLES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         ("first_seen", "DATE", "date of the item's first event (NULL: none yet)"),
         ("url", "VARCHAR", "the product page (NULL when the catalog has none)"),
         ("image_url", "VARCHAR", "the product image (NULL when the catalog has none)"),
+        ("review_count", "BIGINT", "review events with a text in the features window (0: none)"),
+        ("review_sentiment", "DOUBLE", "their mean VADER compound score, -1 (negative) to 1 (positive); 0 without "
+                                       "reviews (docs/rules.md: poorly reviewed items are demoted)"),
     ]),
     "model_runs": ("Evaluation of every candidate: one row per (ds, protocol, model, segment, task, metric).", [
         *_RUN,
@@ -213,6 +219,9 @@ TABLES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         ("event_time", "TIMESTAMP WITH TIME ZONE", "as landed (NULL: did not parse)"),
         ("quantity", "BIGINT", "as landed"), ("price", "DOUBLE", "as landed"),
         ("order_id", "VARCHAR", "as landed"), ("session_id", "VARCHAR", "as landed"),
+        ("rating", "DOUBLE", "as landed"), ("review_text", "VARCHAR", "as landed"),
+        ("dwell_seconds", "DOUBLE", "as landed"), ("device", "VARCHAR", "as landed"),
+        ("channel", "VARCHAR", "as landed"), ("landing_page", "VARCHAR", "as landed"),
         ("unparseable", "VARCHAR", "the raw text of values that did not parse"),
         ("source_file", "VARCHAR", "the landing file it came from"),
     ]),
@@ -230,6 +239,8 @@ TABLES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         ("ds", "DATE", "the UTC date of the request (its Parquet copy's partition)"),
     ]),
 }
+
+TABLES.update(WEB_TABLES)  # context_defaults, homepage
 
 # Views beyond latest_<table>: name -> (description, SQL body).
 V_VIEWS: dict[str, tuple[str, str]] = {

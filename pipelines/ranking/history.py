@@ -35,7 +35,8 @@ def item_categories(items: pd.DataFrame) -> np.ndarray:
 class UserHistory:
     """Per user (rows aligned with user_idx): ``full`` (interaction weights), ``bought`` (purchase
     days), ``never`` (items a list must never show: "all" for for_you, what the user returned in
-    full; "new" for new_for_you, everything the user interacted with or ever bought), the category
+    full; "new" for new_for_you, everything the user interacted with or ever bought; both, and
+    "disliked" for buy_again, the items the user rated at or below dislike_max_rating), the category
     codes the user interacted with, ``empty`` (no usable history) and ``stated`` (no history but
     stated interests, personalisation allowed)."""
     full: sp.csr_matrix
@@ -62,7 +63,10 @@ class UserHistory:
         interests = users["interests"] if "interests" in users else pd.Series([None] * n_users)
         personalized = users["personalized"].to_numpy(bool) if "personalized" in users else np.ones(n_users, bool)
         stated = empty & personalized & interests.fillna("").astype(str).str.strip().ne("").to_numpy()
-        return cls(full=full, bought=bought, never={"all": returned, "new": touched},
+        # Items the user rated at or below dislike_max_rating never come back, on any list.
+        disliked = f.disliked if f.disliked is not None else sp.csr_matrix(full.shape, dtype=np.float32)
+        return cls(full=full, bought=bought, never={"all": (returned + disliked).tocsr(), "new": (touched + disliked).tocsr(),
+                                                    "disliked": disliked.tocsr()},
                    categories=(full @ onehot).tocsr(), empty=empty, stated=stated, interests=interests)
 
     def profiles(self, content: ContentRecommender, vectors: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:

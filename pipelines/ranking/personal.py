@@ -195,7 +195,7 @@ class PersonalLists:
         fresh_ids = np.full((m, 0), NO_ITEM, np.int64)
         if self.slots:
             fresh_ids = self._fresh(users, profiles)
-        never = {task: RowSet(h.never[task], users) for _, task in SURFACE_TASKS}
+        never = {task: RowSet(h.never[task], users) for task in {t for _, t in SURFACE_TASKS} | {"disliked"}}
         shared = {task: self._shared(users, profiles, task) for _, task in SURFACE_TASKS}
         return Block(users, rows, never, fresh_ids, shared)
 
@@ -271,7 +271,7 @@ class PersonalLists:
     def _buy_again_rows(self, block: Block) -> pd.DataFrame:
         """The user's own repeatable purchases, by count (no backfill)."""
         ids, _ = self.buy_again.recommend(block.users, self.history.bought, self.n, filter_items=self.unavailable)
-        ok = block.rows.bought.has(ids) & self.night.repeatable[np.maximum(ids, 0)]
+        ok = block.rows.bought.has(ids) & self.night.repeatable[np.maximum(ids, 0)] & ~block.never["disliked"].has(ids)
         ok, ids = compact(ok, ids)
         lists = Lists(np.where(ok, ids, NO_ITEM), np.full(ids.shape, self.vocab[Source.BUY_AGAIN], np.int16),
                       np.zeros(ids.shape))

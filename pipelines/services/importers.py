@@ -94,22 +94,29 @@ def import_events(cfg: Config, path: str | Path, *, user_col: str, item_col: str
                   event_type_col: str | None = None, quantity_col: str | None = None,
                   price_col: str | None = None, title_col: str | None = None,
                   order_col: str | None = None, session_col: str | None = None,
-                  encoding: str = "utf-8") -> ImportResult:
+                  rating_col: str | None = None, review_col: str | None = None, dwell_col: str | None = None,
+                  device_col: str | None = None, channel_col: str | None = None, landing_col: str | None = None,
+                  event_type_map: dict[str, str] | None = None, encoding: str = "utf-8") -> ImportResult:
     """Map a user's CSV/Parquet file onto the canonical event columns and land it.
 
     Times: ``time_format`` ``epoch_s`` / ``epoch_ms`` (Unix seconds or milliseconds), a strftime
     format, or none: each row in any ISO 8601 form, or epochs when every value is a number in a
     plausible epoch range (``pipelines.infra.parsing.detect_epoch``). Ids from a float column are
     their integer text; a quantity must be a whole number (``1.5`` is kept as raw text, never
-    rounded, and quarantined by the gate)."""
+    rounded, and quarantined by the gate). ``event_type_map`` renames raw event type values (``fav``
+    -> ``add_to_wishlist``); ratings and dwell times are numbers (raw text kept for the gate when not);
+    device, channel and landing page are lower-cased and trimmed."""
     path = existing_file(path, "import-events")
     if (event_type is None) == (event_type_col is None):
         raise ImportError_("give exactly one of --event-type TYPE or --event-type-col COLUMN")
-    if event_type is not None and event_type not in C.EVENT_TYPES:
-        raise ImportError_(f"--event-type {event_type!r} is not one of {list(C.EVENT_TYPES)}")
+    type_map = {str(k).strip().lower(): v for k, v in (event_type_map or {}).items()}
+    for t in [event_type] * (event_type is not None) + list(type_map.values()):
+        if t not in C.EVENT_TYPES:
+            raise ImportError_(f"event type {t!r} (--event-type or --event-type-map) is not one of {list(C.EVENT_TYPES)}")
     mapping = {C.USER_ID: user_col, C.ITEM_ID: item_col, C.EVENT_TIME: time_col, C.EVENT_TYPE: event_type_col,
                C.QUANTITY: quantity_col, C.PRICE: price_col, "title": title_col, C.ORDER_ID: order_col,
-               C.SESSION_ID: session_col}
+               C.SESSION_ID: session_col, C.RATING: rating_col, C.REVIEW_TEXT: review_col,
+               C.DWELL_SECONDS: dwell_col, C.DEVICE: device_col, C.CHANNEL: channel_col, C.LANDING_PAGE: landing_col}
     wanted = {k: v for k, v in mapping.items() if v}
     available = columns_of(path, encoding)
     missing = [f"{v!r} (for {k})" for k, v in wanted.items() if v not in available]
@@ -120,12 +127,14 @@ def import_events(cfg: Config, path: str | Path, *, user_col: str, item_col: str
     out = pd.DataFrame({
         C.USER_ID: id_text(raw[user_col]),
         C.ITEM_ID: id_text(raw[item_col]),
-        C.EVENT_TYPE: raw[event_type_col].astype("string").str.strip().str.lower() if event_type_col else event_type,
+        C.EVENT_TYPE: raw[event_type_col].astype("string").str.strip().str.lower().replace(type_map)
+        if event_type_col else event_type,
         C.EVENT_TIME: times,
         C.QUANTITY: parse_whole(raw[quantity_col]) if quantity_col else 1,
         C.PRICE: pd.to_numeric(raw[price_col], errors="coerce") if price_col else np.nan,
         C.ORDER_ID: id_text(raw[order_col]) if order_col else None,
         C.SESSION_ID: id_text(raw[session_col]) if session_col else None,
+        **_optional_columns(raw, wanted),
     })
     if used in EPOCH_UNITS and not time_format:
         log.info("%s: column %r read as Unix %s (every value a number in that range)", path, time_col,
@@ -136,7 +145,8 @@ def import_events(cfg: Config, path: str | Path, *, user_col: str, item_col: str
         log.warning("%s: column %r has %d unparseable times (e.g. %s); they land with a null time and the raw "
                     "text, and validation quarantines them", path, time_col, int(flags.ne("").sum()),
                     raw.loc[flags.ne(""), time_col].head(3).tolist())
-    for canon, col in ((C.QUANTITY, quantity_col), (C.PRICE, price_col)):
+    for canon, col in ((C.QUANTITY, quantity_col), (C.PRICE, price_col), (C.RATING, rating_col),
+                       (C.DWELL_SECONDS, dwell_col)):
         if col:
             extra = unparseable(raw[col], out[canon], col)
             flags = flags.where(extra == "", flags.where(flags == "", flags + ";") + extra)
@@ -146,8 +156,25 @@ def import_events(cfg: Config, path: str | Path, *, user_col: str, item_col: str
         items = (pd.DataFrame({"item_id": out[C.ITEM_ID], "title": raw[title_col].astype("string")})
                  .dropna().drop_duplicates("item_id", keep="last").reset_index(drop=True))
         items["active"] = True
-    batch_id = storage.file_digest(path, extra=repr(sorted(wanted.items())) + encoding + (time_format or ""))
-    return land_frames(cfg, batch_id, out, items, None)
+    extra = repr(sorted(wanted.items())) + encoding + (time_format or "") + (repr(sorted(type_map.items())) if type_map else "")
+    return land_frames(cfg, storage.file_digest(path, extra=extra), out, items, None)
+
+
+def _optional_columns(raw: pd.DataFrame, wanted: dict[str, str]) -> dict[str, pd.Series]:
+    """The explicit-feedback, engagement and context columns the import maps (docs/data-contract.md):
+    rating and dwell time as numbers (null where not a number: the caller keeps the raw text), the
+    review text as given, device / channel / landing page lower-cased and trimmed (blank: null)."""
+    out = {}
+    for canon in (C.RATING, C.DWELL_SECONDS):
+        if canon in wanted:
+            out[canon] = pd.to_numeric(raw[wanted[canon]], errors="coerce")
+    if C.REVIEW_TEXT in wanted:
+        out[C.REVIEW_TEXT] = raw[wanted[C.REVIEW_TEXT]].astype("string")
+    for canon in C.CONTEXT_COLUMNS:
+        if canon in wanted:
+            v = raw[wanted[canon]].astype("string").str.strip().str.lower()
+            out[canon] = v.where(v != "")
+    return out
 
 
 # Stock codes of the UCI file that are not products (postage, fees, manual adjustments, samples).

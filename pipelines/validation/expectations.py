@@ -71,6 +71,10 @@ class ExpectationRunner:
             s.add_expectation(E.ExpectColumnValuesToBeBetween(column=C.PRICE, min_value=0))
             for col in (C.USER_ID, C.ITEM_ID):
                 s.add_expectation(E.ExpectColumnValueLengthsToBeBetween(column=col, max_value=cfg.validation.max_id_length))
+            # Explicit feedback and engagement (null where absent: GX skips nulls).
+            s.add_expectation(E.ExpectColumnValuesToBeBetween(column=C.RATING, min_value=C.RATING_MIN, max_value=C.RATING_MAX))
+            s.add_expectation(E.ExpectColumnValuesToBeBetween(column=C.DWELL_SECONDS, min_value=0,
+                                                              max_value=cfg.validation.max_dwell_seconds))
         else:
             key = "item_id" if kind == "items" else "user_id"
             s.add_expectation(E.ExpectColumnToExist(column=key))

@@ -22,20 +22,24 @@ from pipelines.infra.events import EVENT_SCHEMA, UNPARSEABLE
 ROW_RULES = ("null_user_id", "null_item_id", "id_too_long", "unknown_event_type", "null_event_time",
              "event_time_outside_partition", "event_time_after_ds", "event_time_before_earliest",
              "quantity_out_of_range", "negative_price", "price_out_of_range", "unparseable_value", "unknown_item",
-             "duplicate_event", "batch_failed")
+             "missing_rating", "rating_out_of_range", "empty_review", "review_too_long", "dwell_out_of_range",
+             "context_too_long", "duplicate_event", "batch_failed")
 RULE_COLUMN = {
     "null_user_id": C.USER_ID, "null_item_id": C.ITEM_ID, "id_too_long": "user_id, item_id",
     "unknown_event_type": C.EVENT_TYPE, "null_event_time": C.EVENT_TIME,
     "event_time_outside_partition": C.EVENT_TIME, "event_time_after_ds": C.EVENT_TIME,
     "event_time_before_earliest": C.EVENT_TIME, "quantity_out_of_range": C.QUANTITY, "negative_price": C.PRICE,
     "price_out_of_range": C.PRICE, "unparseable_value": UNPARSEABLE, "unknown_item": C.ITEM_ID,
+    "missing_rating": C.RATING, "rating_out_of_range": C.RATING, "empty_review": C.REVIEW_TEXT,
+    "review_too_long": C.REVIEW_TEXT, "dwell_out_of_range": C.DWELL_SECONDS,
+    "context_too_long": ", ".join(C.CONTEXT_COLUMNS),
     "duplicate_event": "user_id, item_id, event_type, event_time, order_id", "batch_failed": "(the whole batch)",
 }
 # Set by the gate (validation/events.py), not by a value of the row: every row of a batch that
 # failed its quarantine-share judgement on an earlier night.
 BATCH_FAILED = "batch_failed"
 DUPLICATE_KEY = [C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TIME, C.ORDER_ID]
-STRING_COLUMNS = (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.ORDER_ID, C.SESSION_ID)
+STRING_COLUMNS = (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.ORDER_ID, C.SESSION_ID, C.REVIEW_TEXT, *C.CONTEXT_COLUMNS)
 QUARANTINE_SCHEMA = pa.schema([
     ("ds", pa.date32()), ("run_id", pa.string()), ("event_date", pa.string()), ("rule", pa.string()),
     *[f for f in EVENT_SCHEMA if f.name != UNPARSEABLE], ("unparseable", pa.string()), ("source_file", pa.string()),
@@ -56,7 +60,7 @@ def _type_ok(column: str, t: pa.DataType) -> bool:
         return pa.types.is_timestamp(t)
     if column == C.QUANTITY:
         return pa.types.is_integer(t)
-    if column == C.PRICE:
+    if column in (C.PRICE, C.RATING, C.DWELL_SECONDS):
         return pa.types.is_floating(t) or pa.types.is_integer(t)
     return True
 
@@ -105,7 +109,8 @@ def _day(name) -> np.datetime64:
 def row_rule_masks(df: pd.DataFrame, partition_date: pd.Series, ds: str | None = None,
                    catalog_ids: pd.Index | None = None, max_id_length: int = 256,
                    max_quantity: int = 100_000, *, max_price: float = 1_000_000.0,
-                   earliest_event_date: str = "1990-01-01",
+                   earliest_event_date: str = "1990-01-01", max_dwell_seconds: float = 14_400.0,
+                   max_review_length: int = 20_000,
                    duplicate_scope: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """One boolean mask per row rule (``batch_failed`` aside): True where the row breaks the rule.
     Vectorised. ``duplicate_scope``: the rows among which duplicates are looked for (all rows by
@@ -143,6 +148,7 @@ def row_rule_masks(df: pd.DataFrame, partition_date: pd.Series, ds: str | None =
         else np.zeros(len(df), bool),
         "unknown_item": (~df[C.ITEM_ID].isin(catalog_ids)).to_numpy(dtype=bool) & ~blank(C.ITEM_ID)
         if catalog_ids is not None and len(catalog_ids) else np.zeros(len(df), bool),
+        **feedback_rule_masks(df, max_id_length, max_dwell_seconds, max_review_length),
     }
     # Later copies of the same (user, item, type, time, order) are duplicates; the first one stays.
     if duplicate_scope is None or duplicate_scope.all():
@@ -152,6 +158,38 @@ def row_rule_masks(df: pd.DataFrame, partition_date: pd.Series, ds: str | None =
         masks["duplicate_event"][duplicate_scope] = df.loc[duplicate_scope].duplicated(
             subset=DUPLICATE_KEY, keep="first").to_numpy(dtype=bool)
     return masks
+
+
+def feedback_rule_masks(df: pd.DataFrame, max_context_length: int = 256, max_dwell_seconds: float = 14_400.0,
+                        max_review_length: int = 20_000) -> dict[str, np.ndarray]:
+    """The rules of the explicit-feedback, engagement and context columns (absent columns break none):
+    a rating event without a rating; a rating (any event) outside [1, 5] or not finite; a review event
+    whose text is empty or blank, or longer than ``max_review_length``; a dwell time that is negative,
+    not finite or above ``max_dwell_seconds``; a device, channel or landing page longer than
+    ``max_context_length``."""
+    n = len(df)
+    etype = df[C.EVENT_TYPE].astype("string") if C.EVENT_TYPE in df else pd.Series(pd.NA, index=df.index, dtype="string")
+
+    def number(col):
+        return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float) if col in df else np.full(n, np.nan)
+
+    rating, dwell = number(C.RATING), number(C.DWELL_SECONDS)
+    review = df[C.REVIEW_TEXT].astype("string") if C.REVIEW_TEXT in df else pd.Series(pd.NA, index=df.index, dtype="string")
+    blank_review = (review.isna() | (review.str.strip() == "")).to_numpy(dtype=bool)
+    is_review = (etype == C.REVIEW_EVENT).fillna(False).to_numpy(dtype=bool)
+    rated = ~np.isnan(rating)
+    context = np.zeros(n, bool)
+    for col in C.CONTEXT_COLUMNS:
+        if col in df:
+            context |= df[col].astype("string").str.len().fillna(0).to_numpy() > max_context_length
+    return {
+        "missing_rating": (etype == C.RATING_EVENT).fillna(False).to_numpy(dtype=bool) & ~rated,
+        "rating_out_of_range": rated & ~((rating >= C.RATING_MIN) & (rating <= C.RATING_MAX)),
+        "empty_review": is_review & blank_review,
+        "review_too_long": review.str.len().fillna(0).to_numpy() > max_review_length,
+        "dwell_out_of_range": ~np.isnan(dwell) & ~((dwell >= 0) & (dwell <= max_dwell_seconds)),
+        "context_too_long": context,
+    }
 
 
 def encode_rules(masks: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
