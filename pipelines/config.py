@@ -214,8 +214,10 @@ class ValidationSettings:
     # Row rules dwell_out_of_range (seconds) and review_too_long (characters): docs/validation.md.
     max_dwell_seconds: float = 14_400.0
     max_review_length: int = 20_000
-    # The gate reads, checks and writes the pending partitions in chunks of about this many rows.
-    validation_chunk_rows: int = 2_000_000
+    # The gate reads, checks and writes the pending partitions in chunks of about this many rows; the
+    # Great Expectations suite runs over at most expectation_sample_rows of each (a uniform sample).
+    validation_chunk_rows: int = 1_000_000
+    expectation_sample_rows: int = 200_000
 
 
 @dataclass(frozen=True)

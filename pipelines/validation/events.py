@@ -168,6 +168,19 @@ def _read(chunk: list[Part]) -> pd.DataFrame:
     return df
 
 
+def _suite_rows(df: pd.DataFrame, v, seed: int) -> pd.DataFrame:
+    """The rows of a chunk the Great Expectations suite checks: all of them, or a uniform sample of
+    ``expectation_sample_rows`` (the suite holds several copies of what it checks, and takes longer
+    than every row rule together; the row rules, which decide the quarantine, see every row). The
+    whole frame, not a copy of its event columns: the suite only reads the columns it names."""
+    limit = int(v.expectation_sample_rows)
+    if limit <= 0 or len(df) <= limit:
+        return df
+    log.info("validate: the events suite checks a uniform sample of %d of the chunk's %d rows "
+             "(expectation_sample_rows); the row rules check every row", limit, len(df))
+    return df.sample(n=limit, random_state=seed).sort_index()
+
+
 # ------------------------------------------------------------------ the gate over the pending partitions
 def validate_events(cfg: Config, ds: str, run_id: str, runner: ExpectationRunner,
                     known_items: pd.Index) -> tuple[Outcome, dict]:
@@ -198,8 +211,8 @@ def validate_events(cfg: Config, ds: str, run_id: str, runner: ExpectationRunner
         masks[BATCH_FAILED] = failed_rows
         codes, names = encode_rules(masks)
         tally.add(df, masks, codes, names)
-        # The whole frame, not a copy of its event columns: the suite only reads the columns it names.
-        out.expectations += runner.run("events" if k == 0 else f"events_{k + 1}", df) if len(df) else []
+        out.expectations += runner.run("events" if k == 0 else f"events_{k + 1}", _suite_rows(df, v, cfg.seed)) \
+            if len(df) else []
         if len(chunks) > 1:
             log.info("validate ds=%s: chunk %d/%d: %d partitions, %d rows", ds, k + 1, len(chunks), len(chunk), len(df))
         del df, masks

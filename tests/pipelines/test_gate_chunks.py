@@ -6,7 +6,7 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.artifacts import layout
+from pipelines.artifacts import layout, read_validation_summary
 from pipelines.config import load_config
 from pipelines.dev.demo_data import import_demo
 from pipelines.services.importers import land_frames
@@ -39,10 +39,11 @@ def landed(tmp_path_factory):
 
 def test_chunked_gate_equals_one_pass(landed, tmp_path):
     runs = {}
-    for name, rows in (("one", 10_000_000), ("chunks", 200)):
+    for name, rows, sample in (("one", 10_000_000, 10_000_000), ("chunks", 200, 50)):
         home = tmp_path / name
         shutil.copytree(landed.home, home)
-        cfg = load_config(environ={"RECSYS_VALIDATION_CHUNK_ROWS": str(rows)}, home=home)
+        cfg = load_config(environ={"RECSYS_VALIDATION_CHUNK_ROWS": str(rows),
+                                   "RECSYS_EXPECTATION_SAMPLE_ROWS": str(sample)}, home=home)
         runs[name] = (cfg, validate(cfg, DS, "same-run"))
     (one, a), (chunked, b) = runs["one"], runs["chunks"]
     parts = _parts(sorted((layout(chunked).landing_events).glob("event_date=*")), set(), Outcome("events"))
@@ -51,6 +52,12 @@ def test_chunked_gate_equals_one_pass(landed, tmp_path):
     assert {k: a[k] for k in ("rows_in", "rows_valid", "rows_quarantined", "rule_counts")} == \
         {k: b[k] for k in ("rows_in", "rows_valid", "rows_quarantined", "rule_counts")}
     assert zone(one) == zone(chunked)
+    # The suite saw every row of the one pass; a sample of 50 rows per chunk of the other.
+    ge = {n: read_validation_summary(c, DS)["great_expectations"]["events"] for n, (c, _) in runs.items()}
+    not_null = [r for r in ge["one"] if r["expectation"] == "expect_column_values_to_not_be_null"]
+    assert not_null and all(r["element_count"] == a["rows_in"] for r in not_null)
+    counts = [r["element_count"] for r in ge["chunks"] if r["expectation"] == "expect_column_values_to_not_be_null"]
+    assert counts and set(counts) == {50}
     manifests = [sorted((layout(c).home / "validated" / "events").glob("event_date=*/_manifest.json")) for c in (one, chunked)]
     assert len(manifests[0]) == 20 and [p.read_bytes() for p in manifests[0]] == [p.read_bytes() for p in manifests[1]]
 
