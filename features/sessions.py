@@ -21,7 +21,8 @@ def session_starts(users: np.ndarray, times_s: np.ndarray, session_ids: np.ndarr
                    gap_minutes: float = GAP_MINUTES) -> np.ndarray:
     """A boolean per event (already sorted by user, then time): True where a new session starts: the
     first event of a user, a change of ``session_id`` (where both ids are known), or, where the id is
-    unknown, more than ``gap_minutes`` since the user's previous event."""
+    unknown, more than ``gap_minutes`` since the user's previous event. ``session_ids``: strings
+    (null or "" unknown), or integer codes (-1 unknown)."""
     n = len(users)
     start = np.ones(n, dtype=bool)
     if n <= 1:
@@ -29,10 +30,14 @@ def session_starts(users: np.ndarray, times_s: np.ndarray, session_ids: np.ndarr
     same_user = users[1:] == users[:-1]
     gap = np.diff(times_s.astype(np.float64)) > gap_minutes * 60.0
     new = gap
-    if session_ids is not None:
+    if session_ids is not None and np.issubdtype(np.asarray(session_ids).dtype, np.integer):
+        codes = np.asarray(session_ids)
+        known = codes >= 0
+    elif session_ids is not None:
         sid = pd.Series(session_ids, dtype="string").fillna("")
         known = (sid != "").to_numpy()
         codes = sid.to_numpy(dtype=object)
+    if session_ids is not None:
         both = known[1:] & known[:-1]
         changed = codes[1:] != codes[:-1]
         # Both ids known: the id decides; otherwise the inactivity gap does.
@@ -56,7 +61,7 @@ def sessionize(events: pd.DataFrame, item_index: pd.Series, gap_minutes: float =
     sids = df["session_id"].to_numpy(dtype=object) if "session_id" in df else None
     start = session_starts(users, times, sids, gap_minutes)
     items = df["item_id"].astype(str).map(item_index).to_numpy(dtype=float)
-    return _compact(np.cumsum(start) - 1, items, min_length)
+    return compact_sessions(np.cumsum(start) - 1, items, min_length)
 
 
 def sessions_from_orders(orders: np.ndarray, items: np.ndarray, min_length: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -64,10 +69,10 @@ def sessions_from_orders(orders: np.ndarray, items: np.ndarray, min_length: int 
     orders = np.asarray(orders)
     start = np.ones(len(orders), dtype=bool)
     start[1:] = orders[1:] != orders[:-1]
-    return _compact(np.cumsum(start) - 1, np.asarray(items, dtype=float), min_length)
+    return compact_sessions(np.cumsum(start) - 1, np.asarray(items, dtype=float), min_length)
 
 
-def _compact(session: np.ndarray, items: np.ndarray, min_length: int) -> tuple[np.ndarray, np.ndarray]:
+def compact_sessions(session: np.ndarray, items: np.ndarray, min_length: int) -> tuple[np.ndarray, np.ndarray]:
     """Drop unknown items (NaN) and consecutive repeats inside a session, then sessions shorter than
     ``min_length``; renumber."""
     keep = ~np.isnan(items)
