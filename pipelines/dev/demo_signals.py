@@ -45,16 +45,20 @@ def add_signals(seed: int, events: pd.DataFrame, session_category: np.ndarray, i
     category name of each funnel session (session ids ``s<k>``); ``item_category``: per item."""
     rng = np.random.default_rng([seed, 17])
     ev = events.copy()
-    _context(rng, ev, session_category, user_ids)
+    # (session, item) of each row, and whether that item went to the cart in that session.
+    key = ev[C.SESSION_ID].astype(str) + "|" + ev[C.ITEM_ID].astype(str)
+    carted = key.isin(set(key[(ev[C.EVENT_TYPE] == C.ADD_TO_CART).to_numpy()])).to_numpy()
+    _context(rng, ev, session_category, user_ids, carted)
     item_idx = pd.Index(item_ids).get_indexer(ev[C.ITEM_ID])
     bad_items = rng.random(len(item_ids)) < BAD_ITEM_SHARE
-    frames = [ev, _wishlists(rng, ev, end), _ratings(rng, ev, item_idx, bad_items, end)]
+    frames = [ev, _wishlists(rng, ev, carted, end), _ratings(rng, ev, item_idx, bad_items, end)]
     out = pd.concat(frames, ignore_index=True)
     out = _bad_values(rng, out)
     return out.sort_values([C.EVENT_TIME, C.SESSION_ID, C.ITEM_ID], kind="stable").reset_index(drop=True)
 
 
-def _context(rng: np.random.Generator, ev: pd.DataFrame, session_category: np.ndarray, user_ids: np.ndarray) -> None:
+def _context(rng: np.random.Generator, ev: pd.DataFrame, session_category: np.ndarray, user_ids: np.ndarray,
+             carted: np.ndarray) -> None:
     """Channel, landing page and device per session (in place), and dwell times on views."""
     sid = ev[C.SESSION_ID].astype("string").fillna("")
     funnel = sid.str.match(r"^s\d+$").to_numpy(bool)
@@ -76,8 +80,6 @@ def _context(rng: np.random.Generator, ev: pd.DataFrame, session_category: np.nd
     ev[C.LANDING_PAGE] = np.where(funnel, landing_s[sess % max(n_sess, 1)], "home")
     ev[C.DEVICE] = np.where(app, "app", np.where(mobile_s[sess % max(n_sess, 1)] | ~funnel, "mobile", "desktop"))
     view = (ev[C.EVENT_TYPE] == C.VIEW).to_numpy()
-    key = ev[C.SESSION_ID].astype(str) + "|" + ev[C.ITEM_ID].astype(str)
-    carted = key.isin(set(key[(ev[C.EVENT_TYPE] == C.ADD_TO_CART).to_numpy()])).to_numpy()
     dwell = np.round(np.exp(rng.normal(3.0, 0.6, len(ev))) * np.where(carted, 3.0, 1.0), 1).clip(max=1800.0)
     ev[C.DWELL_SECONDS] = np.where(view & (rng.random(len(ev)) > 0.01), dwell, np.nan)
 
@@ -93,12 +95,10 @@ def _new_events(src: pd.DataFrame, etype: str, shift_s: np.ndarray, end: pd.Time
     return out[out[C.EVENT_TIME] < end]
 
 
-def _wishlists(rng: np.random.Generator, ev: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
-    views = ev[(ev[C.EVENT_TYPE] == C.VIEW).to_numpy() & ev[C.USER_ID].notna().to_numpy()]
-    key = ev[C.SESSION_ID].astype(str) + "|" + ev[C.ITEM_ID].astype(str)
-    carted = set(key[(ev[C.EVENT_TYPE] == C.ADD_TO_CART).to_numpy()])
-    vkey = views[C.SESSION_ID].astype(str) + "|" + views[C.ITEM_ID].astype(str)
-    pick = views[~vkey.isin(carted).to_numpy() & (rng.random(len(views)) < 0.04)]
+def _wishlists(rng: np.random.Generator, ev: pd.DataFrame, carted: np.ndarray, end: pd.Timestamp) -> pd.DataFrame:
+    mask = (ev[C.EVENT_TYPE] == C.VIEW).to_numpy() & ev[C.USER_ID].notna().to_numpy()
+    views, not_carted = ev[mask], ~carted[mask]
+    pick = views[not_carted & (rng.random(len(views)) < 0.04)]
     wish = _new_events(pick, C.ADD_TO_WISHLIST, np.full(len(pick), 30), end)
     later = pick[rng.random(len(pick)) < 0.25]
     bought = _new_events(later, C.PURCHASE, rng.integers(3, 15, len(later)) * 86400, end)

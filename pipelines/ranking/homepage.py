@@ -36,7 +36,7 @@ from pipelines.artifacts import Features, layout, read_surface
 from pipelines.config import Config
 from pipelines.ranking.context_tables import ALL, normalise
 from pipelines.ranking.reasons import Source
-from pipelines.ranking.rules import RulesNight, item_flags, load_rules
+from pipelines.ranking.rules import item_flags, load_rules
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,7 @@ def _register(cfg: Config, ds: str, f: Features, defaults, campaigns: pd.DataFra
     rules = load_rules(cfg)
     flags = item_flags(f.items, rules)
     available = flags["available"].to_numpy(bool)
-    # The rules layer's own boost per item (margin, promotion, and whatever else it multiplies in).
-    boost = RulesNight(rules, flags, np.zeros(len(flags), np.int64), np.zeros(0, np.int64), {}, cfg.ranking.top_n).boost
+    boost = flags["boost"].to_numpy(float)  # the rules layer's own utility factor per item (item_flags)
     con.register("hitems", pd.DataFrame({"item_id": f.items["item_id"].astype(str).to_numpy(),
                                          "category": f.items["category_key"].astype(str).to_numpy(), "boost": boost}))
     country = f.users["country"].astype("string").str.strip() if "country" in f.users else pd.Series(pd.NA, index=f.users.index)

@@ -116,7 +116,8 @@ def load_rules(cfg: Config) -> Rules:
 
 
 def item_flags(items: pd.DataFrame, rules: Rules) -> pd.DataFrame:
-    """Per item (aligned with item_idx): available, repeatable, margin in [0, 1], promotion, review_factor."""
+    """Per item (aligned with item_idx): available, repeatable, margin in [0, 1], promotion, review_factor,
+    and boost: (1 + margin and promotion boosts) x the review factor, the re-ranking utility's factor."""
     available = items["active"].to_numpy(dtype=bool) & review_keeps(items, rules.reviews)
     if rules.drop_out_of_stock and "in_stock" in items:
         available &= items["in_stock"].astype("boolean").fillna(True).to_numpy(dtype=bool)
@@ -130,8 +131,10 @@ def item_flags(items: pd.DataFrame, rules: Rules) -> pd.DataFrame:
         if "margin" in items else np.zeros(len(items))
     promo = items["promotion"].astype("boolean").fillna(False).to_numpy(dtype=bool) \
         if "promotion" in items else np.zeros(len(items), bool)
+    review = review_factor(items, rules.reviews)
+    boost = (1 + rules.margin_weight * margin + rules.promotion_weight * promo) * review
     return pd.DataFrame({"available": available, "repeatable": repeatable.astype(bool), "margin": margin,
-                         "promotion": promo, "review_factor": review_factor(items, rules.reviews)})
+                         "promotion": promo, "review_factor": review, "boost": boost})
 
 
 @dataclass
@@ -174,10 +177,7 @@ class RulesNight:
 
     @cached_property
     def boost(self) -> np.ndarray:
-        """(1 + margin and promotion boosts) x the review factor (1: no review rule), per item."""
-        return (1 + self.rules.margin_weight * self.flags["margin"].to_numpy(float)
-                + self.rules.promotion_weight * self.flags["promotion"].to_numpy(bool)) \
-            * self.flags.get("review_factor", pd.Series(1.0, index=self.flags.index)).to_numpy(float)
+        return self.flags["boost"].to_numpy(float)  # item_flags
 
     @cached_property
     def pool(self) -> np.ndarray:
