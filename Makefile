@@ -65,9 +65,10 @@ bench-quality: install
 # Ten million demo events: generation, the whole nightly run (each step in its own process, the score
 # step as 2 shard tasks at once), the ALS floor, block scoring, and the score step again with the
 # floor's 64-factor ALS as champion; FLOOR_ONLY=1: generation, the floor and block scoring only;
-# DEEP=SECONDS: the deep candidates too (lightgcn, two_tower, sasrec), each fit within SECONDS.
+# DEEP=SECONDS: the deep candidates too (lightgcn, two_tower, sasrec), each fit within SECONDS;
+# EVENTS=N: N events instead of ten million, users (N / 10) and items (N / 100) scaled alike.
 bench-scale: install
-	$(BIN)/python benchmarks/bench_scale.py $(if $(FLOOR_ONLY),,--pipeline) $(if $(DEEP),--deep $(DEEP))
+	$(BIN)/python benchmarks/bench_scale.py $(if $(FLOOR_ONLY),,--pipeline) $(if $(DEEP),--deep $(DEEP)) $(if $(EVENTS),--events $(EVENTS))
 
 # Next item in a session (issue 16): session-kNN and item co-occurrence, leave-last-out HR@20 / MRR@20 on
 # Online Retail's invoices taken as sessions (benchmarks/bench_sessions.py says why).

@@ -1,9 +1,10 @@
 """Scale benchmark: ten million demo events, the nightly run, the ALS floor, and scoring with rules.
 
-Usage: python benchmarks/bench_scale.py [--home DATA_ROOT] [--users N --items N --events N --days N]
+Usage: python benchmarks/bench_scale.py [--home DATA_ROOT] [--events N [--users N --items N] --days N]
                                         [--pipeline] [--shards N] [--deep SECONDS]
 
-1. ``recsys demo-data --scale`` data (generated day by day; skipped when the data root has it);
+1. ``recsys demo-data --scale`` data (generated day by day; skipped when the data root has it): ten
+   million events by default, users and items scaled with ``--events`` (a tenth and a hundredth);
 2. with ``--pipeline``: every nightly step in order, each in its own process as an Airflow task
    runs (the score step as ``--shards`` shard tasks at once): its time and peak resident memory;
 3. the floor: implicit ALS (64 factors, 15 iterations) fitted on the user x item weights (the
@@ -63,9 +64,9 @@ def run_tasks(home: Path, ds: str, step: str, shards: int | None, env: dict, tag
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--home")
-    ap.add_argument("--users", type=int, default=1_000_000)
-    ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--users", type=int, default=None, help="default: events / 10 (1,000,000 at ten million)")
+    ap.add_argument("--items", type=int, default=None, help="default: events / 100 (100,000 at ten million)")
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--ds", default="2026-11-27")
     ap.add_argument("--pipeline", action="store_true", help="also run the nightly steps")
@@ -77,6 +78,9 @@ def main() -> None:
                     help="also the deep candidates (lightgcn, two_tower, sasrec), each with this time budget "
                          "per fit (RECSYS_<MODEL>_BUDGET_SECONDS); 0 (default): the default candidates only")
     args = ap.parse_args()
+    # The data size scales users and items alike (make bench-scale EVENTS=30000000).
+    args.users = args.users or max(1, args.events // 10)
+    args.items = args.items or max(1, args.events // 100)
     sys.path.insert(0, str(REPO))
     import logging
     import os

@@ -73,6 +73,9 @@ class ModelSettings(DeepModelSettings):
     bpr_iterations: int = 100
     bpr_learning_rate: float = 0.01
     bpr_regularization: float = 0.01
+    # BPR's samples per fit at most: on large data the iterations are cut to fit (models/bpr.py).
+    bpr_max_samples: int = 200_000_000
+    bpr_min_iterations: int = 10
     itemknn_neighbours: int = 100
     itemknn_weighting: str = "bm25"
     ease_regularization: float = 200.0
@@ -251,7 +254,7 @@ class ScaleSettings:
     score_block_users: int = 4096
     score_block_cells: int = 16_777_216
     # The score step builds the lists of this many users at a time (memory of the rules layer).
-    score_chunk_users: int = 50_000
+    score_chunk_users: int = 25_000
     # Airflow retries per task (the nightly keeps 2; `recsys airflow-test` sets 0 to fail fast).
     task_retries: int = 2
     # Airflow execution_timeout of every task of both DAGs, in minutes (a hung step fails instead of

@@ -259,9 +259,8 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
     and in the Parquet copies (one transaction, crash-safe).
 
     A table is an Arrow table, or a list of Parquet files (the score step's shards: streamed by
-    DuckDB, never loaded whole). ``order_by``: per table, the row order to write in (SQL). The rows
-    of `ds` are replaced in every table, so a rerun replaces that ds only; the Parquet copy is
-    ``<root>/<table>/ds=<ds>/part-0.parquet``.
+    DuckDB, never loaded whole). ``order_by``: per table, the row order (SQL; sorted once, into the
+    Parquet copy ``<root>/<table>/ds=<ds>/part-0.parquet``, which DuckDB's rows of `ds` replace from).
 
     ``run`` (the nightly's publish: run_id, mlflow_run_id, model_version, champion, champion_version):
     one ``published_runs`` row per table for ds, in the same transaction; the nightly's latest_
@@ -283,6 +282,7 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
                 src = "read_parquet([" + ", ".join("'" + p.replace("'", "''") + "'" for p in t) + "])"
             return f"(SELECT * FROM {src}" + (f" ORDER BY {order_by[name]})" if name in order_by else ")")
 
+        sorted_copy = {}
         for name, table in tables.items():
             tmp = tx.stage(table_file(parquet_root, name, ds))
             if isinstance(table, pa.Table) and name not in order_by:
@@ -291,6 +291,7 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
                 con.execute(f"COPY {incoming(name, table)} TO {_sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd)")
                 if isinstance(table, pa.Table):
                     con.unregister("_incoming")
+                sorted_copy.update({name: f"(SELECT * FROM read_parquet({_sql_path(tmp)}))"} if name in order_by else {})
         fault_point("publish.parquet_staged")
         con.execute("BEGIN TRANSACTION")
         for name, table in tables.items():
@@ -299,11 +300,11 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
                 # Created by an empty night (its column types guessed from no rows, e.g. a list column
                 # typed as text): take the types of the first night with rows instead.
                 con.execute(f'DROP TABLE "{name}"')
-            rel = incoming(name, table)
+            rel = sorted_copy.get(name) or incoming(name, table)
             con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS SELECT * FROM {rel} LIMIT 0')
             if empty:  # no rows: nothing to insert, and no column types worth adding to the table
                 con.execute(f'DELETE FROM "{name}" WHERE ds = ?::DATE', [ds])
-                con.unregister("_incoming")
+                con.execute("DROP VIEW IF EXISTS _incoming")  # registered Arrow (none for a sorted copy)
                 counts[name] = 0
                 continue
             # A column added by a newer release: added to the table (older ds rows read NULL).
@@ -313,8 +314,7 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
                     con.execute(f'ALTER TABLE "{name}" ADD COLUMN "{col}" {typ}')
             con.execute(f'DELETE FROM "{name}" WHERE ds = ?::DATE', [ds])
             counts[name] = con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM {rel}').fetchall()[0][0]
-            if isinstance(table, pa.Table):
-                con.unregister("_incoming")
+            con.execute("DROP VIEW IF EXISTS _incoming")
         if run is not None:
             ddl.record_published(con, ds, counts, run, lambda day: copy_partition(tx, ddl.PUBLISHED_RUNS, day))
         # Older warehouses brought up to date (the validation tables by the next validation: their

@@ -57,3 +57,43 @@ def test_block_topk_pads_with_minus_one_when_few_items_are_eligible():
     ids, scores = block_topk(users, items, np.arange(2), 6, exclude=exclude, filter_items=np.array([4]))
     assert ids.tolist() == [[3, 2, 1, -1, -1, -1], [3, 2, 1, 0, -1, -1]]
     assert np.isneginf(scores[0, 3:]).all() and scores[1, 0] == pytest.approx(9 + 10 + 11)
+
+
+@pytest.mark.parametrize("case", ["skewed", "zero_users", "negative", "few_items"])
+def test_pruned_block_topk_equals_brute_force(case, monkeypatch):
+    """The norm-bounded top-K (most items never scored) gives the brute-force lists: items with
+    skewed norms (the bound prunes), users with zero vectors and all-negative scores (it cannot),
+    a catalog smaller than the head; with excluded items per user (more than the slack in some
+    rows, so the filtered second pass runs) and filtered items for everyone."""
+    import models.scoring as ms
+
+    monkeypatch.setattr(ms, "PRUNE_HEAD", 64)  # several doubling chunks on a small catalog
+    rng = np.random.default_rng({"skewed": 0, "zero_users": 1, "negative": 2, "few_items": 3}[case])
+    n_items = 40 if case == "few_items" else 3000
+    users = rng.normal(size=(400, 8)).astype(np.float32)
+    items = (rng.normal(size=(n_items, 8)) * rng.lognormal(0, 1.0, size=(n_items, 1))).astype(np.float32)
+    if case == "zero_users":
+        users[:30] = 0
+    if case == "negative":
+        users, items = -np.abs(users), np.abs(items)
+    exclude = sp.random(400, n_items, density=0.02, format="csr", random_state=4, dtype=np.float32)
+    exclude[5, :200] = 1.0  # one heavy user: 200 own items
+    filt = rng.choice(n_items, n_items // 20, replace=False)
+    pick = rng.permutation(400)[:350]
+    ids, scores = block_topk(users, items, pick, 25, exclude=exclude.tocsr(), filter_items=filt, block=97, prune=True)
+    s = users[pick] @ items.T
+    s[:, filt] = -np.inf
+    ex = exclude.tocsr()[pick].tocoo()
+    s[ex.row, ex.col] = -np.inf
+    k = min(25, n_items)
+    expected = -np.sort(-s, axis=1)[:, :k]
+    np.testing.assert_allclose(scores[:, :k], expected, rtol=1e-5, atol=1e-6)
+    got = np.take_along_axis(s, np.maximum(ids[:, :k], 0), axis=1)
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(ids[:, :k] >= 0, finite)  # -1 exactly where nothing is eligible
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-5, atol=1e-6)  # each id has its score
+    if case != "zero_users":  # no ties: the very same items, in order (ties: by item id, not checked here)
+        order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(ids[:, :k][finite], order[finite])
+    plain = block_topk(users, items, pick, 25, exclude=exclude.tocsr(), filter_items=filt, block=97, prune=False)
+    np.testing.assert_allclose(plain[1], scores, rtol=1e-5, atol=1e-6)

@@ -42,7 +42,7 @@ def test_sectioned_yaml_and_flat_keys_mix(tmp_path):
     assert cfg.scale.publish_shards == 4 and cfg.scale.task_retries == 0   # env beats YAML, per field
     assert cfg.gate.gate_margin == 0.05
     # The untouched settings of a section keep their defaults.
-    assert cfg.models.bpr_factors == 64 and cfg.scale.score_chunk_users == 50_000
+    assert cfg.models.bpr_factors == 64 and cfg.scale.score_chunk_users == 25_000
 
 
 def test_a_key_under_the_wrong_section_fails(tmp_path):

@@ -63,3 +63,31 @@ def test_recommendation_ids_from_per_value_hashes_equal_the_row_hashes():
         [key_hashes(surfaces)[s], key_hashes(users)[u], key_hashes(range(21))[rank], key_hashes(items)[i]]))
     assert got.equals(want)
     assert want[0].as_py().startswith("20261127-") and len(want[0].as_py()) == 25
+
+
+def test_bpr_iterations_are_capped_by_samples_not_cut_on_small_data():
+    from models.bpr import BPRRecommender, capped_iterations
+
+    # Online Retail's size: 180,000 cells x 100 iterations = 18M samples, under 200M: all 100 run.
+    assert capped_iterations(100, 180_000, 200_000_000, 10) == 100
+    # Ten million demo events: 8.5M cells; ceil(200M / 8.5M) = ceil(23.5) = 24.
+    assert capped_iterations(100, 8_500_000, 200_000_000, 10) == 24
+    # Never below min_iterations, never above iterations; 0 = no cap.
+    assert capped_iterations(100, 100_000_000, 200_000_000, 10) == 10
+    assert capped_iterations(5, 100_000_000, 200_000_000, 10) == 5
+    assert capped_iterations(100, 8_500_000, 0, 10) == 100
+    # The fitted model reports what it ran: 40 cells, 20 samples at most -> ceil(20/40) = 1, min 2.
+    x = sp.random(8, 10, density=0.5, format="csr", random_state=1, dtype=np.float32)
+    model = BPRRecommender(factors=4, iterations=50, max_samples=20, min_iterations=2).fit(x)
+    assert model.iterations_run_ == 2
+
+
+def test_search_skips_a_trial_expected_to_overrun_its_budget():
+    from pipelines.evaluation.search import expected_seconds
+
+    # The candidate fitted in 41.5 s at 64 factors: 32 factors is no dearer, 128 twice as dear.
+    assert expected_seconds({"factors": 64}, {"factors": 32, "regularization": 0.01}, 41.5) == 41.5
+    assert expected_seconds({"factors": 64}, {"factors": 128}, 41.5) == 83.0
+    assert expected_seconds({"layers": 2}, {"layers": 3}, 10.0) == 15.0
+    assert expected_seconds({"neighbours": 100}, {"neighbours": 300}, 9.6) == 9.6
+    assert expected_seconds({"factors": 64}, {"factors": 128}, None) == 0.0
