@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -282,11 +283,16 @@ class Recommender:
 
     def _similar_dense(self, unit, items: np.ndarray, n: int, filter_items: np.ndarray | None
                        ) -> tuple[np.ndarray, np.ndarray]:
-        """``similar_items`` by dense cosine blocks of at most ``block_cells`` floats."""
+        """``similar_items`` by dense cosine blocks of at most ``block_cells`` floats, on
+        ``num_threads`` threads (numpy's partition and SciPy's sparse products release the GIL;
+        0: one per CPU); blocks are independent, so the result does not depend on the threads."""
+        from concurrent.futures import ThreadPoolExecutor
+
         n_all = unit.shape[0]
-        out_ids, out_scores = [], []
         step = max(1, min(self.block_users, self.block_cells // max(n_all, unit.shape[1], 1)))
-        for start in range(0, len(items), step):
+        filt = None if filter_items is None or not len(filter_items) else np.asarray(filter_items, dtype=np.int64)
+
+        def one(start: int) -> tuple[np.ndarray, np.ndarray]:
             block = items[start:start + step]
             if sp.issparse(unit):
                 # A dense block of query vectors times the sparse matrix (cost nnz x rows).
@@ -296,12 +302,16 @@ class Recommender:
                 s = np.asarray(unit[block] @ unit.T, dtype=np.float32)
             s[np.arange(len(block)), block] = -np.inf
             s[s <= 0] = -np.inf  # nothing in common is not "similar"
-            if filter_items is not None and len(filter_items):
-                s[:, filter_items] = -np.inf
-            i, v = topk(s, n)
-            out_ids.append(i)
-            out_scores.append(v)
-        return _stack(zip(out_ids, out_scores), n)
+            if filt is not None:
+                s[:, filt] = -np.inf
+            return topk(s, n, owned=True)
+
+        threads = self.num_threads if self.num_threads and self.num_threads > 0 else (os.cpu_count() or 1)
+        starts = range(0, len(items), step)
+        if threads <= 1 or len(starts) <= 1:
+            return _stack(map(one, starts), n)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return _stack(pool.map(one, starts), n)
 
     # -- persistence
     def _arrays(self) -> dict[str, np.ndarray]:

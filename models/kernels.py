@@ -16,15 +16,18 @@ import scipy.sparse as sp
 NO_ITEM = -1
 
 
-def topk(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top n of a dense block, best first; -inf entries come out as id -1."""
+def topk(scores: np.ndarray, n: int, owned: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top n of a dense block, best first; -inf entries come out as id -1. ``owned``: the
+    caller gives up ``scores`` (negated in place instead of copied; its content is lost)."""
     n_items = scores.shape[1]
     k = min(n, n_items)
     if k < n_items:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        neg = np.negative(scores, out=scores) if owned else -scores
+        part = np.argpartition(neg, k - 1, axis=1)[:, :k]
+        part_scores = -np.take_along_axis(neg, part, axis=1)  # negation is exact: the same values
     else:
         part = np.broadcast_to(np.arange(n_items), (scores.shape[0], n_items)).copy()
-    part_scores = np.take_along_axis(scores, part, axis=1)
+        part_scores = np.take_along_axis(scores, part, axis=1)
     # Ties broken by item index, so results do not depend on argpartition internals.
     order = np.lexsort((part, -part_scores), axis=1)
     ids = np.take_along_axis(part, order, axis=1)

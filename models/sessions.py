@@ -170,15 +170,26 @@ class SessionKNN(SessionModel):
 
 
 class ItemCooccurrence(SessionModel):
+    """``max_session_items``: sessions with more items are left out of the co-occurrence (a crawler, a
+    shared device, a data glitch: not one shopper's visit). A session of L items adds L^2 pairs, so a
+    few such sessions outweighed everything else: at thirty million demo events, sessions of more than
+    2,000 items (39 of 1.2 million, the longest 130,000) made 99.5% of the pairs and the fit took 241 s.
+    Online Retail's longest invoice has 1,114 lines."""
     name = "item_cooccurrence"
 
-    def __init__(self, neighbours: int = 200):
+    def __init__(self, neighbours: int = 200, max_session_items: int = 2000):
         self.neighbours = neighbours
+        self.max_session_items = max_session_items
 
     def params(self) -> dict:
-        return {"neighbours": self.neighbours}
+        return {"neighbours": self.neighbours, "max_session_items": self.max_session_items}
 
     def fit(self, indptr, items, n_items):
+        lengths = np.diff(indptr)
+        if self.max_session_items and (lengths > self.max_session_items).any():
+            keep = np.flatnonzero(lengths <= self.max_session_items)
+            items = items[np.repeat(lengths <= self.max_session_items, lengths)]
+            indptr = np.concatenate([[0], np.cumsum(lengths[keep])])
         s = session_matrix(indptr, items, n_items)
         item_unit = _unit_rows(s.T.tocsr())
         # The item x item cosines in blocks of items, each cut to its top ``neighbours`` at once: the

@@ -255,6 +255,8 @@ class ScaleSettings:
     score_block_cells: int = 16_777_216
     # The score step builds the lists of this many users at a time (memory of the rules layer).
     score_chunk_users: int = 25_000
+    # DuckDB's memory in the features and surfaces steps; beyond it, joins and sorts spill to disk.
+    duckdb_memory_limit: str = "2GB"
     # Airflow retries per task (the nightly keeps 2; `recsys airflow-test` sets 0 to fail fast).
     task_retries: int = 2
     # Airflow execution_timeout of every task of both DAGs, in minutes (a hung step fails instead of

@@ -11,7 +11,9 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
@@ -141,3 +143,21 @@ def in_import_order(files) -> list[Path]:
 def landing_files(landing: Path, dataset: str) -> list[Path]:
     """The batches of one landing dataset (events aside: those are partitioned by date), oldest first."""
     return in_import_order((landing / dataset).glob("batch-*.parquet")) if (landing / dataset).exists() else []
+
+
+@contextmanager
+def scratch_duckdb(memory_limit: str, spill_parent: Path):
+    """An in-memory DuckDB connection whose joins and sorts spill to a temporary directory under
+    ``spill_parent`` beyond ``memory_limit`` (config duckdb_memory_limit) instead of growing with the
+    data; the connection is closed and the directory removed at the end."""
+    import duckdb
+
+    spill_parent.mkdir(parents=True, exist_ok=True)
+    spill = Path(tempfile.mkdtemp(prefix=".duckdb-spill-", dir=spill_parent))
+    con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(spill)})
+    try:
+        yield con
+    finally:
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
+

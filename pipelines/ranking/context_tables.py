@@ -29,6 +29,7 @@ import pandas as pd
 from pipelines import constants as C
 from pipelines.artifacts import Features, layout
 from pipelines.config import Config
+from pipelines.infra import storage
 from pipelines.ranking.rules import item_flags, load_rules
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,8 @@ def context_defaults(cfg: Config, ds: str, f: Features) -> pd.DataFrame:
     rules = load_rules(cfg)
     flags = item_flags(f.items, rules)
     cap = max(1, int(np.floor(rules.max_category_share * n)))
-    con = duckdb.connect()
-    try:
+    # Bounded like the surfaces step's other DuckDB work (config duckdb_memory_limit; spills beyond).
+    with storage.scratch_duckdb(cfg.scale.duckdb_memory_limit, layout(cfg).surfaces_dir(ds).parent) as con:
         category = f.items["category_key"] if "category_key" in f.items else pd.Series("", index=f.items.index)
         con.register("citems", pd.DataFrame({"item_id": f.items["item_id"].astype(str).to_numpy(),
                                              "ok": flags["available"].to_numpy(bool),
@@ -135,8 +136,6 @@ def context_defaults(cfg: Config, ds: str, f: Features) -> pd.DataFrame:
                    item_id, score, CASE context {reason} END AS reason
             FROM capped g WHERE score > 0
             QUALIFY rank <= {n} ORDER BY context, value, rank""").df()
-    finally:
-        con.close()
     if df.empty:
         log.info("surfaces ds=%s: context_defaults is empty: no event in the %d days up to ds", ds,
                  cfg.surfaces.context_days)

@@ -35,7 +35,7 @@ def similar_items(cfg: Config, ds: str, run_id: str, f: Features, available: np.
     w = cfg.ranking.similar_content_weight
     parts = []
     for name, saved in (("content", cfg.ranking.cold_item_model), ("itemknn", "itemknn")):
-        model = load_model(layout(cfg).model(ds, saved))
+        model = load_model(layout(cfg).model(ds, saved), cfg)
         ids, scores = model.similar_items(anchors, 2 * n, filter_items=unavailable)
         keep = ids.ravel() >= 0
         parts.append(pd.DataFrame({"a": np.repeat(anchors, ids.shape[1])[keep], "b": ids.ravel()[keep],

@@ -10,9 +10,9 @@ import time
 
 import pandas as pd
 
-from pipelines.artifacts import Features, read_features, read_selection, write_surfaces
+from pipelines.artifacts import Features, layout, read_features, read_selection, write_surfaces
 from pipelines.config import Config
-from pipelines.infra import tracking
+from pipelines.infra import storage, tracking
 from pipelines.ranking.context_tables import context_defaults
 from pipelines.ranking.rules import item_flags, load_rules
 from pipelines.ranking.session_surface import session_surface
@@ -36,14 +36,15 @@ log = logging.getLogger(__name__)
 def run(cfg: Config, ds: str, run_id: str) -> dict:
     t0 = time.perf_counter()
     f = read_features(cfg, ds)
-    con = purchases(cfg, ds, f)
-    cats = f.items[["item_id", "category_key"]].rename(columns={"category_key": "category"})
-    tables = pair_tables(cfg, con, cats)
-    tables["others_bought_next"] = others_bought_next(cfg, con)
-    tables.update(popularity_tables(cfg, con, ds))
-    tables["post_purchase_email"] = post_purchase_email(
-        cfg, con, ds, tables["frequently_bought_together"], tables["others_bought_next"], tables["best_sellers"])
-    con.close()
+    # DuckDB spills beyond duckdb_memory_limit (thirty million events: 15.7 GiB in RAM without it).
+    with storage.scratch_duckdb(cfg.scale.duckdb_memory_limit, layout(cfg).surfaces_dir(ds).parent) as con:
+        purchases(cfg, ds, f, con)
+        cats = f.items[["item_id", "category_key"]].rename(columns={"category_key": "category"})
+        tables = pair_tables(cfg, con, cats)
+        tables["others_bought_next"] = others_bought_next(cfg, con)
+        tables.update(popularity_tables(cfg, con, ds))
+        tables["post_purchase_email"] = post_purchase_email(
+            cfg, con, ds, tables["frequently_bought_together"], tables["others_bought_next"], tables["best_sellers"])
     tables["user_category_affinity"] = category_affinity(cfg, f)
     tables["context_defaults"] = context_defaults(cfg, ds, f)
     tables["session_next_items"] = _sessions(cfg, ds, f)

@@ -144,3 +144,19 @@ def test_item_blocks_cover_every_item_once_within_the_pair_bound():
             for lo, hi in blocks:
                 assert hi - lo == 1 or cost[lo:hi].sum() <= bound
                 assert hi == n_items or cost[lo:hi + 1].sum() > bound
+
+
+def test_item_cooccurrence_leaves_out_sessions_over_max_session_items():
+    """A session longer than max_session_items (a crawler) adds no pair: the model equals the one
+    fitted on the other sessions alone; at the default cap it counts as any session."""
+    sessions = [[0, 1], [1, 2], [0, 1, 2], list(range(10))]  # the last one: 10 items
+    lengths = [len(s) for s in sessions]
+    indptr, items = np.concatenate([[0], np.cumsum(lengths)]), np.concatenate(sessions)
+    capped = ItemCooccurrence(neighbours=5, max_session_items=3).fit(indptr, items, 10).state_
+    alone = ItemCooccurrence(neighbours=5).fit(indptr[:4], items[:7], 10).state_
+    assert (capped != alone).nnz == 0
+    # By hand: items 0 and 1 share sessions {0, 2} of 0's {0, 2} and 1's {0, 1, 2}: cosine 2 / sqrt(2 * 3).
+    assert capped[0, 1] == pytest.approx(2 / np.sqrt(6), rel=1e-6)
+    assert capped[3].nnz == 0  # item 3 was only in the long session
+    full = ItemCooccurrence(neighbours=5).fit(indptr, items, 10).state_
+    assert full[3].nnz > 0
