@@ -285,7 +285,7 @@ class Recommender:
                        ) -> tuple[np.ndarray, np.ndarray]:
         """``similar_items`` by dense cosine blocks of at most ``block_cells`` floats, on
         ``num_threads`` threads (numpy's partition and SciPy's sparse products release the GIL;
-        0: one per CPU); blocks are independent, so the result does not depend on the threads."""
+        0: one per CPU this process may use); blocks are independent, so the result does not depend on the threads."""
         from concurrent.futures import ThreadPoolExecutor
 
         n_all = unit.shape[0]
@@ -306,7 +306,7 @@ class Recommender:
                 s[:, filt] = -np.inf
             return topk(s, n, owned=True)
 
-        threads = self.num_threads if self.num_threads and self.num_threads > 0 else (os.cpu_count() or 1)
+        threads = self.num_threads if self.num_threads and self.num_threads > 0 else len(os.sched_getaffinity(0))
         starts = range(0, len(items), step)
         if threads <= 1 or len(starts) <= 1:
             return _stack(map(one, starts), n)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from models.kernels import member
 from models.rows import RowSet, compact
 
 
@@ -32,7 +31,6 @@ def block_topk(user_factors: np.ndarray, item_factors: np.ndarray, users: np.nda
 
     On a catalog of ``PRUNE_MIN_ITEMS`` items or more (``prune`` None), or with ``prune`` True, the
     exact top n with the norm bound (``_pruned_block``): the same lists, most items never scored."""
-    from implicit.cpu.topk import topk
     from threadpoolctl import threadpool_limits
 
     if prune or (prune is None and item_factors.shape[0] >= PRUNE_MIN_ITEMS):
@@ -50,11 +48,8 @@ def block_topk(user_factors: np.ndarray, item_factors: np.ndarray, users: np.nda
             b = users[start:start + block]
             q = np.ascontiguousarray(user_factors[b], dtype=np.float32)
             fq = exclude[b].tocsr() if exclude is not None else None
-            i, s = topk(item_factors, q, k, filter_query_items=fq, filter_items=filt, num_threads=num_threads)
-            # implicit marks slots without an eligible item with -FLT_MAX; the contract says -1 / -inf.
-            empty = ~np.isfinite(s) | (s <= np.finfo(np.float32).min / 2)
-            ids[start:start + len(b), :k] = np.where(empty, -1, i)
-            scores[start:start + len(b), :k] = np.where(empty, -np.inf, s)
+            ids[start:start + len(b), :k], scores[start:start + len(b), :k] = _topk(item_factors, q, k, fq, filt,
+                                                                                    num_threads)
     return ids, scores
 
 
@@ -174,11 +169,7 @@ def _chunk(o: _Ordered, q, fq, rows, lo: int, hi: int, k: int, num_threads: int,
     kw = kk if sub is None else min(kk + slack, hi - lo)
     i, s = _topk(o.factors[lo:hi], q[rows], kw, None, filt, num_threads)
     if sub is not None:
-        width = hi - lo
-        sub.sort_indices()
-        own = (np.repeat(np.arange(sub.shape[0], dtype=np.int64), np.diff(sub.indptr)) * width + sub.indices)
-        keep = (i >= 0) & ~member((np.arange(len(rows), dtype=np.int64)[:, None] * width + np.maximum(i, 0)).ravel(),
-                                  own).reshape(i.shape)
+        keep = (i >= 0) & ~RowSet(sub, np.arange(len(rows)), count="stored").has(i)
         full = i[:, -1] >= 0  # more eligible items may follow the kw found
         ok, i, s = compact(keep, i, s, width=kk)
         i, s = np.where(ok, i, -1), np.where(ok, s, -np.inf).astype(np.float32)
@@ -193,7 +184,8 @@ def _chunk(o: _Ordered, q, fq, rows, lo: int, hi: int, k: int, num_threads: int,
 
 
 def _topk(factors, q, k, fq, filt, num_threads):
-    """implicit's fused top k: (ids, scores), -1 / -inf where no item is eligible."""
+    """implicit's fused top k: (ids, scores), -1 / -inf where no item is eligible (implicit marks
+    such slots with -FLT_MAX)."""
     from implicit.cpu.topk import topk
 
     i, s = topk(factors, q, k, filter_query_items=fq, filter_items=filt, num_threads=num_threads)

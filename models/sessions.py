@@ -186,10 +186,10 @@ class ItemCooccurrence(SessionModel):
 
     def fit(self, indptr, items, n_items):
         lengths = np.diff(indptr)
-        if self.max_session_items and (lengths > self.max_session_items).any():
-            keep = np.flatnonzero(lengths <= self.max_session_items)
-            items = items[np.repeat(lengths <= self.max_session_items, lengths)]
-            indptr = np.concatenate([[0], np.cumsum(lengths[keep])])
+        short = lengths <= self.max_session_items if self.max_session_items else np.ones(len(lengths), bool)
+        if not short.all():
+            items = items[np.repeat(short, lengths)]
+            indptr = np.concatenate([[0], np.cumsum(lengths[short])])
         s = session_matrix(indptr, items, n_items)
         item_unit = _unit_rows(s.T.tocsr())
         # The item x item cosines in blocks of items, each cut to its top ``neighbours`` at once: the

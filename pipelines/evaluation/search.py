@@ -7,10 +7,10 @@ import time
 
 from models.registry import fit_model, items_for_fit, make_model
 from pipelines.artifacts import Features, layout
-from pipelines.infra import storage
 from pipelines.config import Config
 from pipelines.evaluation.holdout import beyond_accuracy
 from pipelines.evaluation.metrics import ranking_metrics
+from pipelines.infra import storage
 from pipelines.session_artifacts import read_sequences
 
 log = logging.getLogger(__name__)

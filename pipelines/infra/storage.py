@@ -160,4 +160,3 @@ def scratch_duckdb(memory_limit: str, spill_parent: Path):
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
-

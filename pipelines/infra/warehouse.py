@@ -258,9 +258,9 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
     """Publish several tables for one ds: all of them become visible together, or none, in DuckDB
     and in the Parquet copies (one transaction, crash-safe).
 
-    A table is an Arrow table, or a list of Parquet files (the score step's shards: streamed by
-    DuckDB, never loaded whole). ``order_by``: per table, the row order (SQL; sorted once, into the
-    Parquet copy ``<root>/<table>/ds=<ds>/part-0.parquet``, which DuckDB's rows of `ds` replace from).
+    A table is an Arrow table, or Parquet files (score shards: streamed, never loaded whole).
+    ``order_by``: per table, the row order (SQL; sorted once, into the Parquet copy
+    ``<root>/<table>/ds=<ds>/part-0.parquet``, which DuckDB's rows of `ds` replace from).
 
     ``run`` (the nightly's publish: run_id, mlflow_run_id, model_version, champion, champion_version):
     one ``published_runs`` row per table for ds, in the same transaction; the nightly's latest_
@@ -279,7 +279,7 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
                 con.register("_incoming", t)
                 src = "_incoming"
             else:
-                src = "read_parquet([" + ", ".join("'" + p.replace("'", "''") + "'" for p in t) + "])"
+                src = "read_parquet([" + ", ".join(_sql_path(p) for p in t) + "])"
             return f"(SELECT * FROM {src}" + (f" ORDER BY {order_by[name]})" if name in order_by else ")")
 
         sorted_copy = {}
@@ -289,9 +289,9 @@ def publish_tables(db_path: Path, parquet_root: Path, ds: str, tables: Mapping[s
                 pq.write_table(table, tmp, compression="zstd")
             else:
                 con.execute(f"COPY {incoming(name, table)} TO {_sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd)")
-                if isinstance(table, pa.Table):
-                    con.unregister("_incoming")
-                sorted_copy.update({name: f"(SELECT * FROM read_parquet({_sql_path(tmp)}))"} if name in order_by else {})
+                con.execute("DROP VIEW IF EXISTS _incoming")
+                if name in order_by:
+                    sorted_copy[name] = f"(SELECT * FROM read_parquet({_sql_path(tmp)}))"
         fault_point("publish.parquet_staged")
         con.execute("BEGIN TRANSACTION")
         for name, table in tables.items():

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from datetime import date
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -34,6 +32,7 @@ import scipy.sparse as sp
 
 from pipelines.artifacts import Features, layout, read_surface
 from pipelines.config import Config
+from pipelines.infra import storage
 from pipelines.ranking.context_tables import ALL, normalise
 from pipelines.ranking.reasons import Source
 from pipelines.ranking.rules import item_flags, load_rules
@@ -236,28 +235,26 @@ def homepage(cfg: Config, ds: str, run_id: str, f: Features, recs, defaults, cam
     out = homepage_path(cfg, ds)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    spill = out.with_name(f".{out.name}.spill-{os.getpid()}")  # DuckDB's temporary files at scale
-    con = duckdb.connect(config={"memory_limit": "2GB", "temp_directory": str(spill)})
+    # DuckDB spills beyond duckdb_memory_limit, as in the features and surfaces steps.
     try:
-        _register(cfg, ds, f, defaults, campaigns, con)
-        _hero_and_categories(con, _recs_sql(con, recs), max(cfg.surfaces.homepage_hero_n, 1),
-                             max(cfg.surfaces.homepage_categories, 0))
-        _banners(con)
-        day = date.fromisoformat(ds).isoformat()
-        con.execute(f"""COPY (
-            SELECT DATE '{day}' AS ds, ? AS run_id, user_id, slot_type, position::INTEGER AS position, item_id,
-                   category, banner_id, score::DOUBLE AS score, reason
-            FROM (SELECT user_id, 'hero' AS slot_type, position, item_id, category, NULL::VARCHAR AS banner_id,
-                         score, reason FROM hero
-                  UNION ALL SELECT user_id, 'category', position, NULL, category, NULL, score, reason FROM cats
-                  UNION ALL SELECT user_id, 'banner', 1, NULL, category, banner_id, score, reason FROM banner)
-            ORDER BY user_id, slot_type, position) TO '{str(tmp).replace("'", "''")}' (FORMAT parquet, COMPRESSION zstd)""",
-                    [run_id])
-        os.replace(tmp, out)
-        n = con.execute(f"SELECT count(*) FROM read_parquet('{str(out).replace(chr(39), chr(39) * 2)}')").fetchall()[0][0]
+        with storage.scratch_duckdb(cfg.scale.duckdb_memory_limit, out.parent) as con:
+            _register(cfg, ds, f, defaults, campaigns, con)
+            _hero_and_categories(con, _recs_sql(con, recs), max(cfg.surfaces.homepage_hero_n, 1),
+                                 max(cfg.surfaces.homepage_categories, 0))
+            _banners(con)
+            day = date.fromisoformat(ds).isoformat()
+            con.execute(f"""COPY (
+                SELECT DATE '{day}' AS ds, ? AS run_id, user_id, slot_type, position::INTEGER AS position, item_id,
+                       category, banner_id, score::DOUBLE AS score, reason
+                FROM (SELECT user_id, 'hero' AS slot_type, position, item_id, category, NULL::VARCHAR AS banner_id,
+                             score, reason FROM hero
+                      UNION ALL SELECT user_id, 'category', position, NULL, category, NULL, score, reason FROM cats
+                      UNION ALL SELECT user_id, 'banner', 1, NULL, category, banner_id, score, reason FROM banner)
+                ORDER BY user_id, slot_type, position) TO '{str(tmp).replace("'", "''")}' (FORMAT parquet, COMPRESSION zstd)""",
+                        [run_id])
+            os.replace(tmp, out)
+            n = con.execute(f"SELECT count(*) FROM read_parquet('{str(out).replace(chr(39), chr(39) * 2)}')").fetchall()[0][0]
     finally:
-        con.close()
         tmp.unlink(missing_ok=True)
-        shutil.rmtree(spill, ignore_errors=True)
     log.info("publish ds=%s: homepage: %d rows, %d active campaigns", ds, n, len(campaigns))
     return [str(out)]

@@ -36,18 +36,15 @@ log = logging.getLogger(__name__)
 ALL = "ALL"  # the country value of the overall lists
 
 
-def purchases(cfg: Config, ds: str, f: Features, con: duckdb.DuckDBPyConnection | None = None
-              ) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection (``con``, else a new one) holding ``p``: one row per purchase line of the
-    window, for the users of the features step (consent and deletions already applied), with the
-    basket key and the day."""
+def purchases(cfg: Config, ds: str, f: Features, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """``con`` holding ``p``: one row per purchase line of the window, for the users of the features
+    step (consent and deletions already applied), with the basket key and the day."""
     end = date.fromisoformat(ds) + timedelta(days=1)
     files = sorted(layout(cfg).validated_dataset("events").glob(f"{C.EVENT_DATE}=*/part.parquet"))
     files = [x for x in files if x.parent.name.split("=", 1)[1] < end.isoformat()]
     if cfg.features.history_days > 0:
         start = (end - timedelta(days=cfg.features.history_days)).isoformat()
         files = [x for x in files if x.parent.name.split("=", 1)[1] >= start]
-    con = con if con is not None else duckdb.connect()
     users = f.users
     if "personalized" in users:
         users = users[users["personalized"]]
