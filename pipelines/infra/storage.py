@@ -145,18 +145,38 @@ def landing_files(landing: Path, dataset: str) -> list[Path]:
     return in_import_order((landing / dataset).glob("batch-*.parquet")) if (landing / dataset).exists() else []
 
 
+SPILL_PREFIX = ".duckdb-spill-"
+
+
 @contextmanager
 def scratch_duckdb(memory_limit: str, spill_parent: Path):
     """An in-memory DuckDB connection whose joins and sorts spill to a temporary directory under
     ``spill_parent`` beyond ``memory_limit`` (config duckdb_memory_limit) instead of growing with the
-    data; the connection is closed and the directory removed at the end."""
+    data; the connection is closed and the directory removed at the end. A killed step cannot remove
+    its directory: the next one removes those of this host whose process is gone (the name carries
+    the host and the process id; another host's or a live process's are left alone)."""
     import duckdb
 
     spill_parent.mkdir(parents=True, exist_ok=True)
-    spill = Path(tempfile.mkdtemp(prefix=".duckdb-spill-", dir=spill_parent))
+    host = re.sub(r"[^A-Za-z0-9.]", "_", os.uname().nodename)
+    for old in spill_parent.glob(f"{SPILL_PREFIX}{host}-*"):
+        pid = old.name[len(f"{SPILL_PREFIX}{host}-"):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    spill = Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{host}-{os.getpid()}-", dir=spill_parent))
     con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(spill)})
     try:
         yield con
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

@@ -72,3 +72,29 @@ def test_an_empty_night_never_fixes_a_tables_types(tmp_path):
             ("2024-01-02", ["a", "b"]), ("2024-01-02", ["c"])]
     finally:
         con.close()
+
+
+def test_scratch_duckdb_spills_in_its_own_folder_and_clears_a_killed_steps(tmp_path):
+    """The folder is removed at the end; a folder left by a dead process of this host is removed by
+    the next connection; a live process's folder and another host's are kept."""
+    import os
+    import re
+    import subprocess
+
+    from pipelines.infra.storage import SPILL_PREFIX, scratch_duckdb
+
+    host = re.sub(r"[^A-Za-z0-9.]", "_", os.uname().nodename)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"{SPILL_PREFIX}{host}-{dead.pid}-abc"
+    live = tmp_path / f"{SPILL_PREFIX}{host}-{os.getpid()}-def"
+    other = tmp_path / f"{SPILL_PREFIX}otherhost-{dead.pid}-ghi"
+    for d in (stale, live, other):
+        d.mkdir()
+    with scratch_duckdb("100MB", tmp_path) as con:
+        mine = [p for p in tmp_path.iterdir() if p not in (live, other)]
+        assert len(mine) == 1 and mine[0].name.startswith(f"{SPILL_PREFIX}{host}-{os.getpid()}-")
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        assert limit != duckdb.connect().execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        assert con.execute("SELECT count(*) FROM range(1000)").fetchone()[0] == 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
