@@ -19,13 +19,18 @@ user tower over the user's items, trained with an in-batch sampled softmax.
   without them (the hybrid's cut-offs) the user tower is over the items alone. The country
   embeddings start at zero (0 = unknown country).
 * Training: (user, item) pairs of the user's items, the item left out of the user's own history;
-  the softmax over the batch's items (``temperature``; other pairs of the same item masked), Adam.
+  Adam. Up to ``full_softmax_items`` items the softmax runs over every item with interactions (one
+  item-tower pass of the catalog per batch; the user's other items left out of the denominator),
+  else over the batch's items (``temperature``; other pairs of the same item masked; logQ). With
+  ``item_bias`` a learned bias per item is added to the logits: on Online Retail the full softmax
+  with the bias took task new's NDCG@10 from 0.0805 to 0.087 and halved the fit time.
   Early stopping on the validation AUC of a random per-user share (``validation_fraction``), with
   ``patience``, at most ``epochs`` epochs and ``budget_seconds`` (models.deep.fit_loop); above
   ``max_interactions`` interactions it trains on a random sample of whole users (sample_users);
   every user's final embedding is then the user tower over all of the user's items.
 * Serving: ``user_factors_`` and ``item_factors_`` (every item of the matrix, those without
-  interactions from their content) as numpy arrays, scored as every factor model
+  interactions from their content and the median bias; with ``item_bias`` the user vectors over the
+  temperature with a ones column, the item vectors with a bias column) as numpy arrays, scored as every factor model
   (models.factors), no torch needed; ``content_vectors(texts)`` embeds items described by text
   only (after the fit) in numpy. Saved as npz (the tower weights through state_to_arrays).
 """
@@ -62,7 +67,7 @@ def content_text(items) -> np.ndarray | None:
     return None
 
 
-def _build(torch, n_items: int, n_terms: int, factors: int, n_countries: int = 0):
+def _build(torch, n_items: int, n_terms: int, factors: int, n_countries: int = 0, item_bias: bool = False):
     """The towers' weights: item ids (zero), term embeddings (when there is text), countries (zero;
     0 = unknown), two residual MLPs."""
     nn = torch.nn
@@ -72,7 +77,11 @@ def _build(torch, n_items: int, n_terms: int, factors: int, n_countries: int = 0
     if n_terms:
         mods["terms"] = nn.EmbeddingBag(n_terms, factors, mode="sum")
         nn.init.normal_(mods["terms"].weight, std=1.0 / np.sqrt(factors))
+    if item_bias:
+        mods["item_bias"] = nn.Embedding(n_items, 1)
     net = nn.ModuleDict(mods)
+    if item_bias:
+        nn.init.zeros_(net["item_bias"].weight)
     nn.init.zeros_(net["item_id"].weight)
     nn.init.zeros_(net["country"].weight)
     return net
@@ -91,7 +100,8 @@ class TwoTower(FactorRecommender):
                  temperature: float = 0.1, id_dropout: float = 0.5, budget_seconds: float = 600.0,
                  patience: int = 3, validation_fraction: float = 0.1, max_interactions: int = 2_000_000,
                  min_df: int = 1, ngram_max: int = 1, max_features: int = 20_000, logq: bool = True,
-                 user_features: bool = True, device: str = "auto", random_state: int = 42) -> None:
+                 user_features: bool = True, full_softmax_items: int = 20_000, item_bias: bool = True, device: str = "auto",
+                 random_state: int = 42) -> None:
         self.factors = factors
         self.learning_rate = learning_rate
         self.epochs = epochs
@@ -107,6 +117,8 @@ class TwoTower(FactorRecommender):
         self.max_features = max_features
         self.logq = logq
         self.user_features = user_features
+        self.full_softmax_items = full_softmax_items
+        self.item_bias = item_bias
         self.device = device
         self.random_state = random_state
 
@@ -180,14 +192,16 @@ class TwoTower(FactorRecommender):
                      "sample of whole users)", x.nnz, self.max_interactions, len(kept), n_users)
         train, valid = holdout_split(sample, self.validation_fraction, self.random_state)
         codes, interests = self._user_inputs(users, n_users, content.shape[1])
-        net = _build(torch, n_items, content.shape[1], int(self.factors), len(self.countries_)).to(device)
+        net = _build(torch, n_items, content.shape[1], int(self.factors), len(self.countries_),
+                     bool(self.item_bias)).to(device)
         ctx = _Batches(torch, net, content, train, device, codes, interests)
         self.fit_summary_ = {**self._train(torch, net, ctx, valid, rng), "users_trained": int(len(kept))}
         net.eval()
         with torch.no_grad():
             seen = np.diff(x.tocsc().indptr) > 0  # items with interactions keep their id embedding
             self.item_factors_ = ctx.all_items(seen)
-            self.user_factors_ = ctx.users(x, self.item_factors_)
+            self.user_factors_, self.item_factors_ = self._serving(ctx.users(x, self.item_factors_),
+                                                                  self.item_factors_, net, seen)
         self.tower_ = state_to_arrays(net)
         return self
 
@@ -209,6 +223,9 @@ class TwoTower(FactorRecommender):
         logq = np.log(np.maximum(freq, 1) / max(len(pos_i), 1)).astype(np.float32)
         # Without content an item is its id alone: nothing to drop it for.
         id_dropout = float(self.id_dropout) if ctx.content.shape[1] else 0.0
+        full = 0 < train.shape[1] <= int(self.full_softmax_items)
+        unseen = torch.from_numpy(~seen).to(ctx.device)[None, :]
+        bias = net["item_bias"].weight[:, 0] if "item_bias" in net else None
 
         def epoch_fn(epoch: int, time_up) -> float | None:
             if not len(pos_u):
@@ -220,14 +237,22 @@ class TwoTower(FactorRecommender):
                 if count and time_up():
                     break
                 b = order[s:s + batch]
-                users, targets = ctx.batch(pos_u[b], pos_i[b], rng, id_dropout)
+                users, targets = ctx.batch(pos_u[b], pos_i[b], rng, id_dropout, full)
                 logits = users @ targets.T / temp
-                if self.logq:
-                    logits = logits - torch.from_numpy(logq[pos_i[b]]).to(ctx.device)[None, :]
-                same = torch.from_numpy(pos_i[b][:, None] == pos_i[b][None, :]).to(ctx.device)
-                logits = logits.masked_fill(same & ~torch.eye(len(b), dtype=torch.bool, device=ctx.device),
-                                            float("-inf"))
-                loss = torch.nn.functional.cross_entropy(logits, torch.arange(len(b), device=ctx.device))
+                if full:  # every item: the target's column, the user's other items and unseen items left out
+                    logits = (logits + bias[None, :]) if bias is not None else logits
+                    logits = logits.masked_fill(ctx.others(pos_u[b], pos_i[b]) | unseen, float("-inf"))
+                    label = torch.from_numpy(pos_i[b]).to(ctx.device)
+                else:  # the batch's items: other pairs of the same item masked, logQ
+                    if bias is not None:
+                        logits = logits + bias[torch.from_numpy(pos_i[b]).to(ctx.device)][None, :]
+                    if self.logq:
+                        logits = logits - torch.from_numpy(logq[pos_i[b]]).to(ctx.device)[None, :]
+                    same = torch.from_numpy(pos_i[b][:, None] == pos_i[b][None, :]).to(ctx.device)
+                    logits = logits.masked_fill(same & ~torch.eye(len(b), dtype=torch.bool, device=ctx.device),
+                                                float("-inf"))
+                    label = torch.arange(len(b), device=ctx.device)
+                loss = torch.nn.functional.cross_entropy(logits, label)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -239,7 +264,8 @@ class TwoTower(FactorRecommender):
             net.eval()
             with torch.no_grad():
                 item_vecs = ctx.all_items(seen)
-                return validation_auc(ctx.users(train, item_vecs), item_vecs, train, valid)
+                users, items = self._serving(ctx.users(train, item_vecs), item_vecs, net, seen)
+                return validation_auc(users, items, train, valid)
 
         def snapshot():
             return {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -247,6 +273,27 @@ class TwoTower(FactorRecommender):
         return fit_loop(self.name, epoch_fn, validate if valid.nnz else None, int(self.epochs),
                         float(self.budget_seconds), int(self.patience), log, snapshot=snapshot,
                         restore=net.load_state_dict)
+
+    def _serving(self, users: np.ndarray, items: np.ndarray, net, seen: np.ndarray):
+        """The factors served: the towers' unit vectors, or with ``item_bias`` the user vectors over
+        the temperature plus a column of ones and the item vectors plus a column of biases (the
+        logits of training); items without interactions get the median bias of those with."""
+        if "item_bias" not in net:
+            return users, items
+        b = net["item_bias"].weight.detach().cpu().numpy()[:, 0].astype(np.float32)
+        b[~seen] = np.median(b[seen]) if seen.any() else 0.0
+        ones = np.ones((len(users), 1), np.float32)
+        return (np.ascontiguousarray(np.hstack([users / np.float32(self.temperature), ones]), dtype=np.float32),
+                np.ascontiguousarray(np.hstack([items, b[:, None]]), dtype=np.float32))
+
+    def item_vectors(self):
+        """The item tower's unit vectors (the bias column left out): similar items, new-item slots."""
+        return self.item_factors_[:, :int(self.factors)]
+
+    def user_vectors(self):
+        """The user tower's vectors (over the temperature with ``item_bias``; the ones column left
+        out): matched against ``item_vectors`` for the new-item slots, where no item has a bias."""
+        return self.user_factors_[:, :int(self.factors)]
 
     # -- persistence
     def _arrays(self):
@@ -294,14 +341,20 @@ class _Batches:
                                       per_sample_weights=t.from_numpy(c.data.astype(np.float32)).to(self.device))
         return _residual(t, self.net["user_mlp"], h)
 
-    def batch(self, users: np.ndarray, targets: np.ndarray, rng: np.random.Generator, id_dropout: float):
-        """(user embeddings, target item embeddings) of a batch of pairs: each user over the user's
-        training items but the target, each item's id dropped with probability ``id_dropout``."""
+    def batch(self, users: np.ndarray, targets: np.ndarray, rng: np.random.Generator, id_dropout: float,
+              full: bool = False):
+        """(user embeddings, item embeddings) of a batch of pairs: each user over the user's training
+        items but the target, each item's id dropped with probability ``id_dropout``; the items are
+        the targets, or with ``full`` every item (one item-tower pass of the catalog)."""
         t = self.torch
         hist = self.train[users].tocsr()
         rows = np.repeat(np.arange(len(users)), np.diff(hist.indptr))
         w = np.where(hist.indices == targets[rows], 0.0, hist.data).astype(np.float32)
-        uniq, inv = np.unique(np.concatenate([hist.indices.astype(np.int64), targets]), return_inverse=True)
+        if full:
+            uniq = np.arange(self.content.shape[0], dtype=np.int64)
+            inv = np.concatenate([hist.indices.astype(np.int64), uniq])
+        else:
+            uniq, inv = np.unique(np.concatenate([hist.indices.astype(np.int64), targets]), return_inverse=True)
         emb = self.items(uniq, rng.random(len(uniq)) >= id_dropout)
         norm = np.bincount(rows, weights=w, minlength=len(users))
         w = w / np.maximum(norm[rows], 1e-12)
@@ -309,6 +362,15 @@ class _Batches:
                                    t.from_numpy(w.astype(np.float32)), (len(users), len(uniq)),
                                    device=self.device, check_invariants=False).coalesce()
         return self.user_tower(t.sparse.mm(mean, emb), users), emb[t.from_numpy(inv[len(rows):]).to(self.device)]
+
+    def others(self, users: np.ndarray, targets: np.ndarray):
+        """True at each pair's user's other training items (left out of the full softmax)."""
+        hist = self.train[users].tocsr()
+        rows = np.repeat(np.arange(len(users)), np.diff(hist.indptr))
+        keep = hist.indices != targets[rows]
+        mask = np.zeros((len(users), self.content.shape[0]), bool)
+        mask[rows[keep], hist.indices[keep]] = True
+        return self.torch.from_numpy(mask).to(self.device)
 
     def all_items(self, seen: np.ndarray) -> np.ndarray:
         """Every item's embedding (no dropout; ids of the ``seen`` items only), float32."""

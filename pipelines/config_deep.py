@@ -48,6 +48,11 @@ class DeepModelSettings:
     two_tower_logq: bool = True
     # The user tower also reads the user's country and stated interests (the features' users table).
     two_tower_user_features: bool = True
+    # Up to this many items the softmax runs over the whole catalog (one item-tower pass per batch;
+    # the user's other items left out) instead of the batch's items; above it, in-batch with logQ.
+    two_tower_full_softmax_items: int = 20_000
+    # A learned bias per item added to the logits (served as an extra factor column).
+    two_tower_item_bias: bool = True
     two_tower_device: str = "auto"
     # SASRec-style sequence transformer (models/sasrec.py, PyTorch; not a default candidate): each
     # user's newest sasrec_max_len events (features sequence_max_events kept per user). Same stopping

@@ -208,7 +208,7 @@ class PersonalLists:
         ids = np.full((len(users), self.slots), NO_ITEM, np.int64)
         has = np.diff(full.indptr) > 0
         known, rest = np.flatnonzero(has), np.flatnonzero(~has)
-        ids[known] = factor_lists(self.cold.user_factors_[users[known]], self.cold.item_factors_, self.fresh_items,
+        ids[known] = factor_lists(self.cold.user_vectors()[users[known]], self.cold.item_vectors(), self.fresh_items,
                                   self.slots, full[known], block)[0]
         if len(rest):
             ids[rest] = content_lists(profiles[rest], self.vectors, self.fresh_items, self.slots, full[rest], block)[0]

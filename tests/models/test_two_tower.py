@@ -64,7 +64,7 @@ def test_a_new_item_with_an_items_content_is_among_its_nearest(fitted):
     # recomputes in numpy from the text.
     assert purchases()[:, NEW].nnz == 0
     np.testing.assert_allclose(fitted.content_vectors(item_text(catalog()).iloc[[NEW]]),
-                               fitted.item_factors_[[NEW]], atol=1e-5)
+                               fitted.item_vectors()[[NEW]], atol=1e-5)
     # ...and from the new item's side: item 0 first among its neighbours of its group.
     new_ids, _ = fitted.similar_items(np.array([NEW]), n=3)
     assert (group_of(new_ids[0]) == 0).all()

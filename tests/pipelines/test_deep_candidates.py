@@ -102,7 +102,7 @@ def test_the_two_tower_item_tower_places_never_bought_items_on_product_pages(nig
     cfg, _ = night
     f = read_features(cfg, DS)
     tt = load_model(layout(cfg).model(DS, "two_tower"))
-    v = tt.item_factors_ / np.linalg.norm(tt.item_factors_, axis=1, keepdims=True)
+    v = tt.item_vectors() / np.linalg.norm(tt.item_vectors(), axis=1, keepdims=True)
     idx = {k: i for i, k in enumerate(f.items["item_id"].astype(str))}
     sim = pd.read_parquet(layout(cfg).table_file("similar_items", DS))
     both = sim[sim["content_score"] > 0]
