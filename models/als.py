@@ -1,6 +1,15 @@
-"""Implicit-feedback matrix factorisation: implicit's ALS, scored with its fused top-k (models.factors)."""
+"""Implicit-feedback matrix factorisation: implicit's ALS, scored with its fused top-k (models.factors).
+
+Warm start (``warm_start``): the select step refits the serving model on all data after the train
+step fitted it on the data before the holdout window, with the same hyperparameters and the same
+user and item index. ALS started from those factors needs ``warm_iterations`` iterations, not
+``iterations``: on Online Retail, 3 to 5 warm iterations from a fit that lacked the last 7 or 14
+days score NDCG@10 0.2766 to 0.2772 (task all) and 0.0955 to 0.0964 (task new) against a cold
+15-iteration fit's 0.2778 / 0.0948 (0.2750 / 0.0924 with another seed); at ten million demo
+events the refit takes a third of the time (docs/benchmarks.md)."""
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import scipy.sparse as sp
@@ -8,23 +17,44 @@ import scipy.sparse as sp
 from models.factors import FactorRecommender
 from models.registry import register
 
+log = logging.getLogger(__name__)
+
 
 @register
 class ALSRecommender(FactorRecommender):
     name = "als"
 
     def __init__(self, factors: int = 64, regularization: float = 0.05, alpha: float = 2.0,
-                 iterations: int = 15, random_state: int = 42) -> None:
+                 iterations: int = 15, warm_iterations: int = 5, random_state: int = 42) -> None:
         self.factors = factors
         self.regularization = regularization
         self.alpha = alpha
         self.iterations = iterations
+        self.warm_iterations = warm_iterations
         self.random_state = random_state
+
+    def warm_start(self, previous) -> bool:
+        """Start the next ``fit`` from ``previous``'s factors, with ``warm_iterations`` iterations:
+        only when ``previous`` is a fitted ALS model with the same hyperparameters (the iteration
+        counts aside) and ``warm_iterations`` > 0; the matrix shape is checked at the fit (another
+        shape: a cold fit). True when the next fit will be warm."""
+        same = lambda m: {k: v for k, v in m.get_params().items() if "iterations" not in k}  # noqa: E731
+        ok = (self.warm_iterations > 0 and isinstance(previous, ALSRecommender) and same(previous) == same(self)
+              and getattr(previous, "user_factors_", None) is not None)
+        self.warm_ = (previous.user_factors_, previous.item_factors_) if ok else None
+        return ok
 
     def fit(self, user_items: sp.csr_matrix, items=None) -> "ALSRecommender":
         from implicit.cpu.als import AlternatingLeastSquares
 
+        warm = getattr(self, "warm_", None)
+        if warm is not None and (warm[0].shape[0], warm[1].shape[0]) != user_items.shape:
+            log.info("als: no warm start: the previous fit had %d x %d, this matrix %d x %d", warm[0].shape[0],
+                     warm[1].shape[0], *user_items.shape)
+            warm = None
+        self.warm_ = None
+        self.iterations_run_ = self.warm_iterations if warm is not None else self.iterations
         return self._fit_implicit(partial(AlternatingLeastSquares, factors=self.factors,
                                           regularization=self.regularization, alpha=self.alpha,
-                                          iterations=self.iterations, random_state=self.random_state),
-                                  user_items)
+                                          iterations=self.iterations_run_, random_state=self.random_state),
+                                  user_items, start=warm)

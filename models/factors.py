@@ -27,11 +27,16 @@ class FactorRecommender(Recommender):
     # recommend_with_own: extra places in the unfiltered top n for the user's own items.
     own_slack: int = 16
 
-    def _fit_implicit(self, make: Callable[[], object], user_items: sp.csr_matrix) -> FactorRecommender:
-        """Build (``make()``) and fit one of implicit's factor models, keep its factors; ``self``."""
+    def _fit_implicit(self, make: Callable[[], object], user_items: sp.csr_matrix,
+                      start: tuple[np.ndarray, np.ndarray] | None = None) -> FactorRecommender:
+        """Build (``make()``) and fit one of implicit's factor models, keep its factors; ``self``.
+        ``start``: (user factors, item factors) to start from (copied) instead of random ones."""
         # implicit's own threads do the work; threaded BLAS underneath only oversubscribes the cores.
         with threadpool_limits(1, "blas"):
             model = make(num_threads=self.num_threads)
+            if start is not None:
+                model.user_factors = np.array(start[0], dtype=np.float32, order="C")
+                model.item_factors = np.array(start[1], dtype=np.float32, order="C")
             model.fit(user_items.tocsr().astype(np.float32), show_progress=False)
         self.fit_threads_ = int(model.num_threads)  # what implicit ran with (not saved)
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)

@@ -95,6 +95,14 @@ def load_model(path: str | Path, cfg: Any = None) -> Recommender:
     return configure(model, cfg) if cfg is not None else model
 
 
+def warm_from(model: Recommender, saved: str | Path) -> Recommender:
+    """``model``, told to start its next fit from the model saved at ``saved`` (the select step: tonight's
+    holdout fit of the serving model) where it can (``warm_start``: ALS, models/als.py); else as it is."""
+    if hasattr(model, "warm_start") and (Path(saved) / "params.json").exists() and model.warm_start(load_model(saved)):
+        log.info("%s: the fit starts from the one saved at %s", model.name, saved)
+    return model
+
+
 def active_candidates(cfg: Any, n_items: int) -> tuple[str, ...]:
     """The configured candidates that fit this catalog (EASE is dense in items)."""
     skip = {"ease"} if n_items > cfg.models.ease_max_items else set()

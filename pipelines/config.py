@@ -40,8 +40,7 @@ class FeatureSettings:
     holdout_days: int = 7
     # Only events of the last `history_days` days up to ds feed the models (0 = all history).
     history_days: int = 0
-    # Popularity counts purchases in this trailing window.
-    popularity_days: int = 30
+    popularity_days: int = 30  # popularity counts purchases in this trailing window
     # Trending: purchases decayed with this half-life (days) before the cut-off.
     trending_half_life_days: float = 7.0
     # Anonymous sessions: events without a session_id start a new session after this much inactivity.
@@ -69,12 +68,13 @@ class ModelSettings(DeepModelSettings):
     als_regularization: float = 0.05
     als_alpha: float = 2.0
     als_iterations: int = 15
+    # The select step's refit of an ALS champion starts from its holdout fit (models/als.py): 0 = cold.
+    als_warm_iterations: int = 5
     bpr_factors: int = 64
     bpr_iterations: int = 100
     bpr_learning_rate: float = 0.01
     bpr_regularization: float = 0.01
-    # BPR's samples per fit at most: on large data the iterations are cut to fit (models/bpr.py).
-    bpr_max_samples: int = 200_000_000
+    bpr_max_samples: int = 200_000_000  # per fit: on large data the iterations are cut (models/bpr.py)
     bpr_min_iterations: int = 10
     itemknn_neighbours: int = 100
     itemknn_weighting: str = "bm25"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
-from models.registry import fit_model, items_for_fit, make_model
+from models.registry import fit_model, items_for_fit, make_model, warm_from
 from pipelines.artifacts import (
     layout,
     read_eval_summary,
@@ -65,8 +65,8 @@ def run(cfg: Config, ds: str, run_id: str, airflow_run_id: str | None = None) ->
     t0 = time.perf_counter()
     tuned = summary.get("params", {})
     sequences = lambda: read_sequences(cfg, ds, "full")  # noqa: E731  (read only for a sequence model)
-    champ_dir = fit_model(make_model(serving, cfg, tuned.get(serving)), f.full, items, sequences, f.users).save(
-        paths.model(ds, "champion"))
+    champ_dir = fit_model(warm_from(make_model(serving, cfg, tuned.get(serving)), paths.holdout_model(ds, serving)),
+                          f.full, items, sequences, f.users).save(paths.model(ds, "champion"))
     fit_seconds = time.perf_counter() - t0
     chall_dir = champ_dir if serving == challenger else fit_model(
         make_model(challenger, cfg, tuned.get(challenger)), f.full, items, sequences, f.users).save(
