@@ -147,24 +147,26 @@ def _chunks(parts: list[Part], limit: int) -> list[list[Part]]:
 def _read(chunk: list[Part]) -> pd.DataFrame:
     """The rows of a chunk's files, with their landing file, partition and batch; an empty frame of
     the schema when there is none."""
-    tables, cols = [], {"_source_file": [], "_partition": [], "_batch": []}
+    tables, values = [], {"_source_file": [], "_partition": [], "_batch": []}
     for d, files in chunk:
         for f in files:
-            t = read_event_file(f)
-            tables.append(t)
+            tables.append(read_event_file(f))
             for k, v in (("_source_file", f"{d.name}/{f.name}"), ("_partition", d.name.split("=", 1)[1]),
                          ("_batch", batches.batch_of(f))):
-                cols[k].append(np.full(t.num_rows, v, dtype=object))
+                values[k].append(v)
     if not tables:
         df = EVENT_SCHEMA.empty_table().to_pandas()
-        return df.assign(**{k: pd.Series([], dtype=object) for k in cols})
+        return df.assign(**{k: pd.Series([], dtype=object) for k in values})
+    sizes = [t.num_rows for t in tables]
     combined = pa.concat_tables(tables)
     tables.clear()
     # Arrow buffers are released column by column as pandas takes them over (no second copy).
     df = combined.to_pandas(split_blocks=True, self_destruct=True)
     del combined
-    for k, v in cols.items():
-        df[k] = np.concatenate(v)
+    # Where each row came from: one value per file, so categoricals (a code per row, each name once).
+    for k, v in values.items():
+        names, per_file = np.unique(np.array(v, dtype=object), return_inverse=True)
+        df[k] = pd.Categorical.from_codes(np.repeat(per_file.astype(np.int32), sizes), categories=names)
     return df
 
 
@@ -259,7 +261,7 @@ def _write_partition(cfg: Config, ds: str, run_id: str, d: Path, files: list[Pat
         "event_date": pa.array([date_] * len(q), pa.string()), "rule": pa.array(q["rule"], pa.string()),
         **{f.name: pa.array(q[f.name], f.type, from_pandas=True) for f in EVENT_SCHEMA if f.name != UNPARSEABLE},
         "unparseable": pa.array(q[UNPARSEABLE], pa.string(), from_pandas=True),
-        "source_file": pa.array(q["_source_file"], pa.string()),
+        "source_file": pa.array(q["_source_file"].astype(object), pa.string()),
     }, schema=QUARANTINE_SCHEMA)
     storage.atomic_write_parquet(qt, qdir / "part.parquet")
     # The manifest goes last: a crash before it leaves the partition pending, never half-done. Its

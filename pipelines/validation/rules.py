@@ -125,7 +125,11 @@ def row_rule_masks(df: pd.DataFrame, partition_date: pd.Series, ds: str | None =
     etime = pd.to_datetime(df[C.EVENT_TIME], utc=True)
     day = etime.dt.tz_localize(None).to_numpy().astype("datetime64[D]")
     # Each partition name once (any year 0001..9999): event_date=unknown and the like are NaT.
-    codes, names = pd.factorize(pd.Series(partition_date).astype(object), use_na_sentinel=True)
+    part = pd.Series(partition_date)
+    if isinstance(part.dtype, pd.CategoricalDtype):  # the gate's chunks: each name once already
+        codes, names = part.cat.codes.to_numpy(), part.cat.categories.to_numpy(dtype=object)
+    else:
+        codes, names = pd.factorize(part.astype(object), use_na_sentinel=True)
     days = np.array([_day(n) for n in names] + [np.datetime64("NaT", "D")], dtype="datetime64[D]")
     pday = days[np.where(codes < 0, len(names), codes)]
     qty = pd.to_numeric(df[C.QUANTITY], errors="coerce")

@@ -31,6 +31,14 @@ def examples(df: pd.DataFrame, mask: np.ndarray, n: int = EXAMPLES, rule: str = 
              for k, v in r.items() if not (k == UNPARSEABLE and pd.isna(v))} for r in rows.to_dict("records")]
 
 
+def _codes(column: pd.Series) -> tuple[np.ndarray, list]:
+    """(a code per row, the distinct values): a categorical's own, else factorised."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.codes.to_numpy(), list(column.cat.categories)
+    codes, names = pd.factorize(column, use_na_sentinel=False)
+    return codes, list(names)
+
+
 @dataclass
 class Tally:
     exempt: set[str]
@@ -56,25 +64,38 @@ class Tally:
         self.rows_in += len(df)
         self.quarantined += int(bad.sum())
         self.codes.append(codes.astype(np.int32))
-        b = df["_batch"].to_numpy()
+        # Batches, files and partitions as codes (the gate's chunks carry them as categoricals).
+        b, batch_names = _codes(df["_batch"])
+        files, file_names = _codes(df["_source_file"])
+        parts, part_names = _codes(df["_partition"])
+        nb = len(batch_names)
+
+        def per_batch(mask: np.ndarray | None = None) -> dict:
+            n = np.bincount(b if mask is None else b[mask], minlength=nb)
+            return {batch_names[k]: int(n[k]) for k in np.flatnonzero(n)}
+
         self.rule_counts.update({r: int(m.sum()) for r, m in masks.items()})
-        self.batch_rows.update(pd.Series(b).value_counts().to_dict())
-        self.batch_errors.update(pd.Series(b[errors]).value_counts().to_dict())
-        self.failed_rows.update(pd.Series(b[masks[BATCH_FAILED]]).value_counts().to_dict())
-        for bb, files in pd.Series(df["_source_file"].to_numpy()[errors]).groupby(b[errors]):
-            self.error_files.setdefault(bb, set()).update(files)
+        self.batch_rows.update(per_batch())
+        self.batch_errors.update(per_batch(errors))
+        self.failed_rows.update(per_batch(masks[BATCH_FAILED]))
+        for key in np.unique(b[errors].astype(np.int64) * len(file_names) + files[errors]):
+            self.error_files.setdefault(batch_names[key // len(file_names)], set()).add(file_names[key % len(file_names)])
         for r, m in masks.items():
             if r in self.exempt or r == BATCH_FAILED or not m.any():
                 continue
-            for bb, n in pd.Series(b[m]).value_counts().items():
-                self.rule_rows[(bb, r)] += int(n)
+            for bb, n in per_batch(m).items():
+                self.rule_rows[(bb, r)] += n
                 have = self.rule_examples.setdefault((bb, r), [])
                 if len(have) < EXAMPLES:
-                    have += examples(df, m & (b == bb), EXAMPLES - len(have), rule=r)
-        grouped = pd.DataFrame({"b": b, "p": df["_partition"].to_numpy(), "q": bad})
-        for (bb, p), g in grouped.groupby(["b", "p"])["q"]:
-            c = self.counts.setdefault(bb, {}).setdefault(p, [0, 0, 0])
-            c[0], c[1], c[2] = c[0] + len(g), c[1] + int(len(g) - g.sum()), c[2] + int(g.sum())
+                    have += examples(df, m & (b == batch_names.index(bb)), EXAMPLES - len(have), rule=r)
+        cell = b.astype(np.int64) * len(part_names) + parts
+        rows = np.bincount(cell, minlength=nb * len(part_names))
+        quarantined = np.bincount(cell[bad], minlength=nb * len(part_names))
+        for key in np.flatnonzero(rows):
+            c = self.counts.setdefault(batch_names[key // len(part_names)], {}).setdefault(
+                part_names[key % len(part_names)], [0, 0, 0])
+            n, q = int(rows[key]), int(quarantined[key])
+            c[0], c[1], c[2] = c[0] + n, c[1] + n - q, c[2] + q
 
     def judge(self, cfg: Config, ledger: dict) -> dict[str, dict]:
         """The verdict on each batch not judged before: ``failed`` when more than
