@@ -329,7 +329,7 @@ class Recommender:
         np.savez(path / "model.npz", **dense)
         for k, v in arrays.items():
             if sp.issparse(v):
-                sp.save_npz(path / f"{k}.npz", v.tocsr())
+                sp.save_npz(path / f"{k}.npz", v.tocsr(), compressed=False)  # written each night, read soon after
         return path
 
     @classmethod
