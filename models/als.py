@@ -6,7 +6,11 @@ user and item index. ALS started from those factors needs ``warm_iterations`` it
 ``iterations``: on Online Retail, 3 to 5 warm iterations from a fit that lacked the last 7 or 14
 days score NDCG@10 0.2766 to 0.2772 (task all) and 0.0955 to 0.0964 (task new) against a cold
 15-iteration fit's 0.2778 / 0.0948 (0.2750 / 0.0924 with another seed); at ten million demo
-events the refit takes a third of the time (docs/benchmarks.md)."""
+events the refit takes a third of the time (docs/benchmarks.md). The nightly search's trials with
+the candidate's factors start from the candidate's holdout fit too: 5 warm iterations from the
+regularization-0.05 fit gave 0.2769 / 0.0950 (regularization 0.01), 0.2804 / 0.0957 (1.0) and
+0.2848 / 0.0967 (10.0) against cold fits' 0.2741-0.2760 / 0.0923-0.0949, 0.2749-0.2779 /
+0.0918-0.0944 and 0.2837-0.2838 / 0.0946-0.0959 (two seeds)."""
 from __future__ import annotations
 
 import logging
@@ -35,14 +39,18 @@ class ALSRecommender(FactorRecommender):
 
     def warm_start(self, previous) -> bool:
         """Start the next ``fit`` from ``previous``'s factors, with ``warm_iterations`` iterations:
-        only when ``previous`` is a fitted ALS model with the same hyperparameters (the iteration
-        counts aside) and ``warm_iterations`` > 0; the matrix shape is checked at the fit (another
-        shape: a cold fit). True when the next fit will be warm."""
-        same = lambda m: {k: v for k, v in m.get_params().items() if "iterations" not in k}  # noqa: E731
-        ok = (self.warm_iterations > 0 and isinstance(previous, ALSRecommender) and same(previous) == same(self)
+        only when ``previous`` is a fitted ALS model with as many factors and ``warm_iterations`` > 0
+        (its regularization or alpha may differ: the search's trials start from the candidate's fit);
+        the matrix shape is checked at the fit (another shape: a cold fit). True when the next fit
+        will be warm."""
+        ok = (self.warm_iterations > 0 and isinstance(previous, ALSRecommender) and previous.factors == self.factors
               and getattr(previous, "user_factors_", None) is not None)
         self.warm_ = (previous.user_factors_, previous.item_factors_) if ok else None
         return ok
+
+    def fit_share(self) -> float:
+        """The next fit's iterations as a share of a cold fit's (the search's expected trial time)."""
+        return self.warm_iterations / max(self.iterations, 1) if getattr(self, "warm_", None) is not None else 1.0
 
     def fit(self, user_items: sp.csr_matrix, items=None) -> "ALSRecommender":
         from implicit.cpu.als import AlternatingLeastSquares

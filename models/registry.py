@@ -103,6 +103,12 @@ def warm_from(model: Recommender, saved: str | Path) -> Recommender:
     return model
 
 
+def fit_share(model: Recommender) -> float:
+    """The share of a cold fit's time the model's next fit is expected to take (``fit_share``:
+    below 1 after a warm start), 1 for the others."""
+    return float(model.fit_share()) if hasattr(model, "fit_share") else 1.0
+
+
 def active_candidates(cfg: Any, n_items: int) -> tuple[str, ...]:
     """The configured candidates that fit this catalog (EASE is dense in items)."""
     skip = {"ease"} if n_items > cfg.models.ease_max_items else set()

@@ -38,8 +38,7 @@ class FeatureSettings:
     event_weights: Mapping[str, float] = field(default_factory=_default_weights)
     # Temporal holdout: the last `holdout_days` days up to ds are the evaluation window.
     holdout_days: int = 7
-    # Only events of the last `history_days` days up to ds feed the models (0 = all history).
-    history_days: int = 0
+    history_days: int = 0  # only events of the last `history_days` days up to ds feed the models (0 = all)
     popularity_days: int = 30  # popularity counts purchases in this trailing window
     # Trending: purchases decayed with this half-life (days) before the cut-off.
     trending_half_life_days: float = 7.0
@@ -95,13 +94,14 @@ class ModelSettings(DeepModelSettings):
 @dataclass(frozen=True)
 class EvaluationSettings:
     """Offline evaluation (evaluate step) and the nightly hyperparameter search."""
-    # Cut-off of precision@K, recall@K and NDCG@K.
-    eval_k: int = 10
+    eval_k: int = 10  # the K of precision@K, recall@K and NDCG@K
     # Each segment is scored on a fixed random sample of at most this many users: metrics to about
     # +-0.003 NDCG, in bounded time at any size.
     eval_max_users: int = 10_000
     # Seconds the nightly hyperparameter search may spend (0 = no search).
     search_budget_seconds: float = 60.0
+    # The search tunes only candidates whose NDCG is at least this share of the best candidate's.
+    search_min_share: float = 0.5
 
 
 @dataclass(frozen=True)

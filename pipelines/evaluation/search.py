@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from models.registry import fit_model, items_for_fit, make_model
+from models.registry import fit_model, fit_share, items_for_fit, make_model, warm_from
 from pipelines.artifacts import Features, layout
 from pipelines.config import Config
 from pipelines.evaluation.holdout import beyond_accuracy
@@ -48,6 +48,10 @@ def search(cfg: Config, ds: str, f: Features, users, truth, inactive, n_catalog:
     the candidate's fit time in the train step): the budget bounds the search's time, not only its
     start (at ten million events a 128-factor ALS trial started at 54 s of 60 took another 57 s).
 
+    Only candidates within ``search_min_share`` of the best candidate's NDCG are tuned (a candidate at a
+    third of the best does not become the champion by a change of its settings). A trial that keeps
+    the candidate's factors starts from its holdout fit where the model can (ALS's warm start).
+
     A trial that beats a candidate's current NDCG replaces its metrics and its saved holdout model;
     the winning overrides are returned per candidate (the select step refits with them).
     Returns (trials, overrides).
@@ -59,7 +63,12 @@ def search(cfg: Config, ds: str, f: Features, users, truth, inactive, n_catalog:
     deadline = time.perf_counter() + cfg.evaluation.search_budget_seconds
     trained_path = layout(cfg).models_dir(ds) / "holdout" / "trained.json"
     trained = storage.read_json(trained_path) if trained_path.exists() else {}
+    best = max((summary[c][key] for c in candidates if c in summary), default=0.0)
     for name in candidates:
+        if SEARCH_SPACE.get(name) and summary.get(name, {}).get(key, 0.0) < cfg.evaluation.search_min_share * best:
+            log.info("evaluate ds=%s: search skips %s: ndcg@%d %.4f is below search_min_share %.2f of the best %.4f",
+                     ds, name, cfg.evaluation.eval_k, summary[name][key], cfg.evaluation.search_min_share, best)
+            continue
         for alt in SEARCH_SPACE.get(name, []):
             if time.perf_counter() >= deadline:
                 log.info("evaluate ds=%s: search budget of %ss used up", ds, cfg.evaluation.search_budget_seconds)
@@ -73,8 +82,11 @@ def search(cfg: Config, ds: str, f: Features, users, truth, inactive, n_catalog:
                 log.info("evaluate ds=%s: search skips %s: its budget_seconds %ss is more than the %.0fs left",
                          ds, name, model.budget_seconds, deadline - t0)
                 break
-            expected = expected_seconds(make_model(name, cfg).get_params(), alt,
-                                        trained.get(name, {}).get("fit_seconds"))
+            # A trial keeping the candidate's factors starts from its holdout fit where the model can
+            # (ALS: models/als.py warm_start), so it costs a share of a cold fit.
+            warm_from(model, layout(cfg).holdout_model(ds, name))
+            expected = fit_share(model) * expected_seconds(make_model(name, cfg).get_params(), alt,
+                                                           trained.get(name, {}).get("fit_seconds"))
             if expected > deadline - t0:
                 log.info("evaluate ds=%s: search skips %s %s: expected to fit in %.0fs, %.0fs left", ds, name, alt,
                          expected, deadline - t0)

@@ -49,6 +49,11 @@ def test_warm_start_only_from_the_same_model_and_shape():
     x = planted()
     base = ALSRecommender(factors=8, iterations=4, random_state=3).fit(x)
     assert not ALSRecommender(factors=16, iterations=4, random_state=3).warm_start(base)  # other factors
+    assert ALSRecommender(factors=8, regularization=1.0).warm_start(base)  # a search trial: other regularization
+    assert ALSRecommender(factors=8, regularization=1.0).fit_share() == 1.0  # not told to warm start: cold
+    trial = ALSRecommender(factors=8, iterations=15, warm_iterations=5)
+    trial.warm_start(base)
+    assert trial.fit_share() == 5 / 15
     assert not ALSRecommender(factors=8, warm_iterations=0).warm_start(base)  # switched off
     assert not ALSRecommender(factors=8).warm_start(ALSRecommender(factors=8))  # not fitted
     other = ALSRecommender(factors=8, iterations=4, random_state=3)

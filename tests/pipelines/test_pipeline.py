@@ -195,3 +195,41 @@ def test_three_user_shards_publish_exactly_the_single_shard_lists(demo_run):
     keys = ["surface", "user_id", "rank"]
     pd.testing.assert_frame_equal(before.sort_values(keys).reset_index(drop=True),
                                   after.sort_values(keys).reset_index(drop=True))
+
+
+def test_the_search_tunes_only_candidates_near_the_best_and_warm_starts_als(demo_run, tmp_path, caplog):
+    """search_min_share: a candidate below that share of the best candidate's NDCG gets no trial. The
+    shares come from an evaluate run without search (the candidates' own figures); the threshold is
+    put between two candidates' shares. ALS trials with the candidate's factors start from its
+    holdout fit; those with other factors do not."""
+    import logging
+    import shutil
+
+    from pipelines.evaluation.search import SEARCH_SPACE
+    from pipelines.run import run_step
+
+    cfg, _ = demo_run
+
+    def evaluate(name, **settings):
+        home = tmp_path / name / "var"
+        shutil.copytree(cfg.home, home)
+        c = cfg.replace(home=home, **settings)
+        run_step("evaluate", c, DS, name)
+        return json.loads((layout(c).eval_dir(DS) / "summary.json").read_text())
+
+    plain = evaluate("plain", search_budget_seconds=0.0)["metrics"]
+    best = max(m["ndcg_at_10"] for m in plain.values())
+    share = {n: plain[n]["ndcg_at_10"] / best for n in plain if SEARCH_SPACE.get(n)}
+    assert len(share) >= 2 and "als" in share
+    low, high = sorted(set(share.values()))[:2]
+    threshold = (low + high) / 2
+    tuned = evaluate("tuned", search_budget_seconds=600.0, search_min_share=threshold)
+    tried = {t["model"] for t in tuned["search"]}
+    assert tried == {n for n, s in share.items() if s >= threshold}
+    assert tried != set(share)  # the threshold left one out
+    with caplog.at_level(logging.INFO, logger="models.registry"):
+        every = evaluate("every", search_budget_seconds=600.0, search_min_share=0.0)
+    assert {t["model"] for t in every["search"]} == set(share)
+    warm = [r.getMessage() for r in caplog.records if "the fit starts from" in r.getMessage()]
+    same_factors = [a for a in SEARCH_SPACE["als"] if a.get("factors", cfg.models.als_factors) == cfg.models.als_factors]
+    assert same_factors and len(warm) == len(same_factors) and all("holdout/als" in m for m in warm)
