@@ -55,7 +55,7 @@ def test_als_and_bpr_share_the_factor_model_base_not_each_other():
     assert not issubclass(BPRRecommender, ALSRecommender)
     # Each defines only its hyperparameters and its fit (ALS also its warm start, models/als.py).
     assert {k for k, v in vars(BPRRecommender).items() if callable(v)} == {"__init__", "fit"}
-    assert {k for k, v in vars(ALSRecommender).items() if callable(v)} == {"__init__", "fit", "warm_start"}
+    assert {k for k, v in vars(ALSRecommender).items() if callable(v)} == {"__init__", "fit", "warm_start", "fit_share"}
 
 
 def test_popularity_ranks_by_given_popularity_then_weight():
