@@ -201,7 +201,7 @@ class TwoTower(FactorRecommender):
             seen = np.diff(x.tocsc().indptr) > 0  # items with interactions keep their id embedding
             self.item_factors_ = ctx.all_items(seen)
             self.user_factors_, self.item_factors_ = self._serving(ctx.users(x, self.item_factors_),
-                                                                  self.item_factors_, net, seen)
+                                                                  self.item_factors_, net, ctx.bias_trained)
         self.tower_ = state_to_arrays(net)
         return self
 
@@ -226,6 +226,9 @@ class TwoTower(FactorRecommender):
         full = 0 < train.shape[1] <= int(self.full_softmax_items)
         unseen = torch.from_numpy(~seen).to(ctx.device)[None, :]
         bias = net["item_bias"].weight[:, 0] if "item_bias" in net else None
+        # The items whose bias training moves: every item with training pairs under the full softmax,
+        # the items that are targets in-batch; the others are served the median bias (_serving).
+        ctx.bias_trained = seen if full else freq > 0
 
         def epoch_fn(epoch: int, time_up) -> float | None:
             if not len(pos_u):
@@ -264,7 +267,7 @@ class TwoTower(FactorRecommender):
             net.eval()
             with torch.no_grad():
                 item_vecs = ctx.all_items(seen)
-                users, items = self._serving(ctx.users(train, item_vecs), item_vecs, net, seen)
+                users, items = self._serving(ctx.users(train, item_vecs), item_vecs, net, ctx.bias_trained)
                 return validation_auc(users, items, train, valid)
 
         def snapshot():
@@ -274,14 +277,16 @@ class TwoTower(FactorRecommender):
                         float(self.budget_seconds), int(self.patience), log, snapshot=snapshot,
                         restore=net.load_state_dict)
 
-    def _serving(self, users: np.ndarray, items: np.ndarray, net, seen: np.ndarray):
+    def _serving(self, users: np.ndarray, items: np.ndarray, net, trained: np.ndarray):
         """The factors served: the towers' unit vectors, or with ``item_bias`` the user vectors over
         the temperature plus a column of ones and the item vectors plus a column of biases (the
-        logits of training); items without interactions get the median bias of those with."""
+        logits of training); items whose bias was never trained (``trained`` False: never bought,
+        or bought only in the validation share or by users outside the sample) get the median bias
+        of the trained ones."""
         if "item_bias" not in net:
             return users, items
         b = net["item_bias"].weight.detach().cpu().numpy()[:, 0].astype(np.float32)
-        b[~seen] = np.median(b[seen]) if seen.any() else 0.0
+        b[~trained] = np.median(b[trained]) if trained.any() else 0.0
         ones = np.ones((len(users), 1), np.float32)
         return (np.ascontiguousarray(np.hstack([users / np.float32(self.temperature), ones]), dtype=np.float32),
                 np.ascontiguousarray(np.hstack([items, b[:, None]]), dtype=np.float32))
@@ -315,6 +320,7 @@ class _Batches:
     def __init__(self, torch, net, content: sp.csr_matrix, train: sp.csr_matrix, device: str,
                  countries: np.ndarray, interests: sp.csr_matrix) -> None:
         self.torch, self.net, self.content, self.train, self.device = torch, net, content, train, device
+        self.bias_trained = np.zeros(train.shape[1], bool)  # set by TwoTower._train
         self.countries, self.interests = countries, interests
 
     def items(self, idx: np.ndarray, keep_id: np.ndarray):

@@ -70,12 +70,16 @@ def test_a_new_item_with_an_items_content_is_among_its_nearest(fitted):
     assert (group_of(new_ids[0]) == 0).all()
 
 
-def test_users_get_their_groups_unseen_items_first():
+@pytest.mark.parametrize("variant", [{}, {"item_bias": False}, {"full_softmax_items": 0}],
+                         ids=["full-softmax-bias", "full-softmax", "in-batch-logq-bias"])
+def test_users_get_their_groups_unseen_items_first(variant):
     # Each user buys 4 of its group's 6 items, one held out for validation (early stopping runs).
     # Groups 1 and 2 look alike: only what was learnt from the purchases separates them (untrained
-    # towers put about half of these users' lists in the wrong group).
+    # towers put about half of these users' lists in the wrong group). The softmax over the whole
+    # catalog (the default up to full_softmax_items), without the item bias, and the in-batch
+    # softmax of larger catalogs.
     ui = purchases(per_user=4)
-    model = two_tower(validation_fraction=0.25, patience=5, random_state=1).fit(ui, catalog(alike=True))
+    model = two_tower(validation_fraction=0.25, patience=5, random_state=1, **variant).fit(ui, catalog(alike=True))
     users = np.arange(30)
     ids, _ = model.recommend(users, ui, n=2, exclude=ui)  # the 2 unseen items of the user's group
     assert (group_of(ids) == (users // 10)[:, None]).all()
@@ -128,3 +132,18 @@ def test_country_and_stated_interests_place_users_without_purchases():
     blind = two_tower(epochs=40, random_state=2).fit(ui, catalog())
     assert np.allclose(blind.user_factors_[30], blind.user_factors_[31])
     assert np.allclose(blind.user_factors_[31], blind.user_factors_[32])
+
+
+def test_served_scores_are_the_training_logits(fitted):
+    """With item_bias the served factors give cosine / temperature + the item's bias; the never-bought
+    item (no trained bias) gets the median of the trained biases; item_vectors and user_vectors are
+    the towers' own vectors (unit items; users over the temperature)."""
+    t = fitted.temperature
+    users, items = fitted.user_vectors(), fitted.item_vectors()
+    np.testing.assert_allclose(np.linalg.norm(items, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(users * t, axis=1), 1.0, atol=1e-5)
+    bias = fitted.tower_["item_bias.weight"][:, 0].copy()
+    bought = np.asarray(purchases().sum(axis=0)).ravel() > 0
+    assert not bought[NEW] and bought[:NEW].all()
+    bias[NEW] = np.median(bias[:NEW])
+    np.testing.assert_allclose(fitted.score(np.arange(30), purchases()), users @ items.T + bias[None, :], atol=1e-4)
