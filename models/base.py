@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -336,7 +337,12 @@ class Recommender:
     def load(cls, path: str | Path) -> Recommender:
         path = Path(path)
         meta = json.loads((path / "params.json").read_text())
-        model = cls(**meta["params"])
+        known = set(cls.param_names())
+        unknown = sorted(set(meta["params"]) - known)
+        if unknown:  # saved by a newer release (a rollback): the settings this release knows are kept
+            logging.getLogger(__name__).warning("%s: %s parameters %s are unknown to this release and ignored",
+                                                path, cls.name, unknown)
+        model = cls(**{k: v for k, v in meta["params"].items() if k in known})
         arrays = dict(np.load(path / "model.npz", allow_pickle=False))
         for f in path.glob("*.npz"):
             if f.name != "model.npz":

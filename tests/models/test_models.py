@@ -127,3 +127,23 @@ def test_content_text_vectors_match_scikit_learn_tfidf(tmp_path):
     # The first query is closest to the scarf, the second to the lantern.
     sims = (loaded.text_vectors(queries) @ loaded.item_vectors().T).toarray()
     assert sims[0].argmax() == 0 and sims[1].argmax() == 3 and not sims[2].any()
+
+
+def test_a_model_saved_by_a_newer_release_loads_without_its_unknown_settings(tmp_path, caplog):
+    """A rollback: the newer release saved a setting this one does not know; the model loads with the
+    settings it knows and the same factors, and says what it ignored."""
+    import json
+    import logging
+
+    from models import load_model
+
+    model = ALSRecommender(factors=2, iterations=2).fit(checkerboard())
+    path = model.save(tmp_path / "als")
+    meta = json.loads((path / "params.json").read_text())
+    meta["params"]["from_the_future"] = 3
+    (path / "params.json").write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING, logger="models.base"):
+        loaded = load_model(path)
+    np.testing.assert_array_equal(loaded.item_factors_, model.item_factors_)
+    assert loaded.get_params() == model.get_params()
+    assert any("from_the_future" in r.getMessage() and "ignored" in r.getMessage() for r in caplog.records)
