@@ -142,6 +142,17 @@ def arrays_to_state(module, arrays: dict[str, np.ndarray], prefix: str = "") -> 
     module.load_state_dict({k: torch.from_numpy(np.asarray(arrays[prefix + k])) for k in names}, strict=True)
 
 
+def others_mask(train: sp.csr_matrix, users: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """users x items booleans, True at each (user, target) pair's user's other items of ``train``: left
+    out of a full softmax's denominator (they are not negatives); the target itself stays in."""
+    hist = train[np.asarray(users)].tocsr()
+    rows = np.repeat(np.arange(len(users)), np.diff(hist.indptr))
+    keep = hist.indices != np.asarray(targets)[rows]
+    mask = np.zeros((len(users), train.shape[1]), bool)
+    mask[rows[keep], hist.indices[keep]] = True
+    return mask
+
+
 def holdout_split(user_items: sp.csr_matrix, fraction: float, seed: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """(train, validation), both of ``user_items``' shape: per user, ``floor(fraction * n_u)`` of the
     user's ``n_u`` items, drawn at random, go to validation (so users with fewer than ``1 / fraction``

@@ -24,8 +24,8 @@ import logging
 import numpy as np
 import scipy.sparse as sp
 
-from models.deep import (fit_loop, holdout_split, import_torch, pick_device, sample_users, seed_everything,
-                         validation_auc)
+from models.deep import (fit_loop, holdout_split, import_torch, others_mask, pick_device, sample_users,
+                         seed_everything, validation_auc)
 from models.factors import FactorRecommender
 from models.kernels import member
 from models.registry import register
@@ -124,7 +124,8 @@ class LightGCN(FactorRecommender):
             return torch.nn.functional.softplus(-(emb[u] * (emb[i] - emb[j])).sum(dim=1)).mean()
         items = emb[n_users:]
         if n_items <= self.full_softmax_items:
-            logits = (emb[u] @ items.T).masked_fill(_others(torch, train, u, i - n_users), float("-inf"))
+            mask = others_mask(train, u.cpu().numpy(), (i - n_users).cpu().numpy())
+            logits = (emb[u] @ items.T).masked_fill(torch.from_numpy(mask).to(emb.device), float("-inf"))
             return torch.nn.functional.cross_entropy(logits, i - n_users)
         neg = torch.from_numpy(rng.integers(0, n_items, int(self.negatives))).to(emb.device)
         logits = torch.cat([(emb[u] * emb[i]).sum(-1, keepdim=True), emb[u] @ items[neg].T], dim=1)
@@ -176,17 +177,6 @@ class LightGCN(FactorRecommender):
         return fit_loop(self.name, epoch_fn, validate if valid.nnz else None, int(self.epochs),
                         float(self.budget_seconds), int(self.patience), log,
                         snapshot=lambda: e0.detach().clone(), restore=restore)
-
-
-def _others(torch, train: sp.csr_matrix, users, targets):
-    """True at each (user, target) pair's user's other items of ``train`` (batch x items)."""
-    u, t = users.cpu().numpy(), targets.cpu().numpy()
-    hist = train[u]
-    rows = np.repeat(np.arange(len(u)), np.diff(hist.indptr))
-    keep = hist.indices != t[rows]
-    mask = np.zeros((len(u), train.shape[1]), bool)
-    mask[rows[keep], hist.indices[keep]] = True
-    return torch.from_numpy(mask).to(users.device)
 
 
 def _negatives(rng: np.random.Generator, users: np.ndarray, pos_keys: np.ndarray, n_items: int,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -95,10 +96,24 @@ def load_model(path: str | Path, cfg: Any = None) -> Recommender:
     return configure(model, cfg) if cfg is not None else model
 
 
+def warm_source(model: Recommender, saved: str | Path) -> Recommender | None:
+    """The model saved at ``saved`` when ``model`` can start a fit from it (``warm_start``: ALS,
+    models/als.py), else None. A warm start only saves time: a saved model that cannot be read
+    (a step killed while saving it) gives None, with a warning, and the fit starts cold."""
+    if not hasattr(model, "warm_start") or not (Path(saved) / "params.json").exists():
+        return None
+    try:
+        return load_model(saved)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        log.warning("%s: no warm start from %s (%s: %s): a cold fit", model.name, saved, type(e).__name__, e)
+        return None
+
+
 def warm_from(model: Recommender, saved: str | Path) -> Recommender:
     """``model``, told to start its next fit from the model saved at ``saved`` (the select step: tonight's
-    holdout fit of the serving model) where it can (``warm_start``: ALS, models/als.py); else as it is."""
-    if hasattr(model, "warm_start") and (Path(saved) / "params.json").exists() and model.warm_start(load_model(saved)):
+    holdout fit of the serving model) where it can (``warm_source``); else as it is."""
+    source = warm_source(model, saved)
+    if source is not None and model.warm_start(source):
         log.info("%s: the fit starts from the one saved at %s", model.name, saved)
     return model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from models.registry import fit_model, fit_share, items_for_fit, load_model, make_model
+from models.registry import fit_model, fit_share, items_for_fit, make_model, warm_source
 from pipelines.artifacts import Features, layout
 from pipelines.config import Config
 from pipelines.evaluation.holdout import beyond_accuracy
@@ -40,15 +40,6 @@ def expected_seconds(base: dict, alt: dict, fit_seconds: float | None) -> float:
     return float(fit_seconds) * ratio
 
 
-def warm_start_model(cfg: Config, ds: str, name: str):
-    """The candidate's holdout fit (train step) when its model type can start a fit from another
-    (``warm_start``: ALS), read before any trial replaces it; else None."""
-    path = layout(cfg).holdout_model(ds, name)
-    if not hasattr(make_model(name, cfg), "warm_start") or not path.exists():
-        return None
-    return load_model(path)
-
-
 def search(cfg: Config, ds: str, f: Features, users, truth, inactive, n_catalog: int, summary: dict,
            candidates) -> tuple[list[dict], dict]:
     """Try SEARCH_SPACE alternatives on the same holdout until ``search_budget_seconds`` run out.
@@ -78,7 +69,8 @@ def search(cfg: Config, ds: str, f: Features, users, truth, inactive, n_catalog:
             log.info("evaluate ds=%s: search skips %s: ndcg@%d %.4f is below search_min_share %.2f of the best %.4f",
                      ds, name, cfg.evaluation.eval_k, summary[name][key], cfg.evaluation.search_min_share, best)
             continue
-        start = warm_start_model(cfg, ds, name)
+        # The candidate's holdout fit, read before a winning trial replaces it (ALS's warm start).
+        start = warm_source(make_model(name, cfg), layout(cfg).holdout_model(ds, name))
         for alt in SEARCH_SPACE.get(name, []):
             if time.perf_counter() >= deadline:
                 log.info("evaluate ds=%s: search budget of %ss used up", ds, cfg.evaluation.search_budget_seconds)

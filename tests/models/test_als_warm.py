@@ -74,3 +74,22 @@ def test_select_warm_loads_the_holdout_fit(tmp_path):
     # A model type without a warm start is left as it was; another ALS setting is not warmed.
     assert not hasattr(warm(BPRRecommender(factors=8), tmp_path / "als"), "warm_")
     assert warm(ALSRecommender(factors=16, iterations=4, random_state=3), tmp_path / "als").warm_ is None
+
+
+def test_a_holdout_fit_that_cannot_be_read_gives_a_cold_fit(tmp_path, caplog):
+    """A step killed while saving the holdout fit leaves a truncated file: the refit starts cold
+    (a warm start only saves time), with a warning, and fits as a fresh model does."""
+    import logging
+
+    x = planted()
+    saved = ALSRecommender(factors=8, iterations=4, random_state=3).fit(x).save(tmp_path / "als")
+    data = (saved / "model.npz").read_bytes()
+    (saved / "model.npz").write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING, logger="models.registry"):
+        model = warm(ALSRecommender(factors=8, iterations=4, random_state=3), saved)
+    assert getattr(model, "warm_", None) is None
+    assert any("no warm start" in r.getMessage() for r in caplog.records)
+    model.fit(x)
+    fresh = ALSRecommender(factors=8, iterations=4, random_state=3).fit(x)
+    assert model.iterations_run_ == 4
+    np.testing.assert_array_equal(model.user_factors_, fresh.user_factors_)

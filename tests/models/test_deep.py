@@ -196,22 +196,14 @@ def test_state_dict_round_trip_through_npz_without_pickle(tmp_path):
 
 def test_the_softmax_leaves_out_the_users_other_items_by_hand():
     """The full softmaxes of LightGCN and the two-tower model leave each pair's user's other training
-    items out of the denominator (they are not negatives); the target stays in. (SASRec keeps them:
-    on Online Retail leaving them out gave task new 0.0599 against 0.0623, task all 0.2050 against
-    0.1900.)"""
-    import torch
-
-    from models.lightgcn import _others
+    items out of the denominator (they are not negatives; models.deep.others_mask, shared by both);
+    the target stays in. (SASRec keeps them: on Online Retail leaving them out gave task new 0.0599
+    against 0.0623, task all 0.2050 against 0.1900.)"""
+    from models.deep import others_mask
 
     # user 0 bought items 1, 3, 4; user 1 bought item 2.
     train = sp.csr_matrix((np.ones(4, np.float32), ([0, 0, 0, 1], [1, 3, 4, 2])), shape=(2, 6))
-    mask = _others(torch, train, torch.tensor([0, 0, 1]), torch.tensor([3, 1, 2])).numpy()
+    mask = others_mask(train, np.array([0, 0, 1]), np.array([3, 1, 2]))
     np.testing.assert_array_equal(mask, [[0, 1, 0, 0, 1, 0],   # target 3: items 1 and 4 left out
                                          [0, 0, 0, 1, 1, 0],   # target 1: items 3 and 4
                                          [0, 0, 0, 0, 0, 0]])  # user 1 has no other item
-    # The two-tower model's batches: the same rule.
-    from models.two_tower import _Batches
-
-    batches = _Batches(torch, None, sp.csr_matrix((6, 1), dtype=np.float32), train, "cpu", np.zeros(2, np.int64),
-                       sp.csr_matrix((2, 1), dtype=np.float32))
-    np.testing.assert_array_equal(batches.others(np.array([0, 0, 1]), np.array([3, 1, 2])).numpy(), mask)
