@@ -239,11 +239,38 @@ class Recommender:
         all_scores[rr[keep], rank[keep]] = vv[keep]
         return (all_ids, all_scores), (new_ids, new_scores)
 
-    def similar_items(self, items: np.ndarray, n: int, filter_items: np.ndarray | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Top n most similar items (cosine over ``item_vectors``), the item itself excluded."""
+    def similar_items(self, items: np.ndarray, n: int, filter_items: np.ndarray | None = None,
+                      within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top n most similar items (cosine over ``item_vectors``), the item itself excluded; with
+        ``within`` (a group code per item of the catalog) only items of the anchor's own group,
+        each group's cosines computed apart: the work is the sum of the groups' squares, not the
+        catalog's square. Missing neighbours: id -1."""
         unit = unit_rows(self.item_vectors())
         items = np.asarray(items, dtype=np.int64)
+        if within is None:
+            return self._similar(unit, items, n, filter_items)
+        codes = np.unique(np.asarray(within), return_inverse=True)[1].ravel()
+        filt = np.zeros(unit.shape[0], bool)
+        if filter_items is not None and len(filter_items):
+            filt[np.asarray(filter_items, dtype=np.int64)] = True
+        ids = np.full((len(items), n), NO_ITEM, np.int64)
+        scores = np.full((len(items), n), -np.inf, np.float32)
+        order = np.argsort(codes, kind="stable")  # each group's items in item order
+        bounds = np.searchsorted(codes[order], np.arange(codes.max(initial=-1) + 2))
+        a_order = np.argsort(codes[items], kind="stable")
+        a_bounds = np.searchsorted(codes[items][a_order], np.arange(codes.max(initial=-1) + 2))
+        for g in range(len(bounds) - 1):
+            members, pos = order[bounds[g]:bounds[g + 1]], a_order[a_bounds[g]:a_bounds[g + 1]]
+            if not len(pos):
+                continue
+            i, v = self._similar(unit[members], np.searchsorted(members, items[pos]), n, np.flatnonzero(filt[members]))
+            ids[pos, :i.shape[1]] = np.where(i >= 0, members[np.maximum(i, 0)], NO_ITEM)
+            scores[pos, :i.shape[1]] = v
+        return ids, scores
+
+    def _similar(self, unit, items: np.ndarray, n: int, filter_items: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """``similar_items`` over the unit vectors ``unit`` (rows = the candidates)."""
         n_all = unit.shape[0]
         filt = np.zeros(n_all, bool)
         if filter_items is not None and len(filter_items):

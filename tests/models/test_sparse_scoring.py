@@ -90,12 +90,12 @@ def test_score_pairs_equals_dense_scores(name):
     np.testing.assert_allclose(model.score_pairs(u, i, x), dense[u, i], rtol=1e-5, atol=1e-6)
 
 
-def check_similar(ids, scores, matrix, n, filtered):
+def check_similar(ids, scores, matrix, n, filtered, anchors=None):
     """Each anchor's list against its row of ``matrix`` sorted in full (self, filtered and
-    non-positive entries left out)."""
+    non-positive entries left out); row k of ``matrix`` is anchor ``anchors[k]`` (default k)."""
     for a in range(matrix.shape[0]):
         row = matrix[a].copy()
-        row[[a, *filtered]] = -np.inf
+        row[[a if anchors is None else anchors[a], *filtered]] = -np.inf
         row[row <= 1e-9] = -np.inf
         order = np.lexsort((np.arange(len(row)), -row))
         order = order[np.isfinite(row[order])][:n]
@@ -109,15 +109,21 @@ def check_similar(ids, scores, matrix, n, filtered):
 def test_content_similar_items_equal_dense_cosines(dense):
     # Sparse cosines (the sparse top-K path) and dense blocks of a sparse matrix (forced by pricing
     # the sparse sort out), against a dense cosine matrix sorted in full.
-    x, table = data(seed=5, users=300, items=400)
+    model, v = content_model(5, 11, dense)
+    ids, scores = model.similar_items(np.arange(v.shape[0]), 6, filter_items=np.array([2, 3]))
+    check_similar(ids, scores, v @ v.T, 6, [2, 3])
+
+
+def content_model(seed: int, block: int, dense: bool):
+    """A content model on ``data(seed)`` with blocks of ``block`` rows (the dense-block path when
+    ``dense``: the sparse sort priced out) and its unit item vectors, dense, in float64."""
+    x, table = data(seed=seed, users=300, items=400)
     model = REGISTRY["content"]().fit(x, table)
-    model.block_users = 11
+    model.block_users = block
     if dense:
         model.sparse_sort_cost = 1e9
-    ids, scores = model.similar_items(np.arange(x.shape[1]), 6, filter_items=np.array([2, 3]))
     v = model.item_vectors().toarray().astype(np.float64)
-    v /= np.where(np.linalg.norm(v, axis=1) > 0, np.linalg.norm(v, axis=1), 1)[:, None]
-    check_similar(ids, scores, v @ v.T, 6, [2, 3])
+    return model, v / np.where(np.linalg.norm(v, axis=1) > 0, np.linalg.norm(v, axis=1), 1)[:, None]
 
 
 def test_itemknn_similar_items_are_its_neighbours_scaled_by_the_strongest():
@@ -148,3 +154,21 @@ def test_recommend_with_own_equals_two_recommend_calls(name):
     np.testing.assert_array_equal(a_ids, want_all)
     # Own items do reach the list over all items (a user with history and a high own score).
     assert (np.asarray(x[np.repeat(users, 10), np.maximum(a_ids, 0).ravel()]).ravel() > 0).any()
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_similar_items_within_groups_equal_masked_dense_cosines(dense):
+    # ``within``: each anchor's neighbours from its own group only. Reference: the full dense cosine
+    # matrix with every pair of different groups set to -inf, sorted in full; the anchors are a
+    # shuffled subset (the output follows their order) and one group has fewer items than n.
+    model, v = content_model(7, 13, dense)
+    rng = np.random.default_rng(1)
+    groups = np.array(["g%d" % g for g in rng.integers(0, 5, 400)], dtype=object)
+    groups[[10, 20, 30]] = "tiny"
+    anchors = rng.permutation(400)[:250]
+    ids, scores = model.similar_items(anchors, 6, filter_items=np.array([2, 3]), within=groups)
+    cos = np.where(groups[:, None] == groups[None, :], v @ v.T, -np.inf)[anchors]
+    check_similar(ids, scores, cos, 6, [2, 3], anchors=anchors)
+    assert all(set(groups[ids[k][ids[k] >= 0]]) <= {groups[a]} for k, a in enumerate(anchors))
+    tiny = np.flatnonzero(np.isin(anchors, [10, 20, 30]))
+    assert (ids[tiny, 2:] == -1).all()  # two other items in its group at most

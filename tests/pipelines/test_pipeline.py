@@ -93,6 +93,13 @@ def test_similar_items_and_model_runs(demo_run):
     assert "i000000" not in set(sim["item_id"]) | set(sim["similar_item_id"])
     assert (sim["item_id"] != sim["similar_item_id"]).all()
     assert sim.groupby("item_id")["rank"].max().max() == cfg.ranking.similar_items_n
+    # The demo catalog has categories: a content neighbour shares the anchor's category (the
+    # co-interaction ones may cross it).
+    cat = warehouse(cfg, "SELECT item_id, category FROM items WHERE ds = ?::DATE", DS).set_index("item_id")["category"]
+    content = sim[sim["content_score"] > 0]
+    assert len(content) > 100 and (cat[content["item_id"]].to_numpy() == cat[content["similar_item_id"]].to_numpy()).all()
+    crossing = sim[cat[sim["item_id"]].to_numpy() != cat[sim["similar_item_id"]].to_numpy()]
+    assert len(crossing) and (crossing["content_score"] == 0).all() and (crossing["itemknn_score"] > 0).all()
     everything = warehouse(cfg, "SELECT * FROM model_runs WHERE ds = ?::DATE", DS)
     runs = everything[(everything["protocol"] == "holdout") & (everything["segment"] == "returning")]
     assert set(runs["model"]) == set(cfg.models.candidates)
