@@ -67,6 +67,25 @@ def test_the_evaluation_ranker_never_sees_the_evaluation_window(demo_features):
     scrambled = daily.copy()
     scrambled.loc[late, "item_idx"] = rng.permutation(scrambled.loc[late, "item_idx"].to_numpy())
     scrambled.loc[late, "w"] = rng.random(late.sum()).astype(np.float32) * 10
+    # The user's repeat share is a feature of task all's ranker only (task new never lists own items).
+    assert "user_repeat" in ranker.model.feature_names_in_
+    run = HybridRun(cfg, daily, f.full.shape, text, inactive)
+    assert "user_repeat" not in run.train(t2, new_only=True).model.feature_names_in_
     _, uu2, ii2, again = eval_scores(scrambled)
     assert np.array_equal(uu, uu2) and np.array_equal(ii, ii2)
     np.testing.assert_array_equal(base, again)
+
+
+def test_user_repeat_by_hand():
+    # Daily rows (one per user, item and day): user 0 bought item 0 on days 1 and 3 and item 1 on
+    # day 2 (one of two items bought again: 0.5); user 1 bought item 2 once and only viewed item 0
+    # on two days (views do not count: 0.0); user 2 bought item 1 on days 1 and 2 (1.0); user 3
+    # has no purchase (0.0). Day 4 is the cut-off: the purchase on day 4 is not seen.
+    from pipelines.hybrid.ranker import cutoff
+
+    rows = [(0, 0, 1, 1), (0, 1, 2, 1), (0, 0, 3, 1), (1, 2, 1, 1), (1, 0, 1, 0), (1, 0, 2, 0),
+            (2, 1, 1, 1), (2, 1, 2, 1), (3, 2, 2, 0), (1, 2, 4, 1)]
+    daily = pd.DataFrame(rows, columns=["user_idx", "item_idx", "day", "purchases"])
+    daily["w"] = np.float32(1.0)
+    c = cutoff(daily, 4, (4, 3), np.array(["a", "b", "c"], dtype=object))
+    np.testing.assert_allclose(c.user_repeat, [0.5, 0.0, 1.0, 0.0])
