@@ -48,11 +48,11 @@ from models.deep import (fit_loop, holdout_split, import_torch, others_mask, pic
                          seed_everything, state_to_arrays, validation_auc)
 from models.factors import FactorRecommender
 from models.registry import register
+from models.towers import Batches, build
 
 log = logging.getLogger(__name__)
 
 TOWER = "tower."  # prefix of the tower weights among the saved arrays
-CHUNK = 65_536  # items or users per no-grad forward pass
 
 
 def content_text(items) -> np.ndarray | None:
@@ -67,30 +67,6 @@ def content_text(items) -> np.ndarray | None:
     return None
 
 
-def _build(torch, n_items: int, n_terms: int, factors: int, n_countries: int = 0, item_bias: bool = False):
-    """The towers' weights: item ids (zero), term embeddings (when there is text), countries (zero;
-    0 = unknown), two residual MLPs."""
-    nn = torch.nn
-    mods = {"country": nn.Embedding(n_countries + 1, factors, padding_idx=0),"item_id": nn.Embedding(n_items, factors),
-            "item_mlp": nn.Sequential(nn.Linear(factors, factors), nn.ReLU(), nn.Linear(factors, factors)),
-            "user_mlp": nn.Sequential(nn.Linear(factors, factors), nn.ReLU(), nn.Linear(factors, factors))}
-    if n_terms:
-        mods["terms"] = nn.EmbeddingBag(n_terms, factors, mode="sum")
-        nn.init.normal_(mods["terms"].weight, std=1.0 / np.sqrt(factors))
-    if item_bias:
-        mods["item_bias"] = nn.Embedding(n_items, 1)
-    net = nn.ModuleDict(mods)
-    if item_bias:
-        nn.init.zeros_(net["item_bias"].weight)
-    nn.init.zeros_(net["item_id"].weight)
-    nn.init.zeros_(net["country"].weight)
-    return net
-
-
-def _residual(torch, mlp, h):
-    return torch.nn.functional.normalize(h + mlp(h), dim=1)
-
-
 @register
 class TwoTower(FactorRecommender):
     name = "two_tower"
@@ -101,7 +77,8 @@ class TwoTower(FactorRecommender):
                  patience: int = 3, validation_fraction: float = 0.1, max_interactions: int = 2_000_000,
                  min_df: int = 1, ngram_max: int = 1, max_features: int = 20_000, logq: bool = True,
                  user_features: bool = True, full_softmax_items: int = 20_000, item_bias: bool = True,
-                 device: str = "auto", random_state: int = 42) -> None:
+                 warm_epochs: int = 3, device: str = "auto", random_state: int = 42) -> None:
+        self.warm_epochs = warm_epochs
         self.factors = factors
         self.learning_rate = learning_rate
         self.epochs = epochs
@@ -192,10 +169,12 @@ class TwoTower(FactorRecommender):
                      "sample of whole users)", x.nnz, self.max_interactions, len(kept), n_users)
         train, valid = holdout_split(sample, self.validation_fraction, self.random_state)
         codes, interests = self._user_inputs(users, n_users, content.shape[1])
-        net = _build(torch, n_items, content.shape[1], int(self.factors), len(self.countries_),
+        net = build(torch, n_items, content.shape[1], int(self.factors), len(self.countries_),
                      bool(self.item_bias)).to(device)
-        ctx = _Batches(torch, net, content, train, device, codes, interests)
-        self.fit_summary_ = {**self._train(torch, net, ctx, valid, rng), "users_trained": int(len(kept))}
+        warm = self._warm(torch, net)
+        ctx = Batches(torch, net, content, train, device, codes, interests)
+        self.fit_summary_ = {**self._train(torch, net, ctx, valid, rng, warm), "users_trained": int(len(kept)),
+                             "warm": warm}
         net.eval()
         with torch.no_grad():
             seen = np.diff(x.tocsc().indptr) > 0  # items with interactions keep their id embedding
@@ -205,8 +184,39 @@ class TwoTower(FactorRecommender):
         self.tower_ = state_to_arrays(net)
         return self
 
-    def _train(self, torch, net, ctx: _Batches, valid: sp.csr_matrix, rng: np.random.Generator) -> dict:
-        """In-batch softmax epochs under models.deep.fit_loop; ``net`` ends at its best epoch."""
+    def warm_start(self, previous) -> bool:
+        """Start the next ``fit`` from ``previous``'s tower weights, for at most ``warm_epochs`` epochs
+        with a patience of 1: only when ``previous`` is a fitted two-tower model with as many factors
+        and the same bias setting and ``warm_epochs`` > 0; the weights' shapes (items, vocabulary,
+        countries) are checked at the fit (others: a cold fit). The hybrid's cut-offs (the same
+        catalog, a month more of data each) and the select step's refit use it. True when the next
+        fit will be warm."""
+        ok = (int(self.warm_epochs) > 0 and isinstance(previous, TwoTower) and previous.factors == self.factors
+              and bool(previous.item_bias) == bool(self.item_bias) and getattr(previous, "tower_", None) is not None)
+        self.warm_ = dict(previous.tower_) if ok else None
+        return ok
+
+    def fit_share(self) -> float:
+        """The next fit's epochs as a share of a cold fit's (the search's expected trial time)."""
+        return int(self.warm_epochs) / max(int(self.epochs), 1) if getattr(self, "warm_", None) is not None else 1.0
+
+    def _warm(self, torch, net) -> bool:
+        """Loads the ``warm_start`` weights into ``net`` when every shape matches; True if it did."""
+        warm, self.warm_ = getattr(self, "warm_", None), None
+        if warm is None:
+            return False
+        state = net.state_dict()
+        if set(state) != set(warm) or any(tuple(state[k].shape) != warm[k].shape for k in state):
+            log.info("two_tower: no warm start: the previous fit's weights have other shapes (catalog, "
+                     "vocabulary or countries changed)")
+            return False
+        net.load_state_dict({k: torch.from_numpy(np.array(warm[k])) for k in state})
+        return True
+
+    def _train(self, torch, net, ctx: Batches, valid: sp.csr_matrix, rng: np.random.Generator,
+               warm: bool = False) -> dict:
+        """In-batch softmax epochs under models.deep.fit_loop; ``net`` ends at its best epoch (a warm
+        start: ``warm_epochs`` at most, patience 1)."""
         train = ctx.train
         n_u = np.diff(train.indptr)
         rows = np.repeat(np.arange(train.shape[0], dtype=np.int64), n_u)
@@ -274,8 +284,10 @@ class TwoTower(FactorRecommender):
         def snapshot():
             return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
-        return fit_loop(self.name, epoch_fn, validate if valid.nnz else None, int(self.epochs),
-                        float(self.budget_seconds), int(self.patience), log, snapshot=snapshot,
+        epochs, patience = (int(self.warm_epochs), min(int(self.patience), 1)) if warm else \
+            (int(self.epochs), int(self.patience))
+        return fit_loop(self.name, epoch_fn, validate if valid.nnz else None, epochs,
+                        float(self.budget_seconds), patience, log, snapshot=snapshot,
                         restore=net.load_state_dict)
 
     def _serving(self, users: np.ndarray, items: np.ndarray, net, trained: np.ndarray):
@@ -313,78 +325,3 @@ class TwoTower(FactorRecommender):
         self.terms_, self.idf_ = arrays["terms_"], arrays["idf_"]
         self.countries_ = arrays.get("countries_", np.array([], dtype=str))
         self.tower_ = {k[len(TOWER):]: v for k, v in arrays.items() if k.startswith(TOWER)}
-
-
-class _Batches:
-    """The towers' forward passes over numpy indices: a training batch, every item, every user."""
-
-    def __init__(self, torch, net, content: sp.csr_matrix, train: sp.csr_matrix, device: str,
-                 countries: np.ndarray, interests: sp.csr_matrix) -> None:
-        self.torch, self.net, self.content, self.train, self.device = torch, net, content, train, device
-        self.bias_trained = np.zeros(train.shape[1], bool)  # set by TwoTower._train
-        self.countries, self.interests = countries, interests
-
-    def items(self, idx: np.ndarray, keep_id: np.ndarray):
-        """Item-tower embeddings of items ``idx``; ``keep_id``: 1 where the id embedding counts."""
-        t = self.torch
-        h = self.net["item_id"](t.from_numpy(idx).to(self.device))
-        h = h * t.from_numpy(keep_id.astype(np.float32)).to(self.device)[:, None]
-        if "terms" in self.net:
-            c = self.content[idx]
-            h = h + self.net["terms"](t.from_numpy(c.indices.astype(np.int64)).to(self.device),
-                                      t.from_numpy(c.indptr[:-1].astype(np.int64)).to(self.device),
-                                      per_sample_weights=t.from_numpy(c.data.astype(np.float32)).to(self.device))
-        return _residual(t, self.net["item_mlp"], h)
-
-    def user_tower(self, means, rows: np.ndarray):
-        """The user tower over the mean of the user's items plus the user's country and stated
-        interests (their terms' embeddings, weighted by TF-IDF)."""
-        t = self.torch
-        h = means + self.net["country"](t.from_numpy(self.countries[rows]).to(self.device))
-        if "terms" in self.net and self.interests.nnz:
-            c = self.interests[rows]
-            h = h + self.net["terms"](t.from_numpy(c.indices.astype(np.int64)).to(self.device),
-                                      t.from_numpy(c.indptr[:-1].astype(np.int64)).to(self.device),
-                                      per_sample_weights=t.from_numpy(c.data.astype(np.float32)).to(self.device))
-        return _residual(t, self.net["user_mlp"], h)
-
-    def batch(self, users: np.ndarray, targets: np.ndarray, rng: np.random.Generator, id_dropout: float,
-              full: bool = False):
-        """(user embeddings, item embeddings) of a batch of pairs: each user over the user's training
-        items but the target, each item's id dropped with probability ``id_dropout``; the items are
-        the targets, or with ``full`` every item (one item-tower pass of the catalog)."""
-        t = self.torch
-        hist = self.train[users].tocsr()
-        rows = np.repeat(np.arange(len(users)), np.diff(hist.indptr))
-        w = np.where(hist.indices == targets[rows], 0.0, hist.data).astype(np.float32)
-        if full:
-            uniq = np.arange(self.content.shape[0], dtype=np.int64)
-            inv = hist.indices.astype(np.int64)
-        else:
-            uniq, inv = np.unique(np.concatenate([hist.indices.astype(np.int64), targets]), return_inverse=True)
-        emb = self.items(uniq, rng.random(len(uniq)) >= id_dropout)
-        norm = np.bincount(rows, weights=w, minlength=len(users))
-        w = w / np.maximum(norm[rows], 1e-12)
-        mean = t.sparse_coo_tensor(t.from_numpy(np.vstack([rows, inv[:len(rows)]]).astype(np.int64)),
-                                   t.from_numpy(w.astype(np.float32)), (len(users), len(uniq)),
-                                   device=self.device, check_invariants=False).coalesce()
-        return self.user_tower(t.sparse.mm(mean, emb), users), \
-            emb if full else emb[t.from_numpy(inv[len(rows):]).to(self.device)]
-
-    def all_items(self, seen: np.ndarray) -> np.ndarray:
-        """Every item's embedding (no dropout; ids of the ``seen`` items only), float32."""
-        n = self.content.shape[0]
-        out = [self.items(np.arange(s, min(s + CHUNK, n), dtype=np.int64), seen[s:s + CHUNK]).cpu().numpy()
-               for s in range(0, n, CHUNK)]
-        return np.ascontiguousarray(np.vstack(out) if out else np.zeros((0, 1)), dtype=np.float32)
-
-    def users(self, user_items: sp.csr_matrix, item_vecs: np.ndarray) -> np.ndarray:
-        """Every user's embedding: the user tower over the weighted mean of the user's item vectors."""
-        x = user_items.tocsr()
-        norm = np.asarray(x.sum(axis=1)).ravel()
-        means = sp.diags(np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)) @ x @ item_vecs
-        means = np.asarray(means, dtype=np.float32)
-        out = [self.user_tower(self.torch.from_numpy(means[s:s + CHUNK]).to(self.device),
-                               np.arange(s, min(s + CHUNK, len(means)))).cpu().numpy()
-               for s in range(0, len(means), CHUNK)]
-        return np.ascontiguousarray(np.vstack(out) if out else np.zeros((0, item_vecs.shape[1])), dtype=np.float32)

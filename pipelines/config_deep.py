@@ -53,6 +53,9 @@ class DeepModelSettings:
     two_tower_full_softmax_items: int = 20_000
     # A learned bias per item added to the logits (served as an extra factor column).
     two_tower_item_bias: bool = True
+    # A fit that starts from an earlier fit (the hybrid's next cut-off, the select step's refit of a
+    # two-tower champion) runs at most this many epochs, with a patience of 1 (0: always cold).
+    two_tower_warm_epochs: int = 3
     two_tower_device: str = "auto"
     # SASRec-style sequence transformer (models/sasrec.py, PyTorch; not a default candidate): each
     # user's newest sasrec_max_len events (features sequence_max_events kept per user). Same stopping

@@ -121,16 +121,29 @@ def truth_matrix(daily: pd.DataFrame, start: int, end: int, shape, new_only: boo
     return t.tocsr()
 
 
-class Generators:
-    """The stage-1 models fitted at one cut-off."""
+# Generators whose fit at a cut-off starts from their fit at the previous (earlier) cut-off
+# (``warm_start``): the two-tower model, whose cold fit is bound by its time budget; with 30 s a fit
+# on Online Retail, the rank step's four fits took 175 s cold (docs/benchmarks.md). ALS keeps cold
+# fits here: its lists are part of the default hybrid, whose figures are pinned.
+WARM_GENERATORS = ("two_tower",)
 
-    def __init__(self, cfg: Config, c: Cutoff) -> None:
+
+class Generators:
+    """The stage-1 models fitted at one cut-off; ``previous``: those of an earlier cut-off, which the
+    ``WARM_GENERATORS`` start from (never a later one: it has seen this cut-off's label window)."""
+
+    def __init__(self, cfg: Config, c: Cutoff, previous: Generators | None = None) -> None:
         gens = cfg.hybrid.hybrid_generators
         unknown = sorted(set(gens) - set(REGISTRY))
         if unknown:
             raise ValueError(f"hybrid_generators: unknown model(s) {unknown}; known: {sorted(REGISTRY)}")
         names = [g for g in gens if not (g == "ease" and c.x.shape[1] > cfg.models.ease_max_items)]
-        self.models = {g: fit_model(make_model(g, cfg), c.x, c.items, c.sequences) for g in names}
+        self.models = {}
+        for g in names:
+            model = make_model(g, cfg)
+            if g in WARM_GENERATORS and previous is not None and g in previous.models:
+                model.warm_start(previous.models[g])
+            self.models[g] = fit_model(model, c.x, c.items, c.sequences)
 
 
 def candidate_blocks(cfg: Config, c: Cutoff, gens: Generators, users: np.ndarray, new_only: bool,
@@ -284,7 +297,8 @@ class HybridRun:
             log.info("rank: features and generators (%s) at day %d", ", ".join(self.cfg.hybrid.hybrid_generators), day)
             c = cutoff(self.daily, day, self.shape, self.text, self.cfg.features.trending_half_life_days,
                        self.signals, self.cfg.hybrid.ranker_window_days, self.cfg.hybrid.ranker_context_features)
-            self._cut[day] = (c, Generators(self.cfg, c))
+            earlier = [d for d in self._cut if d < day]
+            self._cut[day] = (c, Generators(self.cfg, c, self._cut[max(earlier)][1] if earlier else None))
         return self._cut[day]
 
     def train(self, end: int, new_only: bool) -> Ranker:
@@ -292,6 +306,10 @@ class HybridRun:
         task, xs, ys = "new" if new_only else "all", [], []
         windows = Progress(log, f"rank task {task}: training windows up to day {end}", self.cfg.hybrid.ranker_windows,
                            "windows")
+        for k in reversed(range(self.cfg.hybrid.ranker_windows)):  # fitted oldest first: warm starts
+            start = end - h * (k + 1)
+            if not self.daily.empty and start > int(self.daily["day"].min()):
+                self.at(start)
         for k in range(self.cfg.hybrid.ranker_windows):
             start = end - h * (k + 1)
             if self.daily.empty or start <= int(self.daily["day"].min()):

@@ -147,3 +147,24 @@ def test_served_scores_are_the_training_logits(fitted):
     assert not bought[NEW] and bought[:NEW].all()
     bias[NEW] = np.median(bias[:NEW])
     np.testing.assert_allclose(fitted.score(np.arange(30), purchases()), users @ items.T + bias[None, :], atol=1e-4)
+
+
+def test_warm_start_starts_from_the_previous_weights(fitted):
+    # With a learning rate of 0 the warm fit cannot move: its weights and served factors are the
+    # previous fit's to the bit (a cold fit with rate 0 stays at its random start, far from them).
+    warm = two_tower(random_state=5, learning_rate=0.0)
+    assert warm.warm_start(fitted) and warm.fit_share() == pytest.approx(3 / 25)
+    warm.fit(purchases(), catalog())
+    assert warm.fit_summary_["warm"] and warm.fit_summary_["epochs"] <= 3
+    assert all(np.array_equal(warm.tower_[k], fitted.tower_[k]) for k in fitted.tower_)
+    np.testing.assert_array_equal(warm.item_factors_, fitted.item_factors_)
+    cold = two_tower(random_state=5, learning_rate=0.0).fit(purchases(), catalog())
+    assert not cold.fit_summary_["warm"] and not np.allclose(cold.item_factors_, fitted.item_factors_)
+    # Another catalog (one item more: other weight shapes) or another model: a cold fit.
+    bigger = two_tower(random_state=5)
+    assert bigger.warm_start(fitted)
+    x = sp.hstack([purchases(), sp.csr_matrix((30, 1), dtype=np.float32)]).tocsr()
+    bigger.fit(x, pd.concat([catalog(), catalog().iloc[[1]]], ignore_index=True))
+    assert not bigger.fit_summary_["warm"]
+    assert not two_tower().warm_start(REGISTRY["popularity"]().fit(purchases()))
+    assert not two_tower(factors=8).warm_start(fitted)

@@ -43,8 +43,14 @@ def demo_features(tmp_path_factory):
     return cfg
 
 
-def test_the_evaluation_ranker_never_sees_the_evaluation_window(demo_features):
+@pytest.mark.parametrize("generators", ["default", "two_tower"])
+def test_the_evaluation_ranker_never_sees_the_evaluation_window(demo_features, generators):
+    # With the two-tower generator, each cut-off's fit starts from the previous (earlier) one's:
+    # the scrambled evaluation window must not reach it either.
     cfg = demo_features
+    if generators == "two_tower":
+        cfg = cfg.replace(hybrid_generators=("buy_again", "als", "two_tower"), two_tower_factors=8,
+                          two_tower_epochs=3, two_tower_warm_epochs=2)
     f = read_features(cfg, "2024-06-30")
     daily = pq.read_table(layout(cfg).features_dir("2024-06-30") / "daily.parquet").to_pandas()
     t3 = (pd.Timestamp("2024-06-30") - pd.Timestamp("1970-01-01")).days + 1
@@ -55,6 +61,9 @@ def test_the_evaluation_ranker_never_sees_the_evaluation_window(demo_features):
         run = HybridRun(cfg, d, f.full.shape, text, inactive)
         ranker = run.train(t2, new_only=False)
         c2, gens = run.at(t2)
+        if generators == "two_tower":  # the oldest cut-off cold, each later one warm
+            warm = [run.at(d)[1].models["two_tower"].fit_summary_["warm"] for d in sorted(run._cut)]
+            assert warm == [False] + [True] * (len(warm) - 1) and len(warm) == 3
         users = np.flatnonzero(np.diff(c2.x.indptr) > 0)
         uu, ii, x = candidate_frame(cfg, c2, gens, users, False, inactive)
         return ranker, uu, ii, ranker.score(x)
