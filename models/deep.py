@@ -196,11 +196,16 @@ def sample_users(user_items: sp.csr_matrix, max_interactions: int, seed: int) ->
 
 
 def validation_auc(user_vectors: np.ndarray, item_vectors: np.ndarray, train: sp.csr_matrix,
-                   valid: sp.csr_matrix, max_users: int = 2000, block_cells: int = 4_194_304) -> float:
+                   valid: sp.csr_matrix, max_users: int = 2000, block_cells: int = 4_194_304,
+                   metric: str = "auc") -> float:
     """The early-stopping score of the deep models: the mean, over the validation entries of (at most
     ``max_users``, the first) users with any, of the share of the user's other items not in ``train``
-    that score below the held-out item (dot product; the AUC of the ranking). Unlike recall@k it does
-    not saturate on small catalogs, so patience measures real progress."""
+    that score below the held-out item (dot product; the AUC of the ranking), or with ``metric``
+    "dcg" of ``1 / log2(2 + a)``, ``a`` the number of those items that score above it (the
+    discounted gain of its position: top-heavy like NDCG@10, but over the whole ranking). Unlike
+    recall@k neither saturates on small catalogs, so patience measures real progress."""
+    if metric not in ("auc", "dcg"):
+        raise ValueError(f"validation metric {metric!r}: 'auc' or 'dcg'")
     users = np.flatnonzero(np.diff(valid.indptr))[:max_users]
     if not len(users):
         return 0.0
@@ -218,7 +223,10 @@ def validation_auc(user_vectors: np.ndarray, item_vectors: np.ndarray, train: sp
         masked = np.diff(train[b].indptr)[r]  # -inf entries sort first
         others = n_items - masked - 1
         below = rank[r, v.indices] - masked
-        total += float(np.where(others > 0, below / np.maximum(others, 1), 1.0).sum())
+        if metric == "dcg":
+            total += float((1.0 / np.log2(others - below + 2.0)).sum())
+        else:
+            total += float(np.where(others > 0, below / np.maximum(others, 1), 1.0).sum())
         count += len(r)
     return total / count
 

@@ -69,7 +69,9 @@ class LightGCN(FactorRecommender):
                  regularization: float = 1e-4, epochs: int = 50, batch_size: int = 4096,
                  budget_seconds: float = 600.0, patience: int = 5, validation_fraction: float = 0.1,
                  max_interactions: int = 2_000_000, loss: str = "softmax", full_softmax_items: int = 20_000,
-                 negatives: int = 2048, device: str = "auto", random_state: int = 42) -> None:
+                 negatives: int = 2048, validation_metric: str = "auc", device: str = "auto",
+                 random_state: int = 42) -> None:
+        self.validation_metric = validation_metric
         self.factors = factors
         self.layers = layers
         self.learning_rate = learning_rate
@@ -168,7 +170,7 @@ class LightGCN(FactorRecommender):
         def validate() -> float:
             with torch.no_grad():
                 emb = _propagate(torch, adj, e0, self.layers).cpu().numpy()
-            return validation_auc(emb[:n_users], emb[n_users:], train, valid)
+            return validation_auc(emb[:n_users], emb[n_users:], train, valid, metric=self.validation_metric)
 
         def restore(state) -> None:
             with torch.no_grad():

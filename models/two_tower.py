@@ -77,8 +77,10 @@ class TwoTower(FactorRecommender):
                  patience: int = 3, validation_fraction: float = 0.1, max_interactions: int = 2_000_000,
                  min_df: int = 1, ngram_max: int = 1, max_features: int = 20_000, logq: bool = True,
                  user_features: bool = True, full_softmax_items: int = 20_000, item_bias: bool = True,
-                 warm_epochs: int = 3, device: str = "auto", random_state: int = 42) -> None:
+                 warm_epochs: int = 3, validation_metric: str = "auc", device: str = "auto",
+                 random_state: int = 42) -> None:
         self.warm_epochs = warm_epochs
+        self.validation_metric = validation_metric
         self.factors = factors
         self.learning_rate = learning_rate
         self.epochs = epochs
@@ -279,7 +281,7 @@ class TwoTower(FactorRecommender):
             with torch.no_grad():
                 item_vecs = ctx.all_items(seen)
                 users, items = self._serving(ctx.users(train, item_vecs), item_vecs, net, ctx.bias_trained)
-                return validation_auc(users, items, train, valid)
+                return validation_auc(users, items, train, valid, metric=self.validation_metric)
 
         def snapshot():
             return {k: v.detach().clone() for k, v in net.state_dict().items()}

@@ -27,6 +27,8 @@ class DeepModelSettings:
     lightgcn_loss: str = "softmax"
     lightgcn_full_softmax_items: int = 20_000
     lightgcn_negatives: int = 2048
+    # The early-stopping score on the validation share: "auc" or "dcg" (models.deep.validation_auc).
+    lightgcn_validation_metric: str = "auc"
     lightgcn_device: str = "auto"
     # Two-tower retrieval (models/two_tower.py, PyTorch; not a default candidate: add "two_tower" to
     # candidates). Same stopping rules, sample and device as LightGCN; items without interactions
@@ -56,6 +58,7 @@ class DeepModelSettings:
     # A fit that starts from an earlier fit (the hybrid's next cut-off, the select step's refit of a
     # two-tower champion) runs at most this many epochs, with a patience of 1 (0: always cold).
     two_tower_warm_epochs: int = 3
+    two_tower_validation_metric: str = "auc"
     two_tower_device: str = "auto"
     # SASRec-style sequence transformer (models/sasrec.py, PyTorch; not a default candidate): each
     # user's newest sasrec_max_len events (features sequence_max_events kept per user). Same stopping

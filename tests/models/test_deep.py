@@ -160,6 +160,13 @@ def test_validation_auc_by_hand():
     assert validation_auc(u, v, train, valid) == 0.5
     valid_best = sp.csr_matrix(([1.0], ([0], [0])), shape=(1, 4))
     assert validation_auc(u, v, train, valid_best) == 1.0
+    # DCG: item 2 has one eligible item (0) above it: 1 / log2(3); item 0 none: 1 / log2(2) = 1.
+    assert validation_auc(u, v, train, valid, metric="dcg") == pytest.approx(1 / np.log2(3))
+    assert validation_auc(u, v, train, valid_best, metric="dcg") == 1.0
+    two = sp.csr_matrix(([1.0, 1.0], ([0, 0], [2, 3])), shape=(1, 4))  # items 2 and 3: 1 and 2 above
+    assert validation_auc(u, v, train, two, metric="dcg") == pytest.approx((1 / np.log2(3) + 1 / np.log2(4)) / 2)
+    with pytest.raises(ValueError, match="dcg"):
+        validation_auc(u, v, train, valid, metric="ndcg")
 
 
 def test_pick_device(monkeypatch):
