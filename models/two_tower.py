@@ -77,7 +77,7 @@ class TwoTower(FactorRecommender):
                  patience: int = 3, validation_fraction: float = 0.1, max_interactions: int = 2_000_000,
                  min_df: int = 1, ngram_max: int = 1, max_features: int = 20_000, logq: bool = True,
                  user_features: bool = True, full_softmax_items: int = 20_000, item_bias: bool = True,
-                 warm_epochs: int = 3, validation_metric: str = "auc", device: str = "auto",
+                 warm_epochs: int = 1, validation_metric: str = "auc", device: str = "auto",
                  random_state: int = 42) -> None:
         self.warm_epochs = warm_epochs
         self.validation_metric = validation_metric

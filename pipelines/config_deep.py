@@ -57,7 +57,7 @@ class DeepModelSettings:
     two_tower_item_bias: bool = True
     # A fit that starts from an earlier fit (the hybrid's next cut-off, the select step's refit of a
     # two-tower champion) runs at most this many epochs, with a patience of 1 (0: always cold).
-    two_tower_warm_epochs: int = 3
+    two_tower_warm_epochs: int = 1
     two_tower_validation_metric: str = "auc"
     two_tower_device: str = "auto"
     # SASRec-style sequence transformer (models/sasrec.py, PyTorch; not a default candidate): each

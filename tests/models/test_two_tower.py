@@ -153,9 +153,9 @@ def test_warm_start_starts_from_the_previous_weights(fitted):
     # With a learning rate of 0 the warm fit cannot move: its weights and served factors are the
     # previous fit's to the bit (a cold fit with rate 0 stays at its random start, far from them).
     warm = two_tower(random_state=5, learning_rate=0.0)
-    assert warm.warm_start(fitted) and warm.fit_share() == pytest.approx(3 / 25)
+    assert warm.warm_start(fitted) and warm.fit_share() == pytest.approx(1 / 25)
     warm.fit(purchases(), catalog())
-    assert warm.fit_summary_["warm"] and warm.fit_summary_["epochs"] <= 3
+    assert warm.fit_summary_["warm"] and warm.fit_summary_["epochs"] == 1
     assert all(np.array_equal(warm.tower_[k], fitted.tower_[k]) for k in fitted.tower_)
     np.testing.assert_array_equal(warm.item_factors_, fitted.item_factors_)
     cold = two_tower(random_state=5, learning_rate=0.0).fit(purchases(), catalog())
