@@ -53,6 +53,9 @@ from models.towers import Batches, build
 log = logging.getLogger(__name__)
 
 TOWER = "tower."  # prefix of the tower weights among the saved arrays
+# Settings a warm start may differ in: the optimiser's step, time, stopping and device (not the model).
+WARM_FREE = frozenset({"learning_rate", "budget_seconds", "epochs", "patience", "warm_epochs", "validation_metric",
+                       "device"})
 
 
 def content_text(items) -> np.ndarray | None:
@@ -188,13 +191,16 @@ class TwoTower(FactorRecommender):
 
     def warm_start(self, previous) -> bool:
         """Start the next ``fit`` from ``previous``'s tower weights, for at most ``warm_epochs`` epochs
-        with a patience of 1: only when ``previous`` is a fitted two-tower model with as many factors
-        and the same bias setting and ``warm_epochs`` > 0; the weights' shapes (items, vocabulary,
-        countries) are checked at the fit (others: a cold fit). The hybrid's cut-offs (the same
-        catalog, a month more of data each) and the select step's refit use it. True when the next
-        fit will be warm."""
-        ok = (int(self.warm_epochs) > 0 and isinstance(previous, TwoTower) and previous.factors == self.factors
-              and bool(previous.item_bias) == bool(self.item_bias) and getattr(previous, "tower_", None) is not None)
+        with a patience of 1: only when ``previous`` is a fitted two-tower model with the same
+        settings (all but ``WARM_FREE``'s time and device ones) and ``warm_epochs`` > 0; the weights'
+        shapes (items, vocabulary, countries) are checked at the fit (others: a cold fit). It
+        continues the same model on more data: the hybrid's cut-offs (the same catalog, a month more
+        each) and the select step's refit. A search trial (other settings) starts cold: one epoch
+        from the candidate's weights would judge the candidate, not the trial's settings. True when
+        the next fit will be warm."""
+        mine = {k: v for k, v in self.get_params().items() if k not in WARM_FREE}
+        ok = (int(self.warm_epochs) > 0 and isinstance(previous, TwoTower) and getattr(previous, "tower_", None) is not None
+              and {k: v for k, v in previous.get_params().items() if k not in WARM_FREE} == mine)
         self.warm_ = dict(previous.tower_) if ok else None
         return ok
 

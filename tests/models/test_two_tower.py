@@ -167,4 +167,7 @@ def test_warm_start_starts_from_the_previous_weights(fitted):
     bigger.fit(x, pd.concat([catalog(), catalog().iloc[[1]]], ignore_index=True))
     assert not bigger.fit_summary_["warm"]
     assert not two_tower().warm_start(REGISTRY["popularity"]().fit(purchases()))
+    # Other settings (a search trial): cold; time and stopping settings may differ.
     assert not two_tower(factors=8).warm_start(fitted)
+    assert not two_tower(random_state=5, temperature=0.05).warm_start(fitted)
+    assert two_tower(random_state=5, budget_seconds=30.0, epochs=3).warm_start(fitted)
