@@ -7,7 +7,7 @@ with a softmax (or the paper's BPR) loss (PyTorch, models/deep.py).
 * Training: the softmax of the bought item over every item (the user's other items left out: on
   Online Retail task new's NDCG@10 0.0795 -> 0.0879), or BPR on (user, bought item, random item the
   user did not buy) triples (``loss``), in batches of ``batch_size``, Adam, L2 ``regularization``
-  on the ``E_0`` rows of a batch. Early stopping on the validation AUC of a random per-user
+  on the ``E_0`` rows of a batch. Early stopping on the validation score (``validation_metric``: AUC or DCG) of a random per-user
   validation share (``validation_fraction``; models.deep.holdout_split) with ``patience``; at most
   ``epochs`` epochs and ``budget_seconds`` of training (models.deep.fit_loop).
 * Data above ``max_interactions`` interactions: trained on a sample of whole users

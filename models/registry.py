@@ -112,6 +112,8 @@ def warm_source(model: Recommender, saved: str | Path) -> Recommender | None:
 def warm_from(model: Recommender, saved: str | Path) -> Recommender:
     """``model``, told to start its next fit from the model saved at ``saved`` (the select step: tonight's
     holdout fit of the serving model) where it can (``warm_source``); else as it is."""
+    if not getattr(model, "warm_refit", True):  # e.g. the two-tower model (models/two_tower.py)
+        return model
     source = warm_source(model, saved)
     if source is not None and model.warm_start(source):
         log.info("%s: the fit starts from the one saved at %s", model.name, saved)

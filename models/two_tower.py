@@ -24,7 +24,7 @@ user tower over the user's items, trained with an in-batch sampled softmax.
   else over the batch's items (``temperature``; other pairs of the same item masked; logQ). With
   ``item_bias`` a learned bias per item is added to the logits: on Online Retail the full softmax
   with the bias took task new's NDCG@10 from 0.0805 to 0.0869 and halved the fit time.
-  Early stopping on the validation AUC of a random per-user share (``validation_fraction``), with
+  Early stopping on the validation score (``validation_metric``: AUC or DCG) of a random per-user share (``validation_fraction``), with
   ``patience``, at most ``epochs`` epochs and ``budget_seconds`` (models.deep.fit_loop); above
   ``max_interactions`` interactions it trains on a random sample of whole users (sample_users);
   every user's final embedding is then the user tower over all of the user's items.
@@ -74,6 +74,9 @@ def content_text(items) -> np.ndarray | None:
 class TwoTower(FactorRecommender):
     name = "two_tower"
     uses_users = True
+    # The select step's refit on all data starts cold: a warm refit (tonight's holdout fit plus
+    # warm epochs over the newest week) is not measured for this model, unlike ALS's.
+    warm_refit = False
 
     def __init__(self, factors: int = 64, learning_rate: float = 0.005, epochs: int = 30, batch_size: int = 1024,
                  temperature: float = 0.1, id_dropout: float = 0.5, budget_seconds: float = 600.0,
@@ -195,13 +198,14 @@ class TwoTower(FactorRecommender):
         settings (all but ``WARM_FREE``'s time and device ones) and ``warm_epochs`` > 0; the weights'
         shapes (items, vocabulary, countries) are checked at the fit (others: a cold fit). It
         continues the same model on more data: the hybrid's cut-offs (the same catalog, a month more
-        each) and the select step's refit. A search trial (other settings) starts cold: one epoch
-        from the candidate's weights would judge the candidate, not the trial's settings. True when
-        the next fit will be warm."""
+        each). A search trial (other settings) starts cold: one epoch from the candidate's weights
+        would judge the candidate, not the trial's settings; so does the select step's refit
+        (``warm_refit``). The previous fit's vocabulary and countries must equal this fit's too. True
+        when the next fit will be warm."""
         mine = {k: v for k, v in self.get_params().items() if k not in WARM_FREE}
         ok = (int(self.warm_epochs) > 0 and isinstance(previous, TwoTower) and getattr(previous, "tower_", None) is not None
               and {k: v for k, v in previous.get_params().items() if k not in WARM_FREE} == mine)
-        self.warm_ = dict(previous.tower_) if ok else None
+        self.warm_ = (dict(previous.tower_), previous.terms_, previous.countries_) if ok else None
         return ok
 
     def fit_share(self) -> float:
@@ -213,10 +217,11 @@ class TwoTower(FactorRecommender):
         warm, self.warm_ = getattr(self, "warm_", None), None
         if warm is None:
             return False
+        warm, terms, countries = warm
         state = net.state_dict()
-        if set(state) != set(warm) or any(tuple(state[k].shape) != warm[k].shape for k in state):
-            log.info("two_tower: no warm start: the previous fit's weights have other shapes (catalog, "
-                     "vocabulary or countries changed)")
+        if set(state) != set(warm) or any(tuple(state[k].shape) != warm[k].shape for k in state) \
+                or not np.array_equal(terms, self.terms_) or not np.array_equal(countries, self.countries_):
+            log.info("two_tower: no warm start: the previous fit had another catalog, vocabulary or countries")
             return False
         net.load_state_dict({k: torch.from_numpy(np.array(warm[k])) for k in state})
         return True

@@ -55,8 +55,8 @@ class DeepModelSettings:
     two_tower_full_softmax_items: int = 20_000
     # A learned bias per item added to the logits (served as an extra factor column).
     two_tower_item_bias: bool = True
-    # A fit that starts from an earlier fit (the hybrid's next cut-off, the select step's refit of a
-    # two-tower champion) runs at most this many epochs, with a patience of 1 (0: always cold).
+    # A fit that starts from an earlier fit with the same settings (the hybrid's next cut-off) runs at
+    # most this many epochs, with a patience of 1 (0: always cold).
     two_tower_warm_epochs: int = 1
     two_tower_validation_metric: str = "auc"
     two_tower_device: str = "auto"

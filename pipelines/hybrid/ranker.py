@@ -123,7 +123,7 @@ def truth_matrix(daily: pd.DataFrame, start: int, end: int, shape, new_only: boo
 
 # Generators whose fit at a cut-off starts from their fit at the previous (earlier) cut-off
 # (``warm_start``): the two-tower model, whose cold fit is bound by its time budget; with 30 s a fit
-# on Online Retail, the rank step's four fits took 175 s cold (docs/benchmarks.md). ALS keeps cold
+# on Online Retail, a night with it took 206.5 s cold against about 70 s without (docs/benchmarks.md). ALS keeps cold
 # fits here: its lists are part of the default hybrid, whose figures are pinned.
 WARM_GENERATORS = ("two_tower",)
 

@@ -214,3 +214,13 @@ def test_the_softmax_leaves_out_the_users_other_items_by_hand():
     np.testing.assert_array_equal(mask, [[0, 1, 0, 0, 1, 0],   # target 3: items 1 and 4 left out
                                          [0, 0, 0, 1, 1, 0],   # target 1: items 3 and 4
                                          [0, 0, 0, 0, 0, 0]])  # user 1 has no other item
+
+
+def test_validation_metric_setting_reaches_the_models():
+    from models.registry import make_model
+    from pipelines.config import load_config
+
+    cfg = load_config(environ={"RECSYS_TWO_TOWER_VALIDATION_METRIC": "dcg", "RECSYS_LIGHTGCN_VALIDATION_METRIC": "dcg"})
+    assert make_model("two_tower", cfg).validation_metric == "dcg"
+    assert make_model("lightgcn", cfg).validation_metric == "dcg"
+    assert make_model("two_tower", load_config(environ={})).validation_metric == "auc"

@@ -167,7 +167,24 @@ def test_warm_start_starts_from_the_previous_weights(fitted):
     bigger.fit(x, pd.concat([catalog(), catalog().iloc[[1]]], ignore_index=True))
     assert not bigger.fit_summary_["warm"]
     assert not two_tower().warm_start(REGISTRY["popularity"]().fit(purchases()))
+    # Another vocabulary of the same size (weights of the same shapes): a cold fit.
+    renamed = two_tower(random_state=5)
+    assert renamed.warm_start(fitted)
+    renamed.warm_ = (renamed.warm_[0], np.array(["x" + t for t in fitted.terms_]), renamed.warm_[2])
+    renamed.fit(purchases(), catalog())
+    assert not renamed.fit_summary_["warm"]
     # Other settings (a search trial): cold; time and stopping settings may differ.
     assert not two_tower(factors=8).warm_start(fitted)
     assert not two_tower(random_state=5, temperature=0.05).warm_start(fitted)
     assert two_tower(random_state=5, budget_seconds=30.0, epochs=3).warm_start(fitted)
+
+
+def test_the_select_steps_refit_starts_cold(fitted, tmp_path):
+    # models.registry.warm_from (the select step's refit) leaves a two-tower model cold
+    # (``warm_refit``: unmeasured), though the saved holdout fit could warm-start it.
+    from models.registry import warm_from
+
+    path = fitted.save(tmp_path / "holdout")
+    model = warm_from(two_tower(random_state=5), path)
+    assert getattr(model, "warm_", None) is None
+    assert two_tower(random_state=5).warm_start(load_model(path))
