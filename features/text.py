@@ -38,6 +38,9 @@ def item_text(items: pd.DataFrame) -> pd.Series:
     return text.str.lower().str.strip()
 
 
+UNCATEGORISED = "uncategorised"  # the category of an item the catalog gives none
+
+
 def item_categories(items: pd.DataFrame, seed: int = 42, min_share: float = 0.5) -> pd.Series:
     """The category each item is grouped under, for category caps, discovery, complete-the-look
     and category affinity.
@@ -51,13 +54,13 @@ def item_categories(items: pd.DataFrame, seed: int = 42, min_share: float = 0.5)
     if "category" in items:
         cat = items["category"].astype("string").str.strip()
         if cat.notna().mean() >= min_share and (cat != "").mean() >= min_share:
-            return cat.fillna("uncategorised").replace("", "uncategorised").astype(str)
+            return cat.fillna(UNCATEGORISED).replace("", UNCATEGORISED).astype(str)
     text = items["text"] if "text" in items else item_text(items)
     text = text.fillna("").astype(str)
     # Words only: price bands and prefixed tokens would group by price rather than by kind of product.
     words = text.str.replace(r"\b(price|cat|bra)_\S*", " ", regex=True)
     has_text = words.str.contains(r"[a-z]{3,}", regex=True).to_numpy()
-    out = np.full(len(items), "uncategorised", dtype=object)
+    out = np.full(len(items), UNCATEGORISED, dtype=object)
     n = int(has_text.sum())
     if n < 4:
         return pd.Series(out, index=items.index)

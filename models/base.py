@@ -257,8 +257,9 @@ class Recommender:
         scores = np.full((len(items), n), -np.inf, np.float32)
         order = np.argsort(codes, kind="stable")  # each group's items in item order
         bounds = np.searchsorted(codes[order], np.arange(codes.max(initial=-1) + 2))
-        a_order = np.argsort(codes[items], kind="stable")
-        a_bounds = np.searchsorted(codes[items][a_order], np.arange(codes.max(initial=-1) + 2))
+        a_codes = codes[items]
+        a_order = np.argsort(a_codes, kind="stable")
+        a_bounds = np.searchsorted(a_codes[a_order], np.arange(codes.max(initial=-1) + 2))
         for g in range(len(bounds) - 1):
             members, pos = order[bounds[g]:bounds[g + 1]], a_order[a_bounds[g]:a_bounds[g + 1]]
             if not len(pos):

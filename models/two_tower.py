@@ -195,13 +195,13 @@ class TwoTower(FactorRecommender):
     def warm_start(self, previous) -> bool:
         """Start the next ``fit`` from ``previous``'s tower weights, for at most ``warm_epochs`` epochs
         with a patience of 1: only when ``previous`` is a fitted two-tower model with the same
-        settings (all but ``WARM_FREE``'s time and device ones) and ``warm_epochs`` > 0; the weights'
-        shapes (items, vocabulary, countries) are checked at the fit (others: a cold fit). It
+        settings (all but ``WARM_FREE``'s: the learning rate, time, stopping and device) and
+        ``warm_epochs`` > 0; the weights' shapes, vocabulary and countries are checked at the fit
+        (others: a cold fit). It
         continues the same model on more data: the hybrid's cut-offs (the same catalog, a month more
         each). A search trial (other settings) starts cold: one epoch from the candidate's weights
         would judge the candidate, not the trial's settings; so does the select step's refit
-        (``warm_refit``). The previous fit's vocabulary and countries must equal this fit's too. True
-        when the next fit will be warm."""
+        (``warm_refit``). True when the next fit will be warm."""
         mine = {k: v for k, v in self.get_params().items() if k not in WARM_FREE}
         ok = (int(self.warm_epochs) > 0 and isinstance(previous, TwoTower) and getattr(previous, "tower_", None) is not None
               and {k: v for k, v in previous.get_params().items() if k not in WARM_FREE} == mine)

@@ -306,14 +306,13 @@ class HybridRun:
         task, xs, ys = "new" if new_only else "all", [], []
         windows = Progress(log, f"rank task {task}: training windows up to day {end}", self.cfg.hybrid.ranker_windows,
                            "windows")
-        for k in reversed(range(self.cfg.hybrid.ranker_windows)):  # fitted oldest first: warm starts
-            start = end - h * (k + 1)
-            if not self.daily.empty and start > int(self.daily["day"].min()):
-                self.at(start)
-        for k in range(self.cfg.hybrid.ranker_windows):
-            start = end - h * (k + 1)
-            if self.daily.empty or start <= int(self.daily["day"].min()):
-                break  # no history before this window
+        first = None if self.daily.empty else int(self.daily["day"].min())
+        # Windows with history before them (the next ones, further back, have none either).
+        starts = [s for s in (end - h * (k + 1) for k in range(self.cfg.hybrid.ranker_windows))
+                  if first is not None and s > first]
+        for start in reversed(starts):  # the generators fitted oldest first: warm starts
+            self.at(start)
+        for k, start in enumerate(starts):
             c, gens = self.at(start)
             truth = truth_matrix(self.daily, start, start + h, self.shape, new_only, c)
             users = np.flatnonzero((np.diff(c.x.indptr) > 0) & (np.diff(truth.indptr) > 0))

@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.text import UNCATEGORISED
 from models import load_model
 from pipelines.artifacts import (
     Features,
@@ -22,8 +23,6 @@ from pipelines.artifacts import (
 from pipelines.config import Config
 from pipelines.infra.hashing import recommendation_ids
 from pipelines.session_artifacts import read_session_metrics
-
-UNCATEGORISED = "uncategorised"  # features.text.item_categories' name for an item without a category
 
 
 def similar_items(cfg: Config, ds: str, run_id: str, f: Features, available: np.ndarray) -> pa.Table:
@@ -98,8 +97,8 @@ def catalog_categories(items: pd.DataFrame) -> np.ndarray | None:
     derived from text clusters (their names start with ``~``) or absent."""
     if "category_key" not in items:
         return None
-    keys = items["category_key"].astype(str).to_numpy()
-    return None if np.char.startswith(keys.astype(str), "~").any() else keys
+    keys = items["category_key"].astype(str).to_numpy(dtype=str)
+    return None if np.char.startswith(keys, "~").any() else keys
 
 
 # The email table's types, for a night without a customer to email (pandas cannot type empty lists).
