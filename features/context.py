@@ -28,11 +28,11 @@ def hour_table(con: duckdb.DuckDBPyConnection) -> pa.Table:
     connection's time zone. The day is floored (an event at 23:30 is on its own day): ``epoch // 86400``
     is a plain division on DuckDB's DOUBLE epoch, and the cast to INTEGER then rounds."""
     t = con.sql("""
-        SELECT u.user_idx::INTEGER AS user_idx, i.item_idx::INTEGER AS item_idx,
+        SELECT e.user_idx::INTEGER AS user_idx, e.item_idx::INTEGER AS item_idx,
                floor(epoch(e.event_time) / 86400)::INTEGER AS day,
                hour(timezone('UTC', e.event_time))::TINYINT AS hour, count(*)::INTEGER AS events,
                count(*) FILTER (WHERE e.event_type = 'purchase')::INTEGER AS purchases
-        FROM ev e JOIN users u USING (user_id) JOIN items i USING (item_id)
+        FROM ev e
         WHERE e.w > 0 GROUP BY ALL ORDER BY 3, 1, 2, 4""").to_arrow_table()
     return t.cast(HOURS_SCHEMA)
 

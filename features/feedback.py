@@ -42,10 +42,9 @@ def disliked_matrix(con: duckdb.DuckDBPyConnection, cfg: Config, shape: tuple[in
     later, higher rating lifts it. Empty when ``dislike_max_rating`` is 0."""
     limit = float(cfg.features.dislike_max_rating)
     cells = con.execute(f"""
-        SELECT u.user_idx, i.item_idx FROM (
-            SELECT user_id, item_id, arg_max(rating, event_time) AS last_rating FROM ev
+        SELECT r.user_idx, r.item_idx FROM (
+            SELECT user_idx, item_idx, arg_max(rating, event_time) AS last_rating FROM ev
             WHERE event_type IN ('{C.RATING_EVENT}', '{C.REVIEW_EVENT}') AND rating IS NOT NULL GROUP BY ALL) r
-        JOIN users u USING (user_id) JOIN items i USING (item_id)
         WHERE {limit} > 0 AND r.last_rating <= {limit}""").fetchnumpy()
     n = len(cells["user_idx"])
     return sp.csr_matrix((np.ones(n, np.float32), (cells["user_idx"], cells["item_idx"])), shape=shape)

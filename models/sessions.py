@@ -81,9 +81,9 @@ def item_blocks(item_unit: sp.csr_matrix, unit_t: sp.csr_matrix, max_pairs: int)
 
 
 class SessionModel:
-    """``fit(indptr, items, n_items)``, ``recommend(q_indptr, q_items, n)`` -> ``(ids, scores)`` of shape
-    ``(sessions, n)`` (``NO_ITEM`` / -inf where nothing is left), items already in the session excluded;
-    ``save`` / ``load``."""
+    """``fit(indptr, items, n_items)``, ``recommend(q_indptr, q_items, n, filter_mask=None)`` ->
+    ``(ids, scores)`` of shape ``(sessions, n)`` (``NO_ITEM`` / -inf where nothing is left), items already
+    in the session and items where ``filter_mask`` (one flag per item) is True excluded; ``save`` / ``load``."""
 
     name: ClassVar[str] = "session"
     block_sessions: int = 1024
@@ -94,7 +94,8 @@ class SessionModel:
     def _scores(self, q: sp.csr_matrix, last: np.ndarray) -> sp.csr_matrix:
         raise NotImplementedError
 
-    def recommend(self, q_indptr: np.ndarray, q_items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(self, q_indptr: np.ndarray, q_items: np.ndarray, n: int, filter_mask: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
         n_items = self.n_items_
         q_all = session_matrix(q_indptr, q_items, n_items, position_weights(q_indptr))
         lengths = np.diff(q_indptr)
@@ -103,7 +104,8 @@ class SessionModel:
         for lo in range(0, q_all.shape[0], self.block_sessions):
             hi = min(lo + self.block_sessions, q_all.shape[0])
             q = q_all[lo:hi]
-            ids, vals = sparse_topk(self._scores(q, last[lo:hi]).tocsr(), None, n, n_items, exclude=q, fill=False)
+            ids, vals = sparse_topk(self._scores(q, last[lo:hi]).tocsr(), None, n, n_items, exclude=q,
+                                    filter_mask=filter_mask, fill=False)
             out_ids.append(ids)
             out_scores.append(vals)
         if not out_ids:

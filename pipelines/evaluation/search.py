@@ -50,7 +50,8 @@ def search(cfg: Config, ds: str, f: Features, users, truth, inactive, n_catalog:
 
     Only candidates within ``search_min_share`` of the best candidate's NDCG are tuned (a candidate at a
     third of the best does not become the champion by a change of its settings). A trial that keeps
-    the candidate's factors starts from its holdout fit where the model can (ALS's warm start).
+    the candidate's factors (or fewer, for ALS: its truncation) starts from its holdout fit where the
+    model can (ALS's warm start).
 
     A trial that beats a candidate's current NDCG replaces its metrics and its saved holdout model;
     the winning overrides are returned per candidate (the select step refits with them).
@@ -84,7 +85,7 @@ def search(cfg: Config, ds: str, f: Features, users, truth, inactive, n_catalog:
                 log.info("evaluate ds=%s: search skips %s: its budget_seconds %ss is more than the %.0fs left",
                          ds, name, model.budget_seconds, deadline - t0)
                 break
-            # A trial keeping the candidate's factors starts from its holdout fit where the model can
+            # A trial keeping the candidate's factors (or fewer) starts from its holdout fit where the model can
             # (ALS: models/als.py warm_start), so it costs a share of a cold fit.
             if start is not None and model.warm_start(start):
                 log.info("evaluate ds=%s: search %s %s starts from the candidate's holdout fit", ds, name, alt)

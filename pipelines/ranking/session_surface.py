@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 
 SESSION_K = 20  # HR@K and MRR@K of the session models
 REASON = "shoppers viewed this next"
-# Cells of one recommend block (sessions x width): bounds memory when many items are unavailable.
-BLOCK_CELLS = 20_000_000
 
 
 def make_session_model(name: str, seed: int) -> SessionModel:
@@ -80,25 +78,9 @@ def concat_sessions(a: tuple, b: tuple) -> tuple[np.ndarray, np.ndarray]:
 def recommend_available(model: SessionModel, q_indptr: np.ndarray, q_items: np.ndarray, n: int,
                         available: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The model's top ``n`` per query session among available items only: ``(ids, scores)``, NO_ITEM /
-    -inf where fewer are left. Asks for ``n`` + the unavailable count (all that could be dropped),
-    in blocks of sessions so that memory stays bounded."""
-    width = int(min(model.n_items_, n + int((~available).sum())))
-    n_q = len(q_indptr) - 1
-    out_ids = np.full((n_q, n), NO_ITEM, np.int64)
-    out_scores = np.full((n_q, n), -np.inf, np.float32)
-    block = max(1, BLOCK_CELLS // max(width, 1))
-    for lo in range(0, n_q, block):
-        hi = min(lo + block, n_q)
-        ip = q_indptr[lo:hi + 1]
-        ids, scores = model.recommend(ip - ip[0], q_items[ip[0]:ip[-1]], width)
-        ok = (ids != NO_ITEM) & np.isfinite(scores)
-        ok[ok] = available[ids[ok]]
-        col = np.cumsum(ok, axis=1) - 1  # the position of each kept cell, moved left
-        keep = ok & (col < n)
-        r, c = np.nonzero(keep)
-        out_ids[lo + r, col[r, c]] = ids[r, c]
-        out_scores[lo + r, col[r, c]] = scores[r, c]
-    return out_ids, out_scores
+    -inf where fewer are left. Unavailable items are left out before the top ``n`` is taken (the
+    models' ``filter_mask``), so no wider list is asked for and cut."""
+    return model.recommend(q_indptr, q_items, n, filter_mask=~np.asarray(available, bool))
 
 
 def next_items_table(model: SessionModel, model_name: str, items: np.ndarray, sessions: tuple, available: np.ndarray,

@@ -8,6 +8,7 @@ import pytest
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from features.context import hour_table
+from features.interactions import index_events
 from features.sentiment import daily_reviews, item_sentiment, score_texts
 
 HS = "TIMESTAMPTZ '2024-03-09 00:00:00+00'"  # the holdout start
@@ -55,6 +56,7 @@ def _connection(with_text: bool = True) -> duckdb.DuckDBPyConnection:
     con.execute("CREATE TEMP TABLE items AS SELECT * FROM (VALUES (0, 'i1'), (1, 'i2'), (2, 'i3'), (3, 'i4')) "
                 "t(item_idx, item_id)")
     con.execute("CREATE TEMP TABLE users AS SELECT * FROM (VALUES (0, 'u1'), (1, 'u2'), (2, 'u3')) t(user_idx, user_id)")
+    index_events(con)
     return con
 
 

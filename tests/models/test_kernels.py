@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from models.kernels import NO_ITEM, mask_block, member, sort_rows, topk
+from models.kernels import NO_ITEM, mask_block, member, row_rank, sort_rows, topk
 from models.scoring import block_topk
 
 
@@ -97,3 +97,18 @@ def test_pruned_block_topk_equals_brute_force(case, monkeypatch):
         np.testing.assert_array_equal(ids[:, :k][finite], order[finite])
     plain = block_topk(users, items, pick, 25, exclude=exclude.tocsr(), filter_items=filt, block=97, prune=False)
     np.testing.assert_allclose(plain[1], scores, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows, n_items", [(3, 7), (5000, 2 ** 20), (70000, 2 ** 17)])
+def test_sort_rows_equals_lexsort_when_rows_and_items_need_more_than_32_bits(rows, n_items):
+    """Rows x items of up to 37 bits: grouped by row ranges, then packed sorts (the last two cases);
+    the order is numpy's lexsort of (row, -value, item), computed independently."""
+    rng = np.random.default_rng(rows)
+    n = 40_000
+    r, items = rng.integers(0, rows, n), rng.integers(0, n_items, n)
+    vals = rng.choice(np.array([-np.inf, -1.5, 0.0, -0.0, 0.25, 3.0], np.float32), n)  # many ties
+    rr, ii, vv = sort_rows(r, items, vals, rows, n_items)
+    order = np.lexsort((items, -(vals + np.float32(0.0)), r))
+    assert rr.tolist() == r[order].tolist() and ii.tolist() == items[order].tolist()
+    np.testing.assert_array_equal(vv, vals[order] + np.float32(0.0))
+    np.testing.assert_array_equal(row_rank(rr, rows), np.arange(n) - np.searchsorted(rr, rr, side="left"))

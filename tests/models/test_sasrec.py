@@ -127,3 +127,15 @@ def test_next_basket_target_learns_which_order_follows():
     model = SASRec(**{**SMALL, "target": "next_basket"}).fit(x, None, sequences=seq)
     top, _ = model.recommend(np.arange(300), x, 2, exclude=x)
     assert np.mean([set(row) == want for row, want in zip(top.tolist(), nxt)]) >= 0.9
+
+
+def test_user_time_order_equals_lexsort_with_ties_and_wide_spans():
+    """The packed stable sort (and its lexsort fallback when user x time span passes 62 bits) orders
+    by user, then time, ties in the given order: numpy's lexsort, computed independently."""
+    from features.sequences import user_time_order
+
+    rng = np.random.default_rng(5)
+    for users, lo, hi in [(40, 0, 30), (3, -10**6, 10**6), (2 ** 20, 0, 2 ** 50)]:
+        u, t = rng.integers(0, users, 5000), rng.integers(lo, hi, 5000)
+        np.testing.assert_array_equal(user_time_order(u, t), np.lexsort((np.arange(5000), t, u)))
+    assert user_time_order(np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == []

@@ -160,3 +160,24 @@ def test_item_cooccurrence_leaves_out_sessions_over_max_session_items():
     assert capped[3].nnz == 0  # item 3 was only in the long session
     full = ItemCooccurrence(neighbours=5).fit(indptr, items, 10).state_
     assert full[3].nnz > 0
+
+
+@pytest.mark.parametrize("cls", [SessionKNN, ItemCooccurrence])
+def test_recommend_available_equals_the_full_ranking_with_unavailable_items_dropped(cls):
+    """Unavailable items are left out before the top n (the models' filter_mask): the same lists as the
+    model's whole ranking (n = every item) with those items removed afterwards, a second method."""
+    from pipelines.ranking.session_surface import recommend_available
+
+    indptr, items = _planted(seed=3)
+    model = cls().fit(indptr, items, 10)
+    q_indptr, q_items = np.arange(11), np.arange(10)  # each item as a one-item session
+    available = np.ones(10, bool)
+    available[[1, 5, 8]] = False
+    ids, scores = recommend_available(model, q_indptr, q_items, 3, available)
+    full_ids, full_scores = model.recommend(q_indptr, q_items, 10)
+    for row in range(10):
+        keep = (full_ids[row] != NO_ITEM) & np.isin(full_ids[row], np.flatnonzero(available))
+        want = full_ids[row][keep][:3]
+        assert ids[row][: len(want)].tolist() == want.tolist()
+        assert (ids[row][len(want):] == NO_ITEM).all() and np.isneginf(scores[row][len(want):]).all()
+        np.testing.assert_allclose(scores[row][: len(want)], full_scores[row][keep][:3])
