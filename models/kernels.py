@@ -71,7 +71,7 @@ def sort_rows(r: np.ndarray, items: np.ndarray, vals: np.ndarray, rows: int, n_i
         return r[order], items[order], vals[order]
     r_bits = max(int(rows - 1).bit_length(), 1)
     span = 32 - i_bits  # the row bits a packed key has room for
-    if r_bits <= span:
+    if r_bits <= span or not len(r):
         return _sort_packed(r, items, vals, i_bits)
     group = (r >> span).astype(np.uint16 if r_bits - span <= 16 else np.int64)
     order = np.argsort(group, kind="stable")
@@ -82,8 +82,6 @@ def sort_rows(r: np.ndarray, items: np.ndarray, vals: np.ndarray, rows: int, n_i
         if len(at):
             gr, gi, gv = _sort_packed(r[at] - (g << span), items[at], vals[at], i_bits)
             parts.append((gr + (g << span), gi, gv))
-    if not parts:
-        return r[:0].astype(np.int64), items[:0].astype(np.int64), vals[:0]
     return tuple(np.concatenate(c) for c in zip(*parts))
 
 

@@ -10,9 +10,8 @@ a frozen dataclass; ``Config`` holds the data root, the seed and one instance of
   the data root.
 * Code: ``load_config(top_n=5)`` and ``cfg.replace(gate_margin=0.05)`` take the same flat names.
 
-No step reads Airflow Variables or connections, and nothing but this module reads ``RECSYS_*``
-variables: the DAG files read their settings (shards, retries) through ``load_config`` too.
-Paths under the data root are not settings: ``pipelines.artifacts`` owns them.
+Nothing but this module reads ``RECSYS_*`` variables, no step reads Airflow Variables or connections
+(the DAG files read their settings through ``load_config`` too); paths are ``pipelines.artifacts``'s.
 """
 from __future__ import annotations
 
@@ -40,8 +39,7 @@ class FeatureSettings:
     holdout_days: int = 7
     history_days: int = 0  # only events of the last `history_days` days up to ds feed the models (0 = all)
     popularity_days: int = 30  # popularity counts purchases in this trailing window
-    # Trending: purchases decayed with this half-life (days) before the cut-off.
-    trending_half_life_days: float = 7.0
+    trending_half_life_days: float = 7.0  # trending: purchases decayed with this half-life (days)
     # Anonymous sessions: events without a session_id start a new session after this much inactivity.
     session_gap_minutes: float = 30.0
     # Events kept per user (the newest) in the sequences of the sequence models (models/sasrec.py).
@@ -157,8 +155,10 @@ class SurfaceSettings:
     fbt_min_lift: float = 1.0
     fbt_n: int = 20
     cart_pairs_n: int = 50
-    # Post-purchase email: "others bought next" = bought within next_purchase_days after the item.
+    # Post-purchase email: "others bought next" = bought within next_purchase_days after the item, by
+    # customers of at most next_purchase_max_items distinct items in the window (no wholesale accounts).
     next_purchase_days: int = 30
+    next_purchase_max_items: int = 1000
     email_candidates: int = 50
     email_n: int = 10
     # Trending: this week's buyers against the weekly average of the trending_weeks before.

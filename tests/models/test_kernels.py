@@ -112,3 +112,5 @@ def test_sort_rows_equals_lexsort_when_rows_and_items_need_more_than_32_bits(row
     assert rr.tolist() == r[order].tolist() and ii.tolist() == items[order].tolist()
     np.testing.assert_array_equal(vv, vals[order] + np.float32(0.0))
     np.testing.assert_array_equal(row_rank(rr, rows), np.arange(n) - np.searchsorted(rr, rr, side="left"))
+    empty = sort_rows(r[:0], items[:0], vals[:0], rows, n_items)
+    assert [len(a) for a in empty] == [0, 0, 0]
