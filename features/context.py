@@ -7,8 +7,8 @@ item, day, hour) of the events with a positive weight (views, cart additions, pu
 most 24 rows per daily row, and usually about as many rows as ``daily`` (most pairs meet within an
 hour). It is only written when the setting is on, so the default night pays nothing for it.
 
-``ranker_signals(con, cfg)`` reads the temp tables ``ev``, ``users`` and ``items`` of
-features/interactions.py; pipelines/signal_artifacts.py writes and reads the result.
+``ranker_signals(con, cfg)`` reads the temp table ``ev`` of features/interactions.py (with its
+indexes: ``index_events``); pipelines/signal_artifacts.py writes and reads the result.
 """
 from __future__ import annotations
 

@@ -83,7 +83,7 @@ def review_sentiment(con: duckdb.DuckDBPyConnection) -> None:
     if C.REVIEW_TEXT in cols:
         df = con.execute(f"""SELECT item_id, event_time, {C.REVIEW_TEXT} AS text FROM ev
                              WHERE event_type = '{C.REVIEW_EVENT}' AND trim(coalesce({C.REVIEW_TEXT}, '')) <> ''
-                             ORDER BY rowid""").df()
+                             ORDER BY feed_row""").df()
     else:
         df = pd.DataFrame({"item_id": pd.Series(dtype=object), "event_time": pd.Series(dtype="datetime64[us, UTC]"),
                            "text": pd.Series(dtype=object)})

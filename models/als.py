@@ -7,7 +7,8 @@ user and item index. ALS started from those factors needs ``warm_iterations`` it
 days score NDCG@10 0.2766 to 0.2772 (task all) and 0.0955 to 0.0964 (task new) against a cold
 15-iteration fit's 0.2778 / 0.0948 (0.2750 / 0.0924 with another seed); at ten million demo
 events the refit takes a third of the time (docs/benchmarks.md). The nightly search's trials with
-the candidate's factors start from the candidate's holdout fit too: 5 warm iterations from the
+the candidate's factors (or fewer: its fit truncated to their rank, ``truncate``) start from the
+candidate's holdout fit too: 5 warm iterations from the
 regularization-0.05 fit gave 0.2769 / 0.0950 (regularization 0.01), 0.2804 / 0.0957 (1.0) and
 0.2848 / 0.0967 (10.0) against cold fits' 0.2741-0.2760 / 0.0923-0.0949, 0.2749-0.2779 /
 0.0918-0.0944 and 0.2837-0.2838 / 0.0946-0.0959 (two seeds)."""
@@ -65,6 +66,9 @@ class ALSRecommender(FactorRecommender):
         self.warm_ = None
         if warm is not None and warm[0].shape[1] > self.factors:
             warm = truncate(*warm, self.factors)
+            if not (np.abs(warm[1]).sum(axis=0) > 0).all():  # zero columns would stay zero: a cold fit
+                log.info("als: no warm start: the previous fit has rank below %d", self.factors)
+                warm = None
         self.iterations_run_ = self.warm_iterations if warm is not None else self.iterations
         return self._fit_implicit(partial(AlternatingLeastSquares, factors=self.factors,
                                           regularization=self.regularization, alpha=self.alpha,
@@ -77,11 +81,13 @@ def truncate(users: np.ndarray, items: np.ndarray, factors: int) -> tuple[np.nda
     approximation of users @ items.T of that rank (the truncated SVD of the product), without
     forming the product: from the two k x k Gram matrices and an SVD of a k x k core (k = the
     current width), so the cost is linear in users and items. The singular values are split evenly
-    between the two sides, as ALS's regularization balances them."""
+    between the two sides, as ALS's regularization balances them. Where the product's rank is below
+    ``factors``, the missing columns are zero."""
     u, v = users.astype(np.float64), items.astype(np.float64)
     hu, hv = _half_inverse(u.T @ u), _half_inverse(v.T @ v)  # (k x k): u @ hu has orthonormal columns
     a, s, bt = np.linalg.svd(np.linalg.pinv(hu) @ np.linalg.pinv(hv).T)
-    root = np.sqrt(s[:factors])
+    s = s[:factors]
+    root = np.sqrt(np.where(s > s.max(initial=0.0) * 1e-6, s, 0.0))  # directions the product lacks: zero columns
     return ((u @ (hu @ a[:, :factors] * root)).astype(np.float32),
             (v @ (hv @ bt[:factors].T * root)).astype(np.float32))
 

@@ -126,3 +126,17 @@ def test_a_trial_with_fewer_factors_starts_from_the_truncated_fit():
     warm_loss = als_loss(x, trial.user_factors_, trial.item_factors_, 2.0, 0.05)
     cold_loss = als_loss(x, cold.user_factors_, cold.item_factors_, 2.0, 0.05)
     assert warm_loss <= cold_loss * 1.01
+
+
+def test_a_previous_fit_of_lower_rank_gives_a_cold_fit():
+    """Truncating a fit whose scores have rank 4 to 6 factors leaves zero columns, which ALS keeps
+    at zero: such a trial fits cold, as a fresh model does."""
+    x = planted(rank=4)
+    base = ALSRecommender(factors=8, iterations=4, random_state=3).fit(x)
+    base.user_factors_[:, 4:] = 0.0  # rank 4
+    trial = ALSRecommender(factors=6, iterations=4, random_state=3)
+    assert trial.warm_start(base)
+    trial.fit(x)
+    fresh = ALSRecommender(factors=6, iterations=4, random_state=3).fit(x)
+    assert trial.iterations_run_ == 4
+    np.testing.assert_array_equal(trial.item_factors_, fresh.item_factors_)
