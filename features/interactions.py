@@ -50,7 +50,7 @@ from pipelines.artifacts import Features, Layout, layout, write_features
 from pipelines.config import Config
 from pipelines.infra import storage
 from pipelines.infra.consent import drop_forgotten, opted_out
-from pipelines.infra.progress import laps
+from pipelines.infra.logs import laps
 from pipelines.session_artifacts import write_sequences, write_sessions
 from pipelines.signal_artifacts import write_ranker_signals
 

@@ -2,6 +2,7 @@
 
 * ``Progress``: a long loop logs where it is (which stage, how many done, time left) at most every
   ``every_s`` seconds and once at the end, so no step is silent for minutes;
+* ``laps``: a step of a few long phases logs each phase's time as it ends;
 * ``StripAnsi`` / ``install``: no ANSI colour code reaches a log (MLflow wraps some warnings in them),
   and Python warnings go through logging (one line, with a level) instead of raw stderr, which
   Airflow shows as ERROR.
@@ -85,3 +86,15 @@ class Progress:
         elif self.done:
             line += f", about {_duration(elapsed * (self.total - self.done) / self.done)} left"
         self.log.info("%s", line)
+
+
+def laps(log: logging.Logger, prefix: str) -> Callable[[str], None]:
+    """``lap(label)`` logs "<prefix>: <label> in <seconds>s", the time since the previous lap (or
+    since ``laps`` was called)."""
+    last = [time.perf_counter()]
+
+    def lap(label: str) -> None:
+        now = time.perf_counter()
+        log.info("%s: %s in %.1fs", prefix, label, now - last[0])
+        last[0] = now
+    return lap

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from pipelines.infra.logs import Progress, StripAnsi, install, strip_ansi
+from pipelines.infra.logs import Progress, StripAnsi, install, laps, strip_ansi
 
 LOG = logging.getLogger("tests.progress")
 
@@ -57,6 +57,18 @@ def test_a_short_loop_logs_only_its_end(caplog):
             clock.t += 2
             p.advance()
     assert lines(caplog) == ["rank task new: training windows up to day 20000: 3/3 windows (100%), 6 s elapsed, done"]
+
+
+def test_laps_log_each_phase_since_the_previous_one(caplog, monkeypatch):
+    clock = iter([100.0, 103.5, 110.0])
+    monkeypatch.setattr("pipelines.infra.logs.time.perf_counter", lambda: next(clock))
+    log = logging.getLogger("test.laps")
+    with caplog.at_level(logging.INFO, logger="test.laps"):
+        lap = laps(log, "features ds=x")
+        lap("events loaded")
+        lap("sessions")
+    assert [r.getMessage() for r in caplog.records] == ["features ds=x: events loaded in 3.5s",
+                                                        "features ds=x: sessions in 6.5s"]
 
 
 def test_ansi_colour_codes_never_reach_a_log(caplog):
