@@ -153,6 +153,26 @@ def others_mask(train: sp.csr_matrix, users: np.ndarray, targets: np.ndarray) ->
     return mask
 
 
+def svd_start(user_items: sp.csr_matrix, factors: int, scale: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Starting embeddings (users, items) from the truncated SVD of the binarised matrix ``R ~ U S
+    V'`` (randomised, seeded): ``U S^1/2`` and ``V S^1/2``, scaled so that their entries' root mean
+    square is ``scale`` (dot products rank as the SVD's reconstruction at any scale); columns past the
+    matrix's rank are zero. A start that already ranks like a tuned matrix factorisation, which
+    training then refines (spectral initialisation)."""
+    from sklearn.utils.extmath import randomized_svd
+    r = user_items.tocsr().astype(np.float64)
+    r.data = np.ones_like(r.data)
+    n_users, n_items = r.shape
+    users, items = np.zeros((n_users, factors)), np.zeros((n_items, factors))
+    k = min(int(factors), min(r.shape) - 1)
+    if k > 0 and r.nnz:
+        u, s, vt = randomized_svd(r, k, n_iter=5, random_state=int(seed))
+        users[:, :k], items[:, :k] = u * np.sqrt(s), vt.T * np.sqrt(s)
+    rms = float(np.sqrt((np.sum(users ** 2) + np.sum(items ** 2)) / max((n_users + n_items) * factors, 1)))
+    f = float(scale) / rms if rms > 0 else 0.0
+    return (users * f).astype(np.float32), (items * f).astype(np.float32)
+
+
 def holdout_split(user_items: sp.csr_matrix, fraction: float, seed: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """(train, validation), both of ``user_items``' shape: per user, ``floor(fraction * n_u)`` of the
     user's ``n_u`` items, drawn at random, go to validation (so users with fewer than ``1 / fraction``

@@ -5,12 +5,16 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from features.sequences import PURCHASE
+
 CHUNK = 65_536  # items or users per no-grad forward pass
 
 
-def build(torch, n_items: int, n_terms: int, factors: int, n_countries: int = 0, item_bias: bool = False):
+def build(torch, n_items: int, n_terms: int, factors: int, n_countries: int = 0, item_bias: bool = False,
+          months: bool = False):
     """The towers' weights: item ids (zero), term embeddings (when there is text), countries (zero;
-    0 = unknown), two residual MLPs."""
+    0 = unknown), with ``months`` the month of the year asked about (zero; 0 = unknown), two
+    residual MLPs."""
     nn = torch.nn
     mods = {"country": nn.Embedding(n_countries + 1, factors, padding_idx=0),"item_id": nn.Embedding(n_items, factors),
             "item_mlp": nn.Sequential(nn.Linear(factors, factors), nn.ReLU(), nn.Linear(factors, factors)),
@@ -20,12 +24,46 @@ def build(torch, n_items: int, n_terms: int, factors: int, n_countries: int = 0,
         nn.init.normal_(mods["terms"].weight, std=1.0 / np.sqrt(factors))
     if item_bias:
         mods["item_bias"] = nn.Embedding(n_items, 1)
+    if months:
+        mods["month"] = nn.Embedding(13, factors, padding_idx=0)
     net = nn.ModuleDict(mods)
+    if months:
+        nn.init.zeros_(net["month"].weight)
     if item_bias:
         nn.init.zeros_(net["item_bias"].weight)
     nn.init.zeros_(net["item_id"].weight)
     nn.init.zeros_(net["country"].weight)
     return net
+
+
+def pair_months(user_items: sp.csr_matrix, seq) -> sp.csr_matrix:
+    """``user_items``' pattern with, per (user, item), the month of the year (1-12) of the user's
+    newest purchase of the item in ``seq`` (features.sequences.UserSequences; its newest event of
+    the item where the data has no purchases), 0 where ``seq`` does not hold it."""
+    x = user_items.tocsr()
+    out = sp.csr_matrix((np.zeros(x.nnz, np.int64), x.indices, x.indptr), shape=x.shape)
+    if seq is None or not len(seq.items) or not x.nnz:
+        return out
+    owner = np.repeat(np.arange(seq.n_users, dtype=np.int64), seq.lengths())
+    keep = seq.kinds == PURCHASE
+    keep = keep if keep.any() else np.ones(len(keep), bool)
+    key = owner[keep] * x.shape[1] + seq.items[keep]
+    when = seq.times[keep]
+    order = np.lexsort((when, key))  # by pair, newest last
+    key, when = key[order], when[order]
+    last = np.r_[key[1:] != key[:-1], True]
+    key, when = key[last], when[last]
+    rows = np.repeat(np.arange(x.shape[0], dtype=np.int64), np.diff(x.indptr))
+    mine = rows * x.shape[1] + x.indices
+    at = np.minimum(np.searchsorted(key, mine), len(key) - 1)
+    found = key[at] == mine
+    out.data[found] = month_of(when[at[found]])
+    return out
+
+
+def month_of(seconds: np.ndarray) -> np.ndarray:
+    """The month of the year (1-12, UTC) of epoch seconds."""
+    return np.asarray(seconds, np.int64).astype("datetime64[s]").astype("datetime64[M]").astype(np.int64) % 12 + 1
 
 
 def residual(torch, mlp, h):
@@ -40,6 +78,7 @@ class Batches:
         self.torch, self.net, self.content, self.train, self.device = torch, net, content, train, device
         self.bias_trained = np.zeros(train.shape[1], bool)  # set by TwoTower._train
         self.countries, self.interests = countries, interests
+        self.now = 0  # the month of the year the lists are for (with a "month" embedding)
 
     def items(self, idx: np.ndarray, keep_id: np.ndarray):
         """Item-tower embeddings of items ``idx``; ``keep_id``: 1 where the id embedding counts."""
@@ -53,11 +92,15 @@ class Batches:
                                       per_sample_weights=t.from_numpy(c.data.astype(np.float32)).to(self.device))
         return residual(t, self.net["item_mlp"], h)
 
-    def user_tower(self, means, rows: np.ndarray):
-        """The user tower over the mean of the user's items plus the user's country and stated
-        interests (their terms' embeddings, weighted by TF-IDF)."""
+    def user_tower(self, means, rows: np.ndarray, months: np.ndarray | None = None):
+        """The user tower over the mean of the user's items plus the user's country, stated
+        interests (their terms' embeddings, weighted by TF-IDF) and the month asked about (per row;
+        None: ``self.now``, the month the lists are for)."""
         t = self.torch
         h = means + self.net["country"](t.from_numpy(self.countries[rows]).to(self.device))
+        if "month" in self.net:
+            months = np.full(len(rows), self.now, np.int64) if months is None else months
+            h = h + self.net["month"](t.from_numpy(np.asarray(months, np.int64)).to(self.device))
         if "terms" in self.net and self.interests.nnz:
             c = self.interests[rows]
             h = h + self.net["terms"](t.from_numpy(c.indices.astype(np.int64)).to(self.device),
@@ -66,7 +109,7 @@ class Batches:
         return residual(t, self.net["user_mlp"], h)
 
     def batch(self, users: np.ndarray, targets: np.ndarray, rng: np.random.Generator, id_dropout: float,
-              full: bool = False):
+              full: bool = False, months: np.ndarray | None = None):
         """(user embeddings, item embeddings) of a batch of pairs: each user over the user's training
         items but the target, each item's id dropped with probability ``id_dropout``; the items are
         the targets, or with ``full`` every item (one item-tower pass of the catalog)."""
@@ -85,7 +128,7 @@ class Batches:
         mean = t.sparse_coo_tensor(t.from_numpy(np.vstack([rows, inv[:len(rows)]]).astype(np.int64)),
                                    t.from_numpy(w.astype(np.float32)), (len(users), len(uniq)),
                                    device=self.device, check_invariants=False).coalesce()
-        return self.user_tower(t.sparse.mm(mean, emb), users), \
+        return self.user_tower(t.sparse.mm(mean, emb), users, months), \
             emb if full else emb[t.from_numpy(inv[len(rows):]).to(self.device)]
 
     def all_items(self, seen: np.ndarray) -> np.ndarray:

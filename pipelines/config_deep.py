@@ -14,8 +14,8 @@ class DeepModelSettings:
     # random sample of whole users. Device: "auto" (CUDA when available), "cpu" or "cuda".
     lightgcn_factors: int = 64
     lightgcn_layers: int = 3
-    lightgcn_learning_rate: float = 0.01
-    lightgcn_regularization: float = 1e-4
+    lightgcn_learning_rate: float = 0.005
+    lightgcn_regularization: float = 3e-3
     lightgcn_epochs: int = 50
     lightgcn_batch_size: int = 4096
     lightgcn_budget_seconds: float = 600.0
@@ -29,6 +29,10 @@ class DeepModelSettings:
     lightgcn_negatives: int = 2048
     # The early-stopping score on the validation share: "auc" or "dcg" (models.deep.validation_auc).
     lightgcn_validation_metric: str = "auc"
+    # E_0's start: "svd" (the truncated SVD of the binary matrix, entries' RMS lightgcn_init_scale)
+    # or "random" (N(0, 0.1), the paper's).
+    lightgcn_init: str = "svd"
+    lightgcn_init_scale: float = 0.1
     lightgcn_device: str = "auto"
     # Two-tower retrieval (models/two_tower.py, PyTorch; not a default candidate: add "two_tower" to
     # candidates). Same stopping rules, sample and device as LightGCN; items without interactions
@@ -58,13 +62,16 @@ class DeepModelSettings:
     # A fit that starts from an earlier fit with the same settings (the hybrid's next cut-off) runs at
     # most this many epochs, with a patience of 1 (0: always cold).
     two_tower_warm_epochs: int = 1
+    # The user tower also reads the month of the year asked about (each training pair's purchase
+    # month; served: the month of the data's newest event), from the features' sequences.
+    two_tower_query_month: bool = True
     two_tower_validation_metric: str = "auc"
     two_tower_device: str = "auto"
     # SASRec-style sequence transformer (models/sasrec.py, PyTorch; not a default candidate): each
     # user's newest sasrec_max_len events (features sequence_max_events kept per user). Same stopping
     # rules, sample and device as LightGCN; a full softmax up to sasrec_full_softmax_items items,
     # above it sasrec_negatives shared random items per batch.
-    sasrec_factors: int = 64
+    sasrec_factors: int = 128
     sasrec_layers: int = 2
     sasrec_heads: int = 2
     sasrec_max_len: int = 50
@@ -82,4 +89,7 @@ class DeepModelSettings:
     # next time), the latter widened to sasrec_horizon_days after the event when > 0.
     sasrec_target: str = "next_event"
     sasrec_horizon_days: float = 0.0
+    # Each position's output also reads the time asked about: the target's month of the year and the
+    # hours since the user's last event (served: the data's newest event).
+    sasrec_query_time: bool = True
     sasrec_device: str = "auto"

@@ -224,3 +224,31 @@ def test_validation_metric_setting_reaches_the_models():
     assert make_model("two_tower", cfg).validation_metric == "dcg"
     assert make_model("lightgcn", cfg).validation_metric == "dcg"
     assert make_model("two_tower", load_config(environ={})).validation_metric == "auc"
+
+
+def test_svd_start_reproduces_a_matrix_of_that_rank_up_to_its_scale():
+    """Three blocks of users x items, all bought: a binary matrix of rank 3 (weights are binarised).
+    With 3 factors the start's products are the matrix times one positive constant; its entries'
+    root mean square is the scale asked for; factors past the rank stay zero."""
+    from models.deep import svd_start
+
+    r = np.zeros((30, 15))
+    r[:10, :5], r[10:25, 5:12], r[25:, 12:] = 1, 1, 1
+    weighted = sp.csr_matrix(r * np.arange(1, 16)[None, :])  # weights 1 to 15: the start counts each item once
+    users, items = svd_start(weighted, 3, 0.1, seed=3)
+    got = users @ items.T
+    c = got[0, 0]
+    assert c > 0
+    np.testing.assert_allclose(got, c * r, atol=1e-5 * c)
+    assert np.sqrt((np.sum(users ** 2) + np.sum(items ** 2)) / (45 * 3)) == pytest.approx(0.1, rel=1e-5)
+    users, items = svd_start(weighted, 20, 0.1, seed=3)  # more factors than the 14 a 30 x 15 matrix allows
+    assert users.shape == (30, 20) and not users[:, 14:].any() and not items[:, 14:].any()
+
+
+@pytest.mark.parametrize("init", ["svd", "random"])
+def test_lightgcn_trains_from_either_start_within_the_community(init):
+    ui = communities()
+    model = lightgcn(init=init).fit(ui)
+    ids, _ = model.recommend(np.arange(40), ui, n=5, exclude=ui)
+    assert ((ids >= 15) == (np.arange(40) >= 20)[:, None]).all()
+    assert model.fit_summary_["epochs"] >= 1

@@ -139,3 +139,50 @@ def test_user_time_order_equals_lexsort_with_ties_and_wide_spans():
         u, t = rng.integers(0, users, 5000), rng.integers(lo, hi, 5000)
         np.testing.assert_array_equal(user_time_order(u, t), np.lexsort((np.arange(5000), t, u)))
     assert user_time_order(np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == []
+
+
+def test_query_codes_are_the_month_and_log2_hours_since_the_last_event():
+    from models.sasrec import query_codes
+
+    # 2025-12-03 00:00 UTC and 2025-06-01 12:00 UTC; last events 0 h, 1 h, 7 h and 1023 h before.
+    dec, jun = 1_764_720_000, 1_748_779_200
+    month, gap = query_codes(np.array([dec, dec, jun, jun]), np.array([dec, dec - 3600, jun - 7 * 3600,
+                                                                       jun - 1023 * 3600]))
+    assert month.tolist() == [12, 12, 6, 6]
+    assert gap.tolist() == [1, 2, 4, 11]  # 1 + floor(log2(1 + hours))
+
+
+def seasonal_data(now_month: int):
+    """Shoppers who buy item 0 and, two days later, item 1 in December and item 2 in June (items 3-9:
+    other purchases, never after item 0); 100 more shoppers whose only purchase is item 0, three
+    days before the data's newest event, in month ``now_month``. Their next item is 1 in December,
+    2 in June: only the time asked about tells which."""
+    day, u, i, t = 86_400, [], [], []
+    dec, jun = 1_733_011_200, 1_748_736_000  # 2024-12-01 and 2025-06-01, 00:00 UTC
+    rng = np.random.default_rng(6)
+    for user in range(200):
+        start = (dec if user % 2 else jun) + int(rng.integers(0, 20)) * 3600
+        filler = int(rng.integers(3, 10))
+        u += [user] * 3
+        i += [filler, 0, 1 if user % 2 else 2]
+        t += [start - 5 * day, start, start + 2 * day]
+    now = (1_764_547_200 if now_month == 12 else jun) + 20 * day  # 2025-12-21 or 2025-06-21: after all
+    for user in range(200, 300):
+        u.append(user)
+        i.append(0)
+        t.append(now - 3 * day)
+    u.append(0)  # the data's newest event: the time the lists are asked for
+    i.append(5)
+    t.append(now)
+    seq = build_sequences(u, i, np.full(len(u), PURCHASE), t, 300)
+    x = sp.csr_matrix((np.ones(len(u), np.float32), (u, i)), shape=(300, 10))
+    x.sum_duplicates()
+    return x, seq
+
+
+@pytest.mark.parametrize("now_month, want", [(12, 1), (6, 2)])
+def test_query_time_learns_what_follows_by_the_month_asked_about(now_month, want):
+    x, seq = seasonal_data(now_month)
+    model = SASRec(**{**SMALL, "epochs": 60}).fit(x, None, sequences=seq)
+    top, _ = model.recommend(np.arange(200, 300), x, 1, exclude=x)
+    assert (top[:, 0] == want).mean() >= 0.9

@@ -188,3 +188,49 @@ def test_the_select_steps_refit_starts_cold(fitted, tmp_path):
     model = warm_from(two_tower(random_state=5), path)
     assert getattr(model, "warm_", None) is None
     assert two_tower(random_state=5).warm_start(load_model(path))
+
+
+def test_pair_months_are_the_month_of_the_newest_purchase():
+    from features.sequences import KINDS, PURCHASE, build_sequences
+    from models.towers import pair_months
+
+    jan, mar, may, dec = 1_736_467_200, 1_741_564_800, 1_746_835_200, 1_765_324_800  # the 10th, 2025, UTC
+    # user 0: item 1 bought in January and March, item 2 only viewed (May); user 1: item 2 bought in
+    # December; user 2's item 0 is not in the sequences.
+    seq = build_sequences([0, 0, 0, 1], [1, 1, 2, 2], [PURCHASE, PURCHASE, KINDS["view"], PURCHASE],
+                          [jan, mar, may, dec], 3)
+    x = sp.csr_matrix((np.ones(4, np.float32), ([0, 0, 1, 2], [1, 2, 2, 0])), shape=(3, 3))
+    assert pair_months(x, seq).toarray().tolist() == [[0, 3, 0], [0, 0, 12], [0, 0, 0]]
+
+
+def seasonal(now: int):
+    """Items 0 (X), 1 (bought in December), 2 (bought in June), 3-5 (bought by nobody after X).
+    60 shoppers buy X in November and item 1 in December, 60 buy X in May and item 2 in June; 40
+    more bought X only. The newest event is at ``now``: the lists are asked for in its month."""
+    from features.sequences import PURCHASE, build_sequences
+
+    nov, dec, may, jun = 1_730_419_200, 1_733_011_200, 1_746_057_600, 1_748_736_000  # 2024-11 .. 2025-06
+    u, i, t = [], [], []
+    for user in range(120):
+        winter = user % 2 == 0
+        u += [user, user, user]
+        i += [0, 1 if winter else 2, 3 + user % 3]
+        t += [nov if winter else may, dec if winter else jun, (nov if winter else may) - 86_400 * 30]
+    for user in range(120, 160):
+        u.append(user)
+        i.append(0)
+        t.append(now - 86_400)
+    u.append(0)
+    i.append(4)
+    t.append(now)
+    x = sp.csr_matrix((np.ones(len(u), np.float32), (u, i)), shape=(160, 6))
+    x.sum_duplicates()
+    return x, build_sequences(u, i, np.full(len(u), PURCHASE), t, 160)
+
+
+@pytest.mark.parametrize("now, want", [(1_765_324_800, 1), (1_749_513_600, 2)])  # 2025-12-10, 2025-06-10
+def test_the_month_asked_about_decides_between_two_seasons(now, want):
+    x, seq = seasonal(now)
+    model = two_tower(random_state=5, validation_fraction=0.0, patience=0, epochs=40).fit(x, None, sequences=seq)
+    top, _ = model.recommend(np.arange(120, 160), x, 1, exclude=x)
+    assert (top[:, 0] == want).mean() >= 0.9
