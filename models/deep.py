@@ -160,17 +160,18 @@ def svd_start(user_items: sp.csr_matrix, factors: int, scale: float, seed: int) 
     matrix's rank are zero. A start that already ranks like a tuned matrix factorisation, which
     training then refines (spectral initialisation)."""
     from sklearn.utils.extmath import randomized_svd
-    r = user_items.tocsr().astype(np.float64)
+    r = user_items.tocsr().astype(np.float32)  # float32: the random projections are users x ~factors
     r.data = np.ones_like(r.data)
     n_users, n_items = r.shape
-    users, items = np.zeros((n_users, factors)), np.zeros((n_items, factors))
+    users, items = np.zeros((n_users, factors), np.float32), np.zeros((n_items, factors), np.float32)
     k = min(int(factors), min(r.shape) - 1)
     if k > 0 and r.nnz:
         u, s, vt = randomized_svd(r, k, n_iter=5, random_state=int(seed))
         users[:, :k], items[:, :k] = u * np.sqrt(s), vt.T * np.sqrt(s)
-    rms = float(np.sqrt((np.sum(users ** 2) + np.sum(items ** 2)) / max((n_users + n_items) * factors, 1)))
-    f = float(scale) / rms if rms > 0 else 0.0
-    return (users * f).astype(np.float32), (items * f).astype(np.float32)
+    rms = float(np.sqrt((np.sum(users.astype(np.float64) ** 2) + np.sum(items.astype(np.float64) ** 2))
+                        / max((n_users + n_items) * factors, 1)))
+    f = np.float32(float(scale) / rms if rms > 0 else 0.0)
+    return users * f, items * f
 
 
 def holdout_split(user_items: sp.csr_matrix, fraction: float, seed: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
