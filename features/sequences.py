@@ -36,6 +36,10 @@ class UserSequences:
     def lengths(self) -> np.ndarray:
         return np.diff(self.indptr)
 
+    def owners(self) -> np.ndarray:
+        """Per event, its user (int64)."""
+        return np.repeat(np.arange(self.n_users, dtype=np.int64), self.lengths())
+
     def save(self, path: str | Path) -> Path:
         """Written whole, then renamed into place (npz, no pickle)."""
         path = Path(path)

@@ -153,6 +153,12 @@ def others_mask(train: sp.csr_matrix, users: np.ndarray, targets: np.ndarray) ->
     return mask
 
 
+def month_of(seconds: np.ndarray) -> np.ndarray:
+    """The month of the year (1-12, UTC) of epoch seconds (any shape): the deep models' "month asked
+    about" (models/sasrec.py, models/towers.py)."""
+    return np.asarray(seconds, np.int64).astype("datetime64[s]").astype("datetime64[M]").astype(np.int64) % 12 + 1
+
+
 def svd_start(user_items: sp.csr_matrix, factors: int, scale: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Starting embeddings (users, items) from the truncated SVD of the binarised matrix ``R ~ U S
     V'`` (randomised, seeded): ``U S^1/2`` and ``V S^1/2``, scaled so that their entries' root mean

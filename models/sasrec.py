@@ -44,7 +44,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from features.sequences import PURCHASE, UserSequences
-from models.deep import arrays_to_state, fit_loop, import_torch, pick_device, seed_everything, state_to_arrays
+from models.deep import (arrays_to_state, fit_loop, import_torch, month_of, pick_device, seed_everything,
+                         state_to_arrays)
 from models.factors import FactorRecommender
 from models.registry import register
 
@@ -94,7 +95,7 @@ def baskets(seq: UserSequences, target: str = "next_basket", horizon_s: float = 
     after it. A basket is a user's events at one time (to the second: an order's lines); length 0
     after the user's last event."""
     n = len(seq.items)
-    owner = np.repeat(np.arange(seq.n_users), seq.lengths())
+    owner = seq.owners()
     new = np.ones(n, bool)
     new[1:] = (owner[1:] != owner[:-1]) | (seq.times[1:] != seq.times[:-1])
     bid = np.cumsum(new) - 1
@@ -119,7 +120,7 @@ def baskets(seq: UserSequences, target: str = "next_basket", horizon_s: float = 
 def query_codes(when: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The time asked about, as embedding codes: (its month of the year, 1-12; 1 + min(floor(log2(1 +
     hours since the user's last event)), QUERY_GAPS - 2))."""
-    month = np.asarray(when, np.int64).astype("datetime64[s]").astype("datetime64[M]").astype(np.int64) % 12 + 1
+    month = month_of(when)
     hours = np.maximum(np.asarray(when, np.float64) - np.asarray(last, np.float64), 0) / 3600.0
     return month, (1 + np.minimum(np.floor(np.log2(1.0 + hours)), QUERY_GAPS - 2)).astype(np.int64)
 
@@ -234,7 +235,7 @@ class SASRec(FactorRecommender):
         is_buy = seq.kinds == PURCHASE
         last_buy = np.full(seq.n_users, -1, np.int64)
         pos = np.flatnonzero(is_buy)
-        owner = np.repeat(np.arange(seq.n_users), seq.lengths())[pos]
+        owner = seq.owners()[pos]
         last_buy[owner] = pos  # ascending: the last write is the newest purchase
         if self.target == "next_basket":  # the first line of that purchase's basket
             has = last_buy >= 0

@@ -6,6 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from features.sequences import PURCHASE
+from models.deep import month_of
 
 CHUNK = 65_536  # items or users per no-grad forward pass
 
@@ -44,7 +45,7 @@ def pair_months(user_items: sp.csr_matrix, seq) -> sp.csr_matrix:
     out = sp.csr_matrix((np.zeros(x.nnz, np.int64), x.indices, x.indptr), shape=x.shape)
     if seq is None or not len(seq.items) or not x.nnz:
         return out
-    owner = np.repeat(np.arange(seq.n_users, dtype=np.int64), seq.lengths())
+    owner = seq.owners()
     keep = seq.kinds == PURCHASE
     keep = keep if keep.any() else np.ones(len(keep), bool)
     key = owner[keep] * x.shape[1] + seq.items[keep]
@@ -59,11 +60,6 @@ def pair_months(user_items: sp.csr_matrix, seq) -> sp.csr_matrix:
     found = key[at] == mine
     out.data[found] = month_of(when[at[found]])
     return out
-
-
-def month_of(seconds: np.ndarray) -> np.ndarray:
-    """The month of the year (1-12, UTC) of epoch seconds."""
-    return np.asarray(seconds, np.int64).astype("datetime64[s]").astype("datetime64[M]").astype(np.int64) % 12 + 1
 
 
 def residual(torch, mlp, h):

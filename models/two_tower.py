@@ -51,10 +51,10 @@ import scipy.sparse as sp
 from features.text import item_text
 from models.content import ContentRecommender
 from models.deep import (fit_loop, holdout_split, import_torch, others_mask, pick_device, sample_users,
-                         seed_everything, state_to_arrays, validation_auc)
+                         month_of, seed_everything, state_to_arrays, validation_auc)
 from models.factors import FactorRecommender
 from models.registry import register
-from models.towers import Batches, build, month_of, pair_months
+from models.towers import Batches, build, pair_months
 
 log = logging.getLogger(__name__)
 
